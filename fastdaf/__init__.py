@@ -1,0 +1,29 @@
+"""fastdaf: fast multimodal sentiment inference with Dynamic Attention Fusion."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import metrics
+from .config import DAFConfig
+from .errors import CheckpointError, ConfigError, FastDAFError, FeatureFileError, InputError, UnsupportedError
+from .features import FeatureSet
+from .head import DAFHead, DAFOutput
+from .train import TrainOptions, TrainResult, train_head
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DAFConfig",
+    "DAFHead",
+    "DAFOutput",
+    "FastDAFError",
+    "FeatureFileError",
+    "FeatureSet",
+    "InputError",
+    "TrainOptions",
+    "TrainResult",
+    "UnsupportedError",
+    "metrics",
+    "train_head",
+]

@@ -1,0 +1,1 @@
+"""Triton kernels of fastdaf, installed as `fastdaf.kernels` (the folder is mapped in pyproject.toml)."""

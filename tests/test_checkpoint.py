@@ -1,0 +1,86 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from fastdaf import CheckpointError, DAFConfig, DAFHead, FastDAFError
+from fastdaf.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+
+
+@pytest.fixture
+def saved(tmp_path, rng):
+    cfg = DAFConfig({"text": 12, "audio": 6}, n_outputs=2, fusion="dynamic")
+    head = DAFHead(cfg)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_(generator=rng)
+    head.set_input_stats("audio", torch.randn(6, generator=rng), torch.rand(6, generator=rng) + 0.5)
+    head.save_pretrained(tmp_path / "ckpt", extra={"seed": 3})
+    return head.eval(), tmp_path / "ckpt"
+
+
+@pytest.mark.parametrize("fusion", ["dynamic", "static", "mean", "concat"])
+def test_round_trip_gives_identical_outputs(fusion, tmp_path, rng):
+    cfg = DAFConfig({"text": 12, "audio": 6, "video": 3}, fusion=fusion)
+    head = DAFHead(cfg).eval()
+    head.set_input_stats("text", torch.randn(12, generator=rng), torch.rand(12, generator=rng) + 0.1)
+    head.save_pretrained(tmp_path)
+    loaded = DAFHead.from_pretrained(tmp_path)
+    assert loaded.config == cfg and not loaded.training
+    feats = {m: torch.randn(5, d, generator=rng) for m, d in cfg.modalities.items()}
+    present = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 1], [0, 0, 1], [1, 1, 0]], dtype=torch.bool)
+    a, b = head(feats, present), loaded(feats, present)
+    assert torch.equal(a.score, b.score) and torch.equal(a.weights, b.weights)
+
+
+def test_config_file_is_readable_json(saved):
+    _, path = saved
+    meta = json.loads((path / CONFIG_FILE).read_text())
+    assert meta["format_version"] == 1
+    assert meta["config"]["modalities"] == {"text": 12, "audio": 6}
+    assert meta["extra"] == {"seed": 3}
+
+
+def rewrite_config(path, change):
+    meta = json.loads((path / CONFIG_FILE).read_text())
+    change(meta)
+    (path / CONFIG_FILE).write_text(json.dumps(meta))
+
+
+def rewrite_weights(path, change):
+    state = load_file(str(path / WEIGHTS_FILE))
+    change(state)
+    save_file(state, str(path / WEIGHTS_FILE))
+
+
+@pytest.mark.parametrize(
+    "breakage, words",
+    [
+        (lambda p: (p / CONFIG_FILE).unlink(), "has no config.json"),
+        (lambda p: (p / WEIGHTS_FILE).unlink(), "has no model.safetensors"),
+        (lambda p: (p / CONFIG_FILE).write_text("{not json"), "not valid JSON"),
+        (lambda p: rewrite_config(p, lambda m: m.update(format="other")), "expected format 'fastdaf-daf-head', found 'other'"),
+        (lambda p: rewrite_config(p, lambda m: m.update(format_version=99)), "unknown format_version 99"),
+        (lambda p: rewrite_config(p, lambda m: m["config"].update(fusion="late")), "invalid head config: fusion 'late'"),
+        (lambda p: (p / WEIGHTS_FILE).write_bytes(b"\x00garbage" * 10), "corrupt or not a safetensors file"),
+        (lambda p: rewrite_weights(p, lambda s: s.pop("projections.audio.weight")), r"missing tensor\(s\) \['projections.audio.weight'\]"),
+        (lambda p: rewrite_weights(p, lambda s: s.update(extra_tensor=torch.zeros(2))), r"unexpected tensor\(s\) \['extra_tensor'\]"),
+        (lambda p: rewrite_weights(p, lambda s: s.update({"projections.audio.weight": torch.zeros(128, 7)})),
+         r"'projections.audio.weight' has shape \[128, 7\], expected \[128, 6\]"),
+        (lambda p: rewrite_weights(p, lambda s: s.update({"mlp_out.bias": torch.zeros(2, dtype=torch.int64)})), "'mlp_out.bias' has dtype torch.int64"),
+        (lambda p: rewrite_weights(p, lambda s: s["input_std_audio"].fill_(float("nan"))), "'input_std_audio' holds NaN"),
+        (lambda p: rewrite_config(p, lambda m: m["config"]["modalities"].update(audio=74)), r"'input_mean_audio' has shape \[6\], expected \[74\]"),
+    ],
+)
+def test_loading_errors_name_what_is_wrong(saved, breakage, words):
+    _, path = saved
+    breakage(path)
+    with pytest.raises(CheckpointError, match=words) as info:
+        DAFHead.from_pretrained(path)
+    assert isinstance(info.value, FastDAFError)
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint directory at"):
+        DAFHead.from_pretrained(tmp_path / "nowhere")
