@@ -8,6 +8,7 @@ from . import metrics
 from .config import DAFConfig
 from .errors import CheckpointError, ConfigError, FastDAFError, FeatureFileError, InputError, UnsupportedError
 from .features import FeatureSet
+from .fused import FusedDAFHead
 from .head import DAFHead, DAFOutput
 from .train import TrainOptions, TrainResult, train_head
 
@@ -20,6 +21,7 @@ __all__ = [
     "FastDAFError",
     "FeatureFileError",
     "FeatureSet",
+    "FusedDAFHead",
     "InputError",
     "TrainOptions",
     "TrainResult",

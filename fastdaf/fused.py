@@ -1,0 +1,154 @@
+"""`FusedDAFHead`: the DAF head forward as one Triton launch, same call and result as `DAFHead`.
+
+Built from a trained reference head with `FusedDAFHead.from_head(head)`: the input standardisation
+is folded into the projection weights (W' = W / std, b' = b - W' mean, in float64), weights are laid
+out [in, out] for the kernel, and copies in fp16/bf16 are made once per device so fp32, fp16 and
+bf16 inputs all run without per-call conversion. Inference only.
+
+On CUDA tensors it runs the autotuned kernel; on CPU tensors only under TRITON_INTERPRET=1 (the
+tests). With `check=False` and preallocated `out` buffers it does no host synchronisation, so a
+whole predict step can be captured in a CUDA graph; rows with no modality present then get weights
+0 and a NaN score instead of an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from .config import DAFConfig
+from .errors import InputError, UnsupportedError
+from .head import DAFHead, DAFOutput, check_inputs, require_each_row_present
+
+SUPPORTED_FUSION = ("dynamic", "static", "mean")
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+PRECISIONS = ("tf32", "ieee")
+
+
+class FusedDAFHead(nn.Module):
+    """Inference-only DAF head computed by the fused Triton kernel (see the module docstring)."""
+
+    def __init__(self, config: DAFConfig, tensors: Mapping[str, Tensor], *, precision: str = "tf32") -> None:
+        super().__init__()
+        if config.fusion not in SUPPORTED_FUSION:
+            raise UnsupportedError(
+                f"the fused head supports fusion {list(SUPPORTED_FUSION)}, not {config.fusion!r}; use fastdaf.DAFHead for it"
+            )
+        if not 1 <= config.projection_size <= 512:
+            raise UnsupportedError(f"the fused head supports projection_size 1..512, got {config.projection_size}")
+        if config.n_outputs > 8:
+            raise UnsupportedError(f"the fused head supports 1..8 outputs, got {config.n_outputs}")
+        if precision not in PRECISIONS:
+            raise UnsupportedError(f"precision must be one of {list(PRECISIONS)} (fp32 inputs only), got {precision!r}")
+        self.config = config
+        self.precision = precision
+        for name, value in tensors.items():
+            self.register_buffer(name, value.float().contiguous())
+        self._by_dtype: dict[tuple[torch.dtype, torch.device], dict[str, Tensor]] = {}
+
+    @classmethod
+    def from_head(cls, head: DAFHead, *, precision: str = "tf32") -> "FusedDAFHead":
+        """Fold a trained reference head into the kernel's layout (on the head's device)."""
+        if not isinstance(head, DAFHead):
+            raise InputError(f"from_head needs a fastdaf.DAFHead, got {type(head).__name__}")
+        cfg = head.config
+        tensors: dict[str, Tensor] = {}
+        with torch.no_grad():
+            for m in cfg.modality_names:
+                mean, std = (t.double() for t in head.input_stats(m))
+                w = head.projections[m].weight.double() / std[None, :]  # [P, K]
+                b = head.projections[m].bias.double() - w @ mean
+                tensors[f"proj_w_{m}"] = w.t()
+                tensors[f"proj_b_{m}"] = b
+            P, A = cfg.projection_size, cfg.attention_size
+            if cfg.fusion == "dynamic":
+                tensors["score_w"] = head.score_hidden.weight.t()
+                tensors["score_b"] = head.score_hidden.bias
+                tensors["score_v"] = head.score_out.weight[0]
+            else:  # unused by the kernel in these modes, but every pointer must be valid
+                ref = head.mlp_out.weight
+                tensors["score_w"], tensors["score_b"], tensors["score_v"] = ref.new_zeros(P, A), ref.new_zeros(A), ref.new_zeros(A)
+            logits = head.static_logits if cfg.fusion == "static" else head.mlp_out.weight.new_zeros(cfg.n_modalities)
+            tensors["static_logits"] = logits
+            tensors["mlp_w1"] = head.mlp_hidden.weight.t()
+            tensors["mlp_b1"] = head.mlp_hidden.bias
+            tensors["mlp_w2"] = head.mlp_out.weight.t()
+            tensors["mlp_b2"] = head.mlp_out.bias
+        return cls(cfg, tensors, precision=precision).to(head.mlp_out.weight.device).eval()
+
+    # ------------------------------------------------------------------------ weights by dtype
+    def _apply(self, fn, recurse=True):  # moving the module invalidates the per-dtype copies
+        self._by_dtype = {}
+        return super()._apply(fn, recurse)
+
+    def weights_for(self, dtype: torch.dtype, device: torch.device) -> dict[str, Tensor]:
+        """Kernel weights in the input dtype (matmul operands) or fp32 (biases, logits); cached."""
+        key = (dtype, device)
+        if key not in self._by_dtype:
+            keep_fp32 = ("proj_b_", "score_b", "score_v", "static_logits", "mlp_b1", "mlp_b2")
+            self._by_dtype[key] = {
+                name: (t if name.startswith(keep_fp32) else t.to(dtype)).to(device).contiguous()
+                for name, t in self.named_buffers()
+            }
+        return self._by_dtype[key]
+
+    # --------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        features: Mapping[str, Tensor],
+        present: Tensor | None = None,
+        *,
+        out: tuple[Tensor, Tensor] | None = None,
+        check: bool = True,
+    ) -> DAFOutput:
+        """Same call and result as DAFHead.forward; scores and weights are fp32.
+
+        out: preallocated (score [B, n_outputs] fp32, weights [B, M] fp32) to write into.
+        check: refuse rows with no modality present (a host sync); False for CUDA-graph capture.
+        """
+        from .kernels.daf_head import interpreting, launch_daf_head
+
+        cfg = self.config
+        tensors, mask = check_inputs(cfg, features, present)
+        given = [x for x in tensors if x is not None]
+        dtype, device = given[0].dtype, given[0].device
+        if dtype not in SUPPORTED_DTYPES or any(x.dtype != dtype for x in given):
+            raise UnsupportedError(
+                f"the fused head takes fp32, fp16 or bf16 features, all of one dtype; got {[str(x.dtype) for x in given]}"
+            )
+        if device.type == "cpu" and not interpreting():
+            raise UnsupportedError(
+                "the fused Triton head runs on CUDA tensors; on CPU it runs only under TRITON_INTERPRET=1 "
+                "(slow, for tests). Use fastdaf.DAFHead on CPU."
+            )
+        if device.type not in ("cpu", "cuda"):
+            raise UnsupportedError(f"the fused head runs on CUDA tensors, got device {device}")
+        if check:
+            require_each_row_present(mask)
+        B = mask.shape[0]
+        if out is None:
+            score = torch.empty(B, cfg.n_outputs, device=device, dtype=torch.float32)
+            weights = torch.empty(B, cfg.n_modalities, device=device, dtype=torch.float32)
+        else:
+            score, weights = out
+            if score.shape != (B, cfg.n_outputs) or weights.shape != (B, cfg.n_modalities) or score.dtype != torch.float32 or weights.dtype != torch.float32:
+                raise InputError(f"out must be fp32 tensors of shapes [{B}, {cfg.n_outputs}] and [{B}, {cfg.n_modalities}]")
+        if B == 0:
+            return DAFOutput(score=score.squeeze(-1) if cfg.n_outputs == 1 else score, weights=weights)
+        w = self.weights_for(dtype, device)
+        xs = [None if x is None else (x if x.stride(1) == 1 else x.contiguous()) for x in tensors]
+        launch_daf_head(
+            xs,
+            [w[f"proj_w_{m}"] for m in cfg.modality_names],
+            [w[f"proj_b_{m}"] for m in cfg.modality_names],
+            None if present is None else mask.to(torch.uint8),
+            w["score_w"], w["score_b"], w["score_v"], w["static_logits"],
+            w["mlp_w1"], w["mlp_b1"], w["mlp_w2"], w["mlp_b2"],
+            score, weights,
+            projection_size=cfg.projection_size, attention_size=cfg.attention_size, hidden_size=cfg.hidden_size,
+            n_outputs=cfg.n_outputs, activation=cfg.activation, fusion=cfg.fusion, temperature=cfg.temperature,
+            precision=self.precision if dtype == torch.float32 else "ieee",
+        )
+        return DAFOutput(score=score.squeeze(-1) if cfg.n_outputs == 1 else score, weights=weights)

@@ -1,0 +1,157 @@
+"""The fused Triton head against a float64 evaluation of the reference, in the Triton interpreter."""
+
+import pytest
+import torch
+
+from fastdaf import DAFConfig, DAFHead, InputError, UnsupportedError
+from fastdaf.fused import FusedDAFHead
+
+CASES = [
+    # (modalities, options, batch, with mask)
+    ({"text": 40, "audio": 7}, dict(projection_size=32, attention_size=16, hidden_size=24), 1, False),
+    ({"text": 20, "audio": 74, "video": 35}, dict(projection_size=64, attention_size=32, hidden_size=16, n_outputs=7), 33, True),
+    ({"a": 5, "b": 17, "c": 3, "d": 16}, dict(projection_size=16, attention_size=16, hidden_size=16, fusion="static", activation="relu"), 18, True),
+    ({"text": 24, "audio": 9}, dict(projection_size=48, attention_size=20, hidden_size=40, fusion="mean", activation="silu", n_outputs=2), 17, True),
+    ({"text": 12}, dict(projection_size=16, attention_size=16, hidden_size=16, activation="tanh", temperature=0.5), 3, False),
+]
+
+
+def random_head(modalities, options, generator):
+    head = DAFHead(DAFConfig(modalities, **options)).eval()
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_(0.0, 0.4, generator=generator)
+        for m, d in modalities.items():
+            head.set_input_stats(m, torch.randn(d, generator=generator), torch.rand(d, generator=generator) + 0.5)
+    return head
+
+
+def random_inputs(head, batch, with_mask, generator, dtype=torch.float32):
+    cfg = head.config
+    feats = {m: (torch.randn(batch, d, generator=generator) * 2).to(dtype) for m, d in cfg.modalities.items()}
+    if not with_mask:
+        return feats, None
+    present = torch.rand(batch, cfg.n_modalities, generator=generator) < 0.6
+    present[torch.arange(batch), torch.randint(cfg.n_modalities, (batch,), generator=generator)] = True
+    return feats, present
+
+
+def reference64(head, feats, present):
+    ref = DAFHead(head.config).double().eval()
+    ref.load_state_dict(head.state_dict())
+    out = ref({m: x.double() for m, x in feats.items()}, present)
+    return out.score.detach(), out.weights.detach()
+
+
+def poisoned_outputs(head, batch):
+    cfg = head.config
+    return torch.full((batch, cfg.n_outputs), float("nan")), torch.full((batch, cfg.n_modalities), float("nan"))
+
+
+def assert_matches(fused_out, score, weights, tol):
+    got_score = fused_out.score.double()
+    assert torch.isfinite(got_score).all() and torch.isfinite(fused_out.weights).all()
+    err = (got_score - score).abs().max() / score.abs().max().clamp_min(1e-6)
+    assert err <= tol, f"score relative error {err:.2e} > {tol}"
+    assert (fused_out.weights.double() - weights).abs().max() <= tol
+
+
+@pytest.mark.parametrize("modalities, options, batch, with_mask", CASES)
+def test_fp32_matches_reference(modalities, options, batch, with_mask, rng):
+    head = random_head(modalities, options, rng)
+    fused = FusedDAFHead.from_head(head, precision="ieee")
+    feats, present = random_inputs(head, batch, with_mask, rng)
+    score_buf, weight_buf = poisoned_outputs(head, batch)
+    out = fused(feats, present, out=(score_buf, weight_buf))
+    assert torch.isfinite(score_buf).all() and torch.isfinite(weight_buf).all()  # every element written
+    score, weights = reference64(head, feats, present)
+    assert out.score.shape == score.shape and out.weights.shape == weights.shape
+    assert_matches(out, score, weights, 1e-4)
+    if present is not None:
+        assert torch.all(out.weights[~present] == 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", [0, 1, 3])
+def test_half_precision_matches_reference(dtype, case, rng):
+    modalities, options, batch, with_mask = CASES[case]
+    head = random_head(modalities, options, rng)
+    fused = FusedDAFHead.from_head(head)
+    feats, present = random_inputs(head, batch, with_mask, rng, dtype=dtype)
+    score_buf, weight_buf = poisoned_outputs(head, batch)
+    out = fused(feats, present, out=(score_buf, weight_buf))
+    score, weights = reference64(head, feats, present)  # on the same rounded inputs
+    assert_matches(out, score, weights, 2e-2)
+
+
+def test_one_fused_head_serves_every_dtype(rng):
+    head = random_head({"text": 16, "audio": 8}, dict(projection_size=16, attention_size=16, hidden_size=16), rng)
+    fused = FusedDAFHead.from_head(head, precision="ieee")
+    feats, _ = random_inputs(head, 4, False, rng)
+    scores = [fused({m: x.to(dt) for m, x in feats.items()}).score for dt in (torch.float32, torch.bfloat16, torch.float16)]
+    assert all(s.dtype == torch.float32 for s in scores)
+    torch.testing.assert_close(scores[1], scores[0], rtol=3e-2, atol=3e-2)
+    torch.testing.assert_close(scores[2], scores[0], rtol=1e-2, atol=1e-2)
+
+
+def test_absent_modality_nan_features_do_not_leak(rng):
+    modalities, options, batch, _ = CASES[1]
+    head = random_head(modalities, options, rng)
+    fused = FusedDAFHead.from_head(head, precision="ieee")
+    feats, present = random_inputs(head, batch, True, rng)
+    clean = fused(feats, present)
+    clean_score = clean.score.clone()
+    feats["audio"][~present[:, 1]] = float("nan")
+    feats["video"][~present[:, 2]] = float("inf")
+    poisoned = fused(feats, present)
+    assert torch.equal(poisoned.score, clean_score)
+
+
+def test_left_out_modality_is_absent(rng):
+    head = random_head({"text": 16, "audio": 8}, dict(projection_size=16, attention_size=16, hidden_size=16), rng)
+    fused = FusedDAFHead.from_head(head, precision="ieee")
+    feats, _ = random_inputs(head, 5, False, rng)
+    out = fused({"text": feats["text"]})
+    score, weights = reference64(head, {"text": feats["text"]}, None)
+    assert_matches(out, score, weights, 1e-4)
+    assert torch.all(out.weights[:, 1] == 0)
+
+
+def test_rows_without_modalities(rng):
+    head = random_head({"text": 16, "audio": 8}, dict(projection_size=16, attention_size=16, hidden_size=16), rng)
+    fused = FusedDAFHead.from_head(head, precision="ieee")
+    feats, _ = random_inputs(head, 3, False, rng)
+    present = torch.tensor([[True, False], [False, False], [True, True]])
+    with pytest.raises(InputError, match=r"row\(s\) \[1\] have no modality present"):
+        fused(feats, present)
+    out = fused(feats, present, check=False)  # no host sync: the row is marked instead of refused
+    assert torch.isnan(out.score[1]) and torch.all(out.weights[1] == 0)
+    assert torch.isfinite(out.score[[0, 2]]).all()
+
+
+def test_unsupported_requests_are_refused(rng, monkeypatch):
+    with pytest.raises(UnsupportedError, match="not 'concat'"):
+        FusedDAFHead.from_head(DAFHead(DAFConfig({"text": 8}, fusion="concat")))
+    with pytest.raises(UnsupportedError, match="1..8 outputs"):
+        FusedDAFHead.from_head(DAFHead(DAFConfig({"text": 8}, n_outputs=9)))
+    head = random_head({"text": 16, "audio": 8}, dict(projection_size=16, attention_size=16, hidden_size=16), rng)
+    fused = FusedDAFHead.from_head(head)
+    feats, _ = random_inputs(head, 2, False, rng)
+    with pytest.raises(UnsupportedError, match="fp32, fp16 or bf16"):
+        fused({m: x.double() for m, x in feats.items()})
+    with pytest.raises(UnsupportedError, match="all of one dtype"):
+        fused({"text": feats["text"].half(), "audio": feats["audio"]})
+    with pytest.raises(InputError, match="out must be fp32"):
+        fused(feats, out=(torch.empty(2, 1), torch.empty(3, 2)))
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(UnsupportedError, match="TRITON_INTERPRET=1"):
+        fused(feats)
+
+
+def test_non_contiguous_rows_are_read_correctly(rng):
+    head = random_head({"text": 16, "audio": 8}, dict(projection_size=16, attention_size=16, hidden_size=16), rng)
+    fused = FusedDAFHead.from_head(head, precision="ieee")
+    wide = torch.randn(6, 40, generator=rng)
+    feats = {"text": wide[::2, :16], "audio": wide[::2, 20:28]}  # row stride 80, inner stride 1
+    score, weights = reference64(head, feats, None)
+    assert_matches(fused(feats), score, weights, 1e-4)
