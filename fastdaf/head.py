@@ -42,12 +42,12 @@ class DAFOutput:
 
 def check_inputs(
     config: DAFConfig, features: Mapping[str, Tensor], present: Tensor | None
-) -> tuple[list[Tensor | None], Tensor]:
-    """Validate a forward call and resolve the presence mask.
+) -> tuple[list[Tensor | None], Tensor | None]:
+    """Validate a forward call; shared by the reference and fused heads so both accept and refuse the same calls.
 
-    A modality left out of `features` is absent for every row. Returns the feature tensors in config
-    order (None where left out) and a bool mask [B, M]. Shared by the reference and fused heads so
-    both accept and refuse exactly the same calls.
+    Returns the feature tensors in config order (None where a modality is left out, i.e. absent for
+    every row) and the presence mask [B, M] with left-out columns cleared, or None when no `present`
+    was given: then every given modality is present in every row, and no mask needs to exist.
     """
     if not isinstance(features, Mapping):
         raise InputError(f"features must be a mapping modality name -> tensor [B, dim], got {type(features).__name__}")
@@ -74,18 +74,31 @@ def check_inputs(
         elif x.shape[0] != batch:
             raise InputError(f"features[{name!r}] has batch size {x.shape[0]}, other modalities have {batch}")
         tensors.append(x)
-    assert batch is not None
-    device = next(t for t in tensors if t is not None).device
-    given = torch.tensor([t is not None for t in tensors], dtype=torch.bool, device=device)
     if present is None:
-        mask = given.expand(batch, -1)
-    else:
-        if not isinstance(present, Tensor) or present.dtype != torch.bool:
-            raise InputError(f"present must be a bool tensor [B, {config.n_modalities}], got {getattr(present, 'dtype', type(present).__name__)}")
-        if present.shape != (batch, config.n_modalities):
-            raise InputError(f"present must have shape [{batch}, {config.n_modalities}], got {list(present.shape)}")
-        mask = present.to(device) & given
-    return tensors, mask
+        return tensors, None
+    if not isinstance(present, Tensor) or present.dtype != torch.bool:
+        raise InputError(f"present must be a bool tensor [B, {config.n_modalities}], got {getattr(present, 'dtype', type(present).__name__)}")
+    if present.shape != (batch, config.n_modalities):
+        raise InputError(f"present must have shape [{batch}, {config.n_modalities}], got {list(present.shape)}")
+    device = next(t for t in tensors if t is not None).device
+    return tensors, _clear_left_out(present.to(device), tensors)
+
+
+def _clear_left_out(mask: Tensor, tensors: list[Tensor | None]) -> Tensor:
+    left_out = [i for i, t in enumerate(tensors) if t is None]
+    if left_out:
+        mask = mask.clone()
+        for i in left_out:  # slice fills only: no host-to-device copy, so this can be graph-captured
+            mask[:, i] = False
+    return mask
+
+
+def full_mask(tensors: list[Tensor | None], mask: Tensor | None) -> Tensor:
+    """The presence mask check_inputs left implicit (None: every given modality present)."""
+    if mask is not None:
+        return mask
+    given = next(t for t in tensors if t is not None)
+    return _clear_left_out(torch.ones(given.shape[0], len(tensors), dtype=torch.bool, device=given.device), tensors)
 
 
 def require_each_row_present(mask: Tensor) -> None:
@@ -150,10 +163,14 @@ class DAFHead(nn.Module):
         x = (x.to(mean.dtype) - mean) / std
         return self.dropout(self.activation(self.projections[modality](x)))
 
-    def forward(self, features: Mapping[str, Tensor], present: Tensor | None = None) -> DAFOutput:
+    def forward(self, features: Mapping[str, Tensor], present: Tensor | None = None, *, check: bool = True) -> DAFOutput:
+        """check=False skips the refusal of rows without modalities (a host sync), so the call can be
+        captured in a CUDA graph or compiled without a break; such rows then score NaN with weights 0."""
         cfg = self.config
         tensors, mask = check_inputs(cfg, features, present)
-        require_each_row_present(mask)
+        mask = full_mask(tensors, mask)
+        if check:
+            require_each_row_present(mask)
         B = mask.shape[0]
         P = cfg.projection_size
         param = self.mlp_out.weight
@@ -181,6 +198,7 @@ class DAFHead(nn.Module):
             fused = (weights.unsqueeze(-1) * stacked).sum(dim=1)
         hidden = self.dropout(self.activation(self.mlp_hidden(fused)))
         score = self.mlp_out(hidden)
+        score = torch.where(mask.any(dim=1, keepdim=True), score, float("nan"))
         if cfg.n_outputs == 1:
             score = score.squeeze(-1)
         return DAFOutput(score=score, weights=weights)

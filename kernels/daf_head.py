@@ -60,7 +60,7 @@ def _modality_step(
     IDX: tl.constexpr, M: tl.constexpr, HAS_MASK: tl.constexpr,
     P: tl.constexpr, P_PAD: tl.constexpr, A: tl.constexpr, BLOCK_A: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, ACT: tl.constexpr, FUSION: tl.constexpr, PREC: tl.constexpr,
-    UPCAST: tl.constexpr,
+    PREC2: tl.constexpr, UPCAST: tl.constexpr,
 ):
     offs_p = tl.arange(0, P_PAD)
     p_ok = offs_p < P
@@ -85,14 +85,14 @@ def _modality_step(
 
     if FUSION == 0:  # dynamic: s = v . tanh(U h + c), U streamed in chunks of BLOCK_A
         s = tl.zeros((BLOCK_B,), dtype=tl.float32)
-        h_in = h.to(w_ptr.dtype.element_ty)
+        h_in = h.to(score_w_ptr.dtype.element_ty)
         for a0 in range(0, A, BLOCK_A):
             offs_a = a0 + tl.arange(0, BLOCK_A)
             a_ok = offs_a < A
             u = tl.load(score_w_ptr + offs_p[:, None] * A + offs_a[None, :], mask=p_ok[:, None] & a_ok[None, :], other=0.0)
             c = tl.load(score_b_ptr + offs_a, mask=a_ok, other=0.0).to(tl.float32)
             v = tl.load(score_v_ptr + offs_a, mask=a_ok, other=0.0).to(tl.float32)
-            t = _tanh(_dot(h_in, u, None, PREC, UPCAST) + c[None, :])
+            t = _tanh(_dot(h_in, u, None, PREC2, UPCAST) + c[None, :])
             s += tl.sum(t * v[None, :], axis=1)
         s = s / temperature
     elif FUSION == 1:  # static: one learned logit per modality
@@ -121,7 +121,7 @@ def daf_head_kernel(
     M: tl.constexpr, HAS_MASK: tl.constexpr,
     P: tl.constexpr, P_PAD: tl.constexpr, A: tl.constexpr, BLOCK_A: tl.constexpr,
     H: tl.constexpr, BLOCK_H: tl.constexpr, NO: tl.constexpr, NO_PAD: tl.constexpr,
-    ACT: tl.constexpr, FUSION: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    ACT: tl.constexpr, FUSION: tl.constexpr, PREC: tl.constexpr, PREC2: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -135,19 +135,19 @@ def daf_head_kernel(
     if USE0:
         s0, m_run, l_run, z = _modality_step(
             x0_ptr, sx0, w0_ptr, b0_ptr, K0, mask_ptr, score_w_ptr, score_b_ptr, score_v_ptr, static_ptr,
-            rows, row_ok, m_run, l_run, z, temperature, 0, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, UPCAST)
+            rows, row_ok, m_run, l_run, z, temperature, 0, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, PREC2, UPCAST)
     if USE1:
         s1, m_run, l_run, z = _modality_step(
             x1_ptr, sx1, w1_ptr, b1_ptr, K1, mask_ptr, score_w_ptr, score_b_ptr, score_v_ptr, static_ptr,
-            rows, row_ok, m_run, l_run, z, temperature, 1, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, UPCAST)
+            rows, row_ok, m_run, l_run, z, temperature, 1, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, PREC2, UPCAST)
     if USE2:
         s2, m_run, l_run, z = _modality_step(
             x2_ptr, sx2, w2_ptr, b2_ptr, K2, mask_ptr, score_w_ptr, score_b_ptr, score_v_ptr, static_ptr,
-            rows, row_ok, m_run, l_run, z, temperature, 2, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, UPCAST)
+            rows, row_ok, m_run, l_run, z, temperature, 2, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, PREC2, UPCAST)
     if USE3:
         s3, m_run, l_run, z = _modality_step(
             x3_ptr, sx3, w3_ptr, b3_ptr, K3, mask_ptr, score_w_ptr, score_b_ptr, score_v_ptr, static_ptr,
-            rows, row_ok, m_run, l_run, z, temperature, 3, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, UPCAST)
+            rows, row_ok, m_run, l_run, z, temperature, 3, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, PREC2, UPCAST)
 
     # modality weights: exactly 0 for absent modalities; rows with none present get 0 everywhere
     any_present = l_run > 0
@@ -174,10 +174,10 @@ def daf_head_kernel(
         h_ok = offs_h < H
         w1 = tl.load(mlp_w1_ptr + offs_p[:, None] * H + offs_h[None, :], mask=p_ok[:, None] & h_ok[None, :], other=0.0)
         b1 = tl.load(mlp_b1_ptr + offs_h, mask=h_ok, other=0.0).to(tl.float32)
-        hidden = _activation(_dot(z_in, w1, None, PREC, UPCAST) + b1[None, :], ACT)
+        hidden = _activation(_dot(z_in, w1, None, PREC2, UPCAST) + b1[None, :], ACT)
         hidden = tl.where(h_ok[None, :], hidden, 0.0)
         w2 = tl.load(mlp_w2_ptr + offs_h[:, None] * NO + offs_o[None, :], mask=h_ok[:, None] & o_ok[None, :], other=0.0)
-        out = _dot(hidden.to(mlp_w2_ptr.dtype.element_ty), w2, out, PREC, UPCAST)
+        out = _dot(hidden.to(mlp_w2_ptr.dtype.element_ty), w2, out, PREC2, UPCAST)
     b2 = tl.load(mlp_b2_ptr + offs_o, mask=o_ok, other=0.0).to(tl.float32)
     out = out + b2[None, :]
     tl.store(out_ptr + rows[:, None] * NO + offs_o[None, :], out, mask=row_ok[:, None] & o_ok[None, :])
@@ -244,12 +244,16 @@ def launch_daf_head(
     fusion: str,
     temperature: float,
     precision: str,
+    second_precision: str,
+    block_config: dict[str, int] | None = None,
 ) -> None:
     """The one launcher of the fused head. Shapes and dtypes are the caller's (fastdaf.fused) to check.
 
     xs[i]: [B, K_i] with unit inner stride or None (absent for every row); proj_w[i]: [K_i, P];
     mask: uint8 [B, M] or None; score_w: [P, A]; mlp_w1: [P, H]; mlp_w2: [H, NO]; out: fp32 [B, NO];
-    weights: fp32 [B, M]. No host synchronisation happens here.
+    weights: fp32 [B, M]. precision applies to the projection dots, second_precision to the scoring
+    and output-MLP dots (their weights may be fp32 while the projection's are half). block_config ({"BLOCK_B", "BLOCK_K"}, optional "num_warps") pins the tile
+    instead of autotuning. No host synchronisation happens here.
     """
     M = len(xs)
     B = out.shape[0]
@@ -273,12 +277,14 @@ def launch_daf_head(
         USE0=used[0], USE1=used[1], USE2=used[2], USE3=used[3], M=M, HAS_MASK=mask is not None,
         P=projection_size, P_PAD=p_pad, A=attention_size, BLOCK_A=block_a, H=hidden_size, BLOCK_H=block_h,
         NO=n_outputs, NO_PAD=max(16, triton.next_power_of_2(n_outputs)),
-        ACT=ACTIVATION_IDS[activation], FUSION=FUSION_IDS[fusion], PREC=precision,
+        ACT=ACTIVATION_IDS[activation], FUSION=FUSION_IDS[fusion], PREC=precision, PREC2=second_precision,
         UPCAST=interpreting() and anchor.dtype == torch.bfloat16,
     )
-    if interpreting():
-        grid = (triton.cdiv(B, INTERPRETER_CONFIG["BLOCK_B"]),)
-        daf_head_kernel[grid](*args, **meta, **INTERPRETER_CONFIG)
+    if block_config is None and interpreting():
+        block_config = INTERPRETER_CONFIG
+    if block_config is not None:
+        grid = (triton.cdiv(B, block_config["BLOCK_B"]),)
+        daf_head_kernel[grid](*args, **meta, **block_config)
     else:
         grid = lambda cfg: (triton.cdiv(B, cfg["BLOCK_B"]),)  # noqa: E731
         daf_head_kernel_tuned[grid](*args, **meta)

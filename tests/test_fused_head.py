@@ -48,12 +48,15 @@ def poisoned_outputs(head, batch):
     return torch.full((batch, cfg.n_outputs), float("nan")), torch.full((batch, cfg.n_modalities), float("nan"))
 
 
+def relative_error(got, want):
+    """Norm-wise relative error ||got - want|| / ||want||, the measure the tolerances refer to."""
+    return ((got.double() - want).norm() / want.norm().clamp_min(1e-12)).item()
+
+
 def assert_matches(fused_out, score, weights, tol):
-    got_score = fused_out.score.double()
-    assert torch.isfinite(got_score).all() and torch.isfinite(fused_out.weights).all()
-    err = (got_score - score).abs().max() / score.abs().max().clamp_min(1e-6)
-    assert err <= tol, f"score relative error {err:.2e} > {tol}"
-    assert (fused_out.weights.double() - weights).abs().max() <= tol
+    assert torch.isfinite(fused_out.score).all() and torch.isfinite(fused_out.weights).all()
+    assert relative_error(fused_out.score, score) <= tol, f"score error {relative_error(fused_out.score, score):.2e} > {tol}"
+    assert relative_error(fused_out.weights, weights) <= tol, f"weights error {relative_error(fused_out.weights, weights):.2e} > {tol}"
 
 
 @pytest.mark.parametrize("modalities, options, batch, with_mask", CASES)
@@ -72,9 +75,11 @@ def test_fp32_matches_reference(modalities, options, batch, with_mask, rng):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("case", [0, 1, 3])
-def test_half_precision_matches_reference(dtype, case, rng):
-    modalities, options, batch, with_mask = CASES[case]
+@pytest.mark.parametrize("case, batch", [(1, 1), (1, 33), (3, 17)])
+def test_half_precision_matches_reference(dtype, case, batch, rng):
+    # B=1 with 7 outputs: a single half-precision score can cancel to near zero while its terms are
+    # large (seen up to 1.4e-2 relative over 60 random one-output heads), which says nothing of the kernel.
+    modalities, options, _, with_mask = CASES[case]
     head = random_head(modalities, options, rng)
     fused = FusedDAFHead.from_head(head)
     feats, present = random_inputs(head, batch, with_mask, rng, dtype=dtype)
@@ -88,10 +93,11 @@ def test_one_fused_head_serves_every_dtype(rng):
     head = random_head({"text": 16, "audio": 8}, dict(projection_size=16, attention_size=16, hidden_size=16), rng)
     fused = FusedDAFHead.from_head(head, precision="ieee")
     feats, _ = random_inputs(head, 4, False, rng)
-    scores = [fused({m: x.to(dt) for m, x in feats.items()}).score for dt in (torch.float32, torch.bfloat16, torch.float16)]
-    assert all(s.dtype == torch.float32 for s in scores)
-    torch.testing.assert_close(scores[1], scores[0], rtol=3e-2, atol=3e-2)
-    torch.testing.assert_close(scores[2], scores[0], rtol=1e-2, atol=1e-2)
+    for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 2e-2), (torch.float16, 2e-2), (torch.float32, 1e-4)):
+        rounded = {m: x.to(dtype) for m, x in feats.items()}
+        out = fused(rounded)
+        assert out.score.dtype == torch.float32 and out.weights.dtype == torch.float32
+        assert_matches(out, *reference64(head, rounded, None), tol)
 
 
 def test_absent_modality_nan_features_do_not_leak(rng):
@@ -155,3 +161,18 @@ def test_non_contiguous_rows_are_read_correctly(rng):
     feats = {"text": wide[::2, :16], "audio": wide[::2, 20:28]}  # row stride 80, inner stride 1
     score, weights = reference64(head, feats, None)
     assert_matches(fused(feats), score, weights, 1e-4)
+
+
+@pytest.mark.parametrize("block", [{"BLOCK_B": 16, "BLOCK_K": 16}, {"BLOCK_B": 32, "BLOCK_K": 64}])
+def test_pinned_block_configs_compute_the_same_function(block, rng):
+    modalities, options, batch, _ = CASES[1]
+    head = random_head(modalities, options, rng)
+    fused = FusedDAFHead.from_head(head, precision="ieee", block_config=block)
+    feats, present = random_inputs(head, batch, True, rng)
+    score, weights = reference64(head, feats, present)
+    assert_matches(fused(feats, present), score, weights, 1e-4)
+
+
+def test_block_config_must_name_the_tile():
+    with pytest.raises(UnsupportedError, match="BLOCK_B and BLOCK_K"):
+        FusedDAFHead.from_head(DAFHead(DAFConfig({"text": 8})), block_config={"BLOCK_B": 16})

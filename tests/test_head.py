@@ -146,3 +146,14 @@ def test_reference_matches_hand_computation(rng):
         y = sum(sd["mlp_out.weight"][0, j].item() * hid[j] for j in range(6)) + sd["mlp_out.bias"][0].item()
         assert out.score[b].item() == pytest.approx(y, rel=1e-9, abs=1e-12)
         assert out.weights[b].tolist() == pytest.approx(w, rel=1e-9)
+
+
+def test_unchecked_call_marks_empty_rows_instead_of_syncing(rng):
+    cfg = DAFConfig({"text": 12, "audio": 6})
+    head = DAFHead(cfg).eval()
+    feats = make_inputs(cfg, 3, rng)
+    present = torch.tensor([[True, False], [False, False], [True, True]])
+    out = head(feats, present, check=False)
+    assert torch.isnan(out.score[1]) and torch.all(out.weights[1] == 0)
+    checked = head(feats, torch.tensor([[True, False], [True, False], [True, True]]))
+    assert torch.equal(out.score[[0, 2]], checked.score[[0, 2]])
