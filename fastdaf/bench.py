@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
     head.add_argument("--dtype", choices=DTYPES, default="fp32")
     head.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 4096])
-    head.add_argument("--modalities", type=parse_modalities, default={"text": 768, "audio": 74}, help="name=dim,... (default text=768,audio=74)")
+    head.add_argument("--modalities", default="text=768,audio=74", help="name=dim,... (default text=768,audio=74)")
     head.add_argument("--projection-size", type=int, default=256)
     head.add_argument("--attention-size", type=int, default=64)
     head.add_argument("--hidden-size", type=int, default=128)
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         if min(args.batch_sizes) < 1 or args.warmup < 0 or args.iters < 1:
             raise InputError("batch sizes and --iters must be >= 1, --warmup >= 0")
         backends = args.backends or (list(BACKENDS) if device.type == "cuda" else ["eager", "compile"])
-        config = DAFConfig(args.modalities, projection_size=args.projection_size, attention_size=args.attention_size,
+        config = DAFConfig(parse_modalities(args.modalities), projection_size=args.projection_size, attention_size=args.attention_size,
                            hidden_size=args.hidden_size, fusion=args.fusion)
         rows = bench_head(config, args.batch_sizes, DTYPES[args.dtype], device, backends,
                           warmup=args.warmup, iters=args.iters, compile_mode=args.compile_mode)

@@ -1,0 +1,35 @@
+"""pytest-benchmark cases for the DAF head paths (`pytest benchmarks/ --benchmark-only`).
+
+CPU: the reference eager and under torch.compile; CUDA: also the fused Triton head and both under
+CUDA graphs. The same callables as `fastdaf-bench head`, so the two never disagree on what they time.
+"""
+
+import pytest
+import torch
+
+from fastdaf import DAFConfig
+from fastdaf.bench import head_callables, random_features, random_head, synchronize
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+CUDA_ONLY = ("cudagraph", "fused", "fused-cudagraph")
+BACKENDS = ["eager", "compile", *CUDA_ONLY]
+
+
+@pytest.mark.parametrize("batch", [1, 64, 4096])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_head_latency(benchmark, backend, batch):
+    if backend in CUDA_ONLY and DEVICE.type != "cuda":
+        pytest.skip(f"{backend} needs a CUDA device")
+    cfg = DAFConfig({"text": 768, "audio": 74}, projection_size=256)
+    head = random_head(cfg, DEVICE)
+    feats, present = random_features(cfg, batch, torch.float32, DEVICE)
+    with torch.no_grad():
+        fn = head_callables(head, feats, present, [backend])[backend]
+        fn()  # compile / autotune / capture outside the timed rounds
+
+        def call():
+            fn()
+            synchronize(DEVICE)
+
+        benchmark.extra_info.update(device=str(DEVICE), batch=batch)
+        benchmark(call)

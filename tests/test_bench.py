@@ -1,0 +1,58 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastdaf import DAFConfig
+from fastdaf.bench import head_callables, main, random_features, random_head
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bench_head_cli_json_on_cpu(capsys):
+    code = main(["head", "--device", "cpu", "--batch-sizes", "1", "8", "--modalities", "text=32,audio=7",
+                 "--projection-size", "16", "--backends", "eager", "--warmup", "1", "--iters", "5", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["environment"]["device"].startswith("CPU") and report["environment"]["torch"] == torch.__version__
+    rows = report["results"]
+    assert [(r["batch"], r["backend"]) for r in rows] == [(1, "eager"), (8, "eager")]
+    for r in rows:
+        assert 0 < r["p50_us"] <= r["p90_us"] <= r["p99_us"]
+        assert r["rows_per_s"] == pytest.approx(r["batch"] / (r["p50_us"] * 1e-6))
+
+
+def test_bench_compile_backend_computes_the_reference():
+    cfg = DAFConfig({"text": 32, "audio": 7}, projection_size=16)
+    head = random_head(cfg, torch.device("cpu"))
+    feats, present = random_features(cfg, 4, torch.float32, torch.device("cpu"))
+    with torch.no_grad():
+        calls = head_callables(head, feats, present, ["eager", "compile"])
+        eager, compiled = calls["eager"](), calls["compile"]()
+    torch.testing.assert_close(compiled.score, eager.score, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--modalities", "text:768"], "name=dim pairs"),
+        (["--device", "cpu", "--backends", "fused"], "need a CUDA device"),
+        (["--device", "cpu", "--batch-sizes", "0"], "batch sizes"),
+    ],
+)
+def test_bench_bad_arguments_exit_2(argv, words, capsys):
+    assert main(["head", *argv]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_gpu_check_smoke_runs_its_code_paths(tmp_path):
+    env = {"TRITON_INTERPRET": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--smoke", "--iters", "3", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["validation"] and all(r["ok"] and r["all_written"] for r in report["validation"])
+    assert {r["batch"] for r in report["timing"]} == {1, 3}
