@@ -58,6 +58,7 @@ class FusedDAFHead(nn.Module):
         for name, value in tensors.items():
             self.register_buffer(name, value.float().contiguous())
         self._by_dtype: dict[tuple[torch.dtype, torch.device], dict[str, Tensor]] = {}
+        self._plans: dict[tuple, object] = {}
 
     @classmethod
     def from_head(cls, head: DAFHead, *, precision: str = "tf32", block_config: Mapping[str, int] | None = None) -> "FusedDAFHead":
@@ -94,8 +95,9 @@ class FusedDAFHead(nn.Module):
         return cls(cfg, tensors, precision=precision, block_config=block_config).to(head.mlp_out.weight.device).eval()
 
     # ------------------------------------------------------------------------ weights by dtype
-    def _apply(self, fn, recurse=True):  # moving the module invalidates the per-dtype copies
+    def _apply(self, fn, recurse=True):  # moving the module invalidates the per-dtype copies and plans
         self._by_dtype = {}
+        self._plans = {}
         return super()._apply(fn, recurse)
 
     def weights_for(self, dtype: torch.dtype, device: torch.device) -> dict[str, Tensor]:
@@ -125,23 +127,20 @@ class FusedDAFHead(nn.Module):
         out: preallocated (score [B, n_outputs] fp32, weights [B, M] fp32) to write into.
         check: refuse rows with no modality present (a host sync); False for CUDA-graph capture.
         """
-        from .kernels.daf_head import interpreting, launch_daf_head
-
         cfg = self.config
         tensors, mask = check_inputs(cfg, features, present)
         given = [x for x in tensors if x is not None]
         dtype, device = given[0].dtype, given[0].device
-        if dtype not in SUPPORTED_DTYPES or any(x.dtype != dtype for x in given):
+        key = (dtype, device, tuple(x is not None for x in tensors), mask is not None)
+        launch = self._plans.get(key)
+        if launch is None:
+            if dtype not in SUPPORTED_DTYPES:
+                raise UnsupportedError(f"the fused head takes fp32, fp16 or bf16 features, got {dtype}")
+            launch = self._plans[key] = self._make_plan(key)
+        if any(x.dtype != dtype or x.device != device for x in given):
             raise UnsupportedError(
-                f"the fused head takes fp32, fp16 or bf16 features, all of one dtype; got {[str(x.dtype) for x in given]}"
+                f"the fused head takes features of one dtype and device; got {[f'{x.dtype} on {x.device}' for x in given]}"
             )
-        if device.type == "cpu" and not interpreting():
-            raise UnsupportedError(
-                "the fused Triton head runs on CUDA tensors; on CPU it runs only under TRITON_INTERPRET=1 "
-                "(slow, for tests). Use fastdaf.DAFHead on CPU."
-            )
-        if device.type not in ("cpu", "cuda"):
-            raise UnsupportedError(f"the fused head runs on CUDA tensors, got device {device}")
         if check and mask is not None:
             require_each_row_present(mask)
         B = given[0].shape[0]
@@ -152,22 +151,35 @@ class FusedDAFHead(nn.Module):
             score, weights = out
             if score.shape != (B, cfg.n_outputs) or weights.shape != (B, cfg.n_modalities) or score.dtype != torch.float32 or weights.dtype != torch.float32:
                 raise InputError(f"out must be fp32 tensors of shapes [{B}, {cfg.n_outputs}] and [{B}, {cfg.n_modalities}]")
-        if B == 0:
-            return DAFOutput(score=score.squeeze(-1) if cfg.n_outputs == 1 else score, weights=weights)
+        if B > 0:
+            xs = [None if x is None else (x if x.stride(1) == 1 else x.contiguous()) for x in tensors]
+            launch(xs, None if mask is None else mask.contiguous().view(torch.uint8), score, weights)
+        return DAFOutput(score=score.squeeze(-1) if cfg.n_outputs == 1 else score, weights=weights)
+
+    def _make_plan(self, key: tuple):
+        """Build the kernel launch for one (dtype, device, given modalities, mask) combination."""
+        from .kernels.daf_head import DAFHeadLaunch, interpreting
+
+        dtype, device, given, has_mask = key
+        if device.type == "cpu" and not interpreting():
+            raise UnsupportedError(
+                "the fused Triton head runs on CUDA tensors; on CPU it runs only under TRITON_INTERPRET=1 "
+                "(slow, for tests). Use fastdaf.DAFHead on CPU."
+            )
+        if device.type not in ("cpu", "cuda"):
+            raise UnsupportedError(f"the fused head runs on CUDA tensors, got device {device}")
+        cfg = self.config
         w = self.weights_for(dtype, device)
-        xs = [None if x is None else (x if x.stride(1) == 1 else x.contiguous()) for x in tensors]
-        launch_daf_head(
-            xs,
-            [w[f"proj_w_{m}"] for m in cfg.modality_names],
-            [w[f"proj_b_{m}"] for m in cfg.modality_names],
-            None if mask is None else mask.contiguous().view(torch.uint8),
+        names = cfg.modality_names
+        return DAFHeadLaunch(
+            [w[f"proj_w_{m}"] if g else None for m, g in zip(names, given)],
+            [w[f"proj_b_{m}"] if g else None for m, g in zip(names, given)],
             w["score_w"], w["score_b"], w["score_v"], w["static_logits"],
             w["mlp_w1"], w["mlp_b1"], w["mlp_w2"], w["mlp_b2"],
-            score, weights,
+            has_mask=has_mask,
             projection_size=cfg.projection_size, attention_size=cfg.attention_size, hidden_size=cfg.hidden_size,
             n_outputs=cfg.n_outputs, activation=cfg.activation, fusion=cfg.fusion, temperature=cfg.temperature,
             precision=self.precision if dtype == torch.float32 else "ieee",  # half operands ignore it
             second_precision={torch.float32: self.precision, torch.bfloat16: "tf32", torch.float16: "ieee"}[dtype],
             block_config=self.block_config,
         )
-        return DAFOutput(score=score.squeeze(-1) if cfg.n_outputs == 1 else score, weights=weights)

@@ -49,30 +49,33 @@ def check_inputs(
     every row) and the presence mask [B, M] with left-out columns cleared, or None when no `present`
     was given: then every given modality is present in every row, and no mask needs to exist.
     """
-    if not isinstance(features, Mapping):
+    if not isinstance(features, dict) and not isinstance(features, Mapping):
         raise InputError(f"features must be a mapping modality name -> tensor [B, dim], got {type(features).__name__}")
-    unknown = sorted(set(features) - set(config.modalities))
-    if unknown:
-        raise InputError(f"unknown modality {unknown}; this head accepts {list(config.modalities)}")
+    modalities = config.modalities
     if not features:
-        raise InputError(f"no features given; this head accepts {dict(config.modalities)} (name -> dim)")
+        raise InputError(f"no features given; this head accepts {dict(modalities)} (name -> dim)")
+    for name in features:
+        if name not in modalities:
+            unknown = sorted(set(features) - set(modalities))
+            raise InputError(f"unknown modality {unknown}; this head accepts {list(modalities)}")
     tensors: list[Tensor | None] = []
     batch = None
-    for name, dim in config.modalities.items():
+    for name, dim in modalities.items():
         x = features.get(name)
         if x is None:
             tensors.append(None)
             continue
         if not isinstance(x, Tensor):
             raise InputError(f"features[{name!r}] must be a torch.Tensor, got {type(x).__name__}")
+        shape = x.shape
+        if len(shape) != 2 or shape[1] != dim:
+            raise InputError(f"features[{name!r}] must have shape [B, {dim}], got {list(shape)}")
         if not x.is_floating_point():
             raise InputError(f"features[{name!r}] must be a floating-point tensor, got dtype {x.dtype}")
-        if x.dim() != 2 or x.shape[1] != dim:
-            raise InputError(f"features[{name!r}] must have shape [B, {dim}], got {list(x.shape)}")
         if batch is None:
-            batch = x.shape[0]
-        elif x.shape[0] != batch:
-            raise InputError(f"features[{name!r}] has batch size {x.shape[0]}, other modalities have {batch}")
+            batch = shape[0]
+        elif shape[0] != batch:
+            raise InputError(f"features[{name!r}] has batch size {shape[0]}, other modalities have {batch}")
         tensors.append(x)
     if present is None:
         return tensors, None

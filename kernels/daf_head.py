@@ -217,74 +217,93 @@ INTERPRETER_CONFIG = {"BLOCK_B": 16, "BLOCK_K": 32}
 
 def batch_bucket(batch: int) -> int:
     """Autotuning key for the batch: one tuned config per power-of-two bucket."""
-    return triton.next_power_of_2(max(batch, 1))
+    return 1 << max(batch - 1, 0).bit_length()
 
 
-def launch_daf_head(
-    xs: list[torch.Tensor | None],
-    proj_w: list[torch.Tensor | None],
-    proj_b: list[torch.Tensor | None],
-    mask: torch.Tensor | None,
-    score_w: torch.Tensor,
-    score_b: torch.Tensor,
-    score_v: torch.Tensor,
-    static_logits: torch.Tensor,
-    mlp_w1: torch.Tensor,
-    mlp_b1: torch.Tensor,
-    mlp_w2: torch.Tensor,
-    mlp_b2: torch.Tensor,
-    out: torch.Tensor,
-    weights: torch.Tensor,
-    *,
-    projection_size: int,
-    attention_size: int,
-    hidden_size: int,
-    n_outputs: int,
-    activation: str,
-    fusion: str,
-    temperature: float,
-    precision: str,
-    second_precision: str,
-    block_config: dict[str, int] | None = None,
-) -> None:
-    """The one launcher of the fused head. Shapes and dtypes are the caller's (fastdaf.fused) to check.
+def _pow2(n: int, low: int = 16, high: int | None = None) -> int:
+    p = max(low, 1 << max(n - 1, 0).bit_length())
+    return p if high is None else min(p, high)
 
-    xs[i]: [B, K_i] with unit inner stride or None (absent for every row); proj_w[i]: [K_i, P];
-    mask: uint8 [B, M] or None; score_w: [P, A]; mlp_w1: [P, H]; mlp_w2: [H, NO]; out: fp32 [B, NO];
-    weights: fp32 [B, M]. precision applies to the projection dots, second_precision to the scoring
-    and output-MLP dots (their weights may be fp32 while the projection's are half). block_config ({"BLOCK_B", "BLOCK_K"}, optional "num_warps") pins the tile
-    instead of autotuning. No host synchronisation happens here.
+
+class DAFHeadLaunch:
+    """The one launcher of the fused head, prepared once per (weights, dtype, given modalities, mask).
+
+    Everything that does not change between calls (weight pointers, constexprs, the kernel to call)
+    is fixed here, so a call only binds the inputs and outputs: the Python cost before Triton's own
+    launch stays a few microseconds. Shapes and dtypes are the caller's (fastdaf.fused) to check.
+
+    proj_w[i]: [K_i, P] (None where the modality is not given); score_w: [P, A]; mlp_w1: [P, H];
+    mlp_w2: [H, NO]. precision applies to the projection dots, second_precision to the scoring and
+    output-MLP dots (their weights may be fp32 while the projection's are half). block_config
+    ({"BLOCK_B", "BLOCK_K"}, optional "num_warps") pins the tile instead of autotuning.
     """
-    M = len(xs)
-    B = out.shape[0]
-    used = [x is not None for x in xs] + [False] * (4 - M)
-    anchor = next(x for x in xs if x is not None)
-    pad = lambda seq, fill: list(seq) + [fill] * (4 - len(seq))  # noqa: E731
-    x_args = pad([x if x is not None else anchor for x in xs], anchor)
-    strides = pad([x.stride(0) if x is not None else 0 for x in xs], 0)
-    w_args = pad([w if w is not None else score_w for w in proj_w], score_w)
-    b_args = pad([b if b is not None else score_b for b in proj_b], score_b)
-    dims = pad([x.shape[1] if x is not None else 0 for x in xs], 0)
-    p_pad = max(16, triton.next_power_of_2(projection_size))
-    block_a = min(64, max(16, triton.next_power_of_2(attention_size)))
-    block_h = min(64, max(16, triton.next_power_of_2(hidden_size)))
-    args = (
-        *x_args, *strides, *w_args, *b_args, *dims,
-        mask if mask is not None else out, score_w, score_b, score_v, static_logits,
-        mlp_w1, mlp_b1, mlp_w2, mlp_b2, out, weights, B, float(temperature), batch_bucket(B),
-    )
-    meta = dict(
-        USE0=used[0], USE1=used[1], USE2=used[2], USE3=used[3], M=M, HAS_MASK=mask is not None,
-        P=projection_size, P_PAD=p_pad, A=attention_size, BLOCK_A=block_a, H=hidden_size, BLOCK_H=block_h,
-        NO=n_outputs, NO_PAD=max(16, triton.next_power_of_2(n_outputs)),
-        ACT=ACTIVATION_IDS[activation], FUSION=FUSION_IDS[fusion], PREC=precision, PREC2=second_precision,
-        UPCAST=interpreting() and anchor.dtype == torch.bfloat16,
-    )
-    if block_config is None and interpreting():
-        block_config = INTERPRETER_CONFIG
-    if block_config is not None:
-        grid = (triton.cdiv(B, block_config["BLOCK_B"]),)
-        daf_head_kernel[grid](*args, **meta, **block_config)
-    else:
-        grid = lambda cfg: (triton.cdiv(B, cfg["BLOCK_B"]),)  # noqa: E731
-        daf_head_kernel_tuned[grid](*args, **meta)
+
+    def __init__(
+        self,
+        proj_w: list[torch.Tensor | None],
+        proj_b: list[torch.Tensor | None],
+        score_w: torch.Tensor,
+        score_b: torch.Tensor,
+        score_v: torch.Tensor,
+        static_logits: torch.Tensor,
+        mlp_w1: torch.Tensor,
+        mlp_b1: torch.Tensor,
+        mlp_w2: torch.Tensor,
+        mlp_b2: torch.Tensor,
+        *,
+        has_mask: bool,
+        projection_size: int,
+        attention_size: int,
+        hidden_size: int,
+        n_outputs: int,
+        activation: str,
+        fusion: str,
+        temperature: float,
+        precision: str,
+        second_precision: str,
+        block_config: dict[str, int] | None = None,
+    ) -> None:
+        M = len(proj_w)
+        self.given = [i for i, w in enumerate(proj_w) if w is not None]
+        pad = lambda seq, fill: list(seq) + [fill] * (4 - len(seq))  # noqa: E731
+        self.weight_args = (
+            *pad([w if w is not None else score_w for w in proj_w], score_w),
+            *pad([b if b is not None else score_b for b in proj_b], score_b),
+            *pad([w.shape[0] if w is not None else 0 for w in proj_w], 0),
+        )
+        self.model_args = (score_w, score_b, score_v, static_logits, mlp_w1, mlp_b1, mlp_w2, mlp_b2)
+        self.temperature = float(temperature)
+        used = pad([w is not None for w in proj_w], False)
+        self.meta = dict(
+            USE0=used[0], USE1=used[1], USE2=used[2], USE3=used[3], M=M, HAS_MASK=has_mask,
+            P=projection_size, P_PAD=_pow2(projection_size), A=attention_size, BLOCK_A=_pow2(attention_size, high=64),
+            H=hidden_size, BLOCK_H=_pow2(hidden_size, high=64), NO=n_outputs, NO_PAD=_pow2(n_outputs),
+            ACT=ACTIVATION_IDS[activation], FUSION=FUSION_IDS[fusion], PREC=precision, PREC2=second_precision,
+            UPCAST=interpreting() and any(w is not None and w.dtype == torch.bfloat16 for w in proj_w),
+        )
+        if block_config is None and interpreting():
+            block_config = INTERPRETER_CONFIG
+        if block_config is not None:
+            self.meta.update(block_config)
+            self.kernel, self.block_b = daf_head_kernel, block_config["BLOCK_B"]
+        else:
+            self.kernel, self.block_b = daf_head_kernel_tuned, None
+
+    def __call__(self, xs: list[torch.Tensor | None], mask: torch.Tensor | None, out: torch.Tensor, weights: torch.Tensor) -> None:
+        """xs[i]: [B, K_i] with unit inner stride (None where not given); mask: uint8 [B, M] or None;
+        out: fp32 [B, NO]; weights: fp32 [B, M]. No host synchronisation happens here."""
+        B = out.shape[0]
+        anchor = xs[self.given[0]]
+        x_args = [anchor] * 4
+        strides = [0] * 4
+        for i in self.given:
+            x_args[i] = xs[i]
+            strides[i] = xs[i].stride(0)
+        if self.block_b is not None:
+            grid = ((B + self.block_b - 1) // self.block_b,)
+        else:
+            grid = lambda cfg: ((B + cfg["BLOCK_B"] - 1) // cfg["BLOCK_B"],)  # noqa: E731
+        self.kernel[grid](
+            *x_args, *strides, *self.weight_args, mask if mask is not None else out, *self.model_args,
+            out, weights, B, self.temperature, batch_bucket(B), **self.meta,
+        )

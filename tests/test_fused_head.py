@@ -13,6 +13,7 @@ CASES = [
     ({"a": 5, "b": 17, "c": 3, "d": 16}, dict(projection_size=16, attention_size=16, hidden_size=16, fusion="static", activation="relu"), 18, True),
     ({"text": 24, "audio": 9}, dict(projection_size=48, attention_size=20, hidden_size=40, fusion="mean", activation="silu", n_outputs=2), 17, True),
     ({"text": 12}, dict(projection_size=16, attention_size=16, hidden_size=16, activation="tanh", temperature=0.5), 3, False),
+    ({"text": 20, "audio": 74}, dict(projection_size=512, attention_size=100, hidden_size=144, n_outputs=8), 2, True),
 ]
 
 
@@ -145,13 +146,13 @@ def test_unsupported_requests_are_refused(rng, monkeypatch):
     feats, _ = random_inputs(head, 2, False, rng)
     with pytest.raises(UnsupportedError, match="fp32, fp16 or bf16"):
         fused({m: x.double() for m, x in feats.items()})
-    with pytest.raises(UnsupportedError, match="all of one dtype"):
+    with pytest.raises(UnsupportedError, match="one dtype and device"):
         fused({"text": feats["text"].half(), "audio": feats["audio"]})
     with pytest.raises(InputError, match="out must be fp32"):
         fused(feats, out=(torch.empty(2, 1), torch.empty(3, 2)))
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(UnsupportedError, match="TRITON_INTERPRET=1"):
-        fused(feats)
+        FusedDAFHead.from_head(head)(feats)
 
 
 def test_non_contiguous_rows_are_read_correctly(rng):
