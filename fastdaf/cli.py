@@ -91,6 +91,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_extract(args: argparse.Namespace) -> int:
+    """Encode every row of a manifest into a fastdaf feature file (resumable, bad rows reported)."""
+    from .extractor import FeatureExtractor, extract_manifest
+
+    extractor = FeatureExtractor(
+        None if args.text_encoder == "none" else {"kind": "text", "model": args.text_encoder, "normalizer": args.text_normalizer},
+        None if args.audio_encoder == "none" else args.audio_encoder,
+        device=args.device,
+    )
+    summary = extract_manifest(args.manifest, args.out, extractor, batch_size=args.batch_size, progress=not args.json)
+    if args.json:
+        _print_json(summary)
+    else:
+        rate = f", {summary['utterances_per_s']} utterances/s" if summary["utterances_per_s"] else ""
+        print(f"{summary['succeeded']} rows extracted, {summary['skipped_already_done']} already done, "
+              f"{summary['failed']} failed, of {summary['rows']} ({summary['seconds']} s{rate}) -> {summary['output']}")
+        if summary["error_report"]:
+            print(f"failed rows and reasons: {summary['error_report']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .config import FUSION_MODES
@@ -105,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     demo.set_defaults(func=cmd_demo)
+
+    extract = sub.add_parser("extract", help="encode a manifest (CSV/JSONL: id,text,audio,label,split) into a feature file")
+    extract.add_argument("manifest", type=Path)
+    extract.add_argument("--out", type=Path, required=True, help="feature file (.safetensors) to write or resume")
+    extract.add_argument("--text-encoder", default="default", help="'default' (all-MiniLM-L6-v2), a model path / hub id, or 'none'")
+    extract.add_argument("--text-normalizer", default="mosei", choices=("none", "whitespace", "mosei"))
+    extract.add_argument("--audio-encoder", default="acoustic",
+                         help="'acoustic' (built-in features), a speech model path / hub id (wav2vec2, HuBERT, WavLM, Whisper), or 'none'")
+    extract.add_argument("--batch-size", type=int, default=32)
+    extract.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
+    extract.add_argument("--json", action="store_true")
+    extract.set_defaults(func=cmd_extract)
 
     train = sub.add_parser("train", help="train a DAF head on a fastdaf feature file")
     train.add_argument("features", type=Path, help="feature file (.safetensors) with train/valid splits")

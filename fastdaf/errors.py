@@ -25,3 +25,43 @@ class FeatureFileError(FastDAFError):
 
 class UnsupportedError(FastDAFError, NotImplementedError):
     """The request is valid for the reference head but not supported by this implementation."""
+
+
+class AudioError(FastDAFError, ValueError):
+    """An audio input cannot be used; subclasses say why. Messages name the input."""
+
+
+class AudioNotFoundError(AudioError, FileNotFoundError):
+    """An audio path does not exist or is not a file."""
+
+
+class AudioDecodeError(AudioError):
+    """An audio file or byte string exists but cannot be decoded (corrupt or truncated)."""
+
+
+class UnsupportedAudioFormatError(AudioError):
+    """The audio container/format is not one fastdaf reads."""
+
+
+class AudioTooShortError(AudioError):
+    """The audio is empty or shorter than the minimum duration."""
+
+
+class AudioTooLongError(AudioError):
+    """The audio is longer than the documented maximum duration."""
+
+
+class NonFiniteAudioError(AudioError):
+    """The audio holds NaN or infinite samples."""
+
+
+class SamplingRateError(AudioError):
+    """The sampling rate is missing, not an integer, or outside the accepted range."""
+
+
+class EncoderError(FastDAFError):
+    """An encoder cannot be loaded or cannot encode the given input."""
+
+
+class ManifestError(FastDAFError):
+    """A manifest file cannot be read or lacks the required columns."""

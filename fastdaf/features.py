@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class FeatureSet:
     ids: list[str] | None = None
     splits: list[str] | None = None
     label_names: list[str] | None = None
+    info: dict[str, Any] | None = None  # free JSON record, e.g. the encoders that made the features
 
     def __post_init__(self) -> None:
         if not self.features:
@@ -71,6 +73,7 @@ class FeatureSet:
             ids=None if self.ids is None else [self.ids[i] for i in pick],
             splits=None if self.splits is None else [self.splits[i] for i in pick],
             label_names=self.label_names,
+            info=self.info,
         )
 
     def split(self, name: str) -> "FeatureSet":
@@ -96,8 +99,11 @@ class FeatureSet:
             "ids": self.ids,
             "splits": self.splits,
             "label_names": self.label_names,
+            "info": self.info,
         }
-        save_file(tensors, str(path), metadata={_META_KEY: json.dumps(meta)})
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})
+        os.replace(tmp, path)  # a crash mid-write never leaves a half-written feature file
         return path
 
     @classmethod
@@ -133,6 +139,7 @@ class FeatureSet:
                 ids=meta.get("ids"),
                 splits=meta.get("splits"),
                 label_names=meta.get("label_names"),
+                info=meta.get("info"),
             )
         except InputError as exc:
             raise FeatureFileError(f"{path}: {exc}") from exc
@@ -161,5 +168,6 @@ def concat(sets: Sequence[FeatureSet]) -> FeatureSet:
         ids=cat_lists("ids"),
         splits=cat_lists("splits"),
         label_names=first.label_names,
+        info=first.info,
     )
 

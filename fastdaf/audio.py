@@ -1,0 +1,171 @@
+"""The audio front-end: anything a user may hand us -> one mono float32 waveform at the encoder's rate.
+
+Accepted inputs: a path (str or os.PathLike) to a file soundfile reads (WAV, FLAC, OGG/Vorbis/Opus,
+AIFF, MP3 and the other libsndfile formats; int or float samples; any channel count), raw bytes of
+such a file, or a numpy array / torch tensor of samples with its `sampling_rate` ([T] mono,
+[T, C] or [C, T] with C <= 8 channels). Channels are averaged; integer arrays are scaled to [-1, 1).
+
+Limits (module constants): sampling rates MIN_SAMPLING_RATE..MAX_SAMPLING_RATE Hz; at least
+MIN_SECONDS and at most MAX_SECONDS of audio. Longer clips are refused, never cut; encoders process
+long clips in windows. Every problem raises a specific `fastdaf.errors.AudioError` subclass whose
+message names the input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio
+
+from .errors import (
+    AudioDecodeError,
+    AudioNotFoundError,
+    AudioTooLongError,
+    AudioTooShortError,
+    NonFiniteAudioError,
+    SamplingRateError,
+    UnsupportedAudioFormatError,
+)
+
+MIN_SAMPLING_RATE = 4_000
+MAX_SAMPLING_RATE = 384_000
+MIN_SECONDS = 0.1
+MAX_SECONDS = 600.0
+MAX_CHANNELS = 8
+
+AudioInput = Union[str, os.PathLike, bytes, bytearray, np.ndarray, torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class Waveform:
+    """Mono float32 samples at `sampling_rate`, and a short description of where they came from."""
+
+    samples: torch.Tensor
+    sampling_rate: int
+    source: str
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.numel() / self.sampling_rate
+
+
+def readable_formats() -> list[str]:
+    return sorted(soundfile.available_formats())
+
+
+def describe(audio: AudioInput) -> str:
+    """How an input is named in messages: the path, or the kind and size of the object."""
+    if isinstance(audio, (str, os.PathLike)):
+        return repr(os.fspath(audio))
+    if isinstance(audio, (bytes, bytearray)):
+        return f"<{len(audio)} bytes of audio>"
+    if isinstance(audio, (np.ndarray, torch.Tensor)):
+        return f"<{type(audio).__name__} of shape {list(audio.shape)}>"
+    return f"<{type(audio).__name__}>"
+
+
+def _check_rate(rate, name: str) -> int:
+    if rate is None:
+        raise SamplingRateError(f"{name}: sampling_rate is required for array input (an integer number of Hz, e.g. 16000)")
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) and not (isinstance(rate, float) and rate.is_integer()):
+        raise SamplingRateError(f"{name}: sampling_rate must be an integer number of Hz, got {rate!r}")
+    rate = int(rate)
+    if not MIN_SAMPLING_RATE <= rate <= MAX_SAMPLING_RATE:
+        raise SamplingRateError(f"{name}: sampling rate {rate} Hz is outside the accepted {MIN_SAMPLING_RATE}..{MAX_SAMPLING_RATE} Hz")
+    return rate
+
+
+_MAGIC = (b"RIFF", b"RF64", b"fLaC", b"OggS", b"FORM", b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2", b".snd", b"caff")
+
+
+def _decode(data: Union[str, io.BytesIO], name: str, *, known_format: bool) -> tuple[np.ndarray, int]:
+    """Decode with soundfile. A failure on an input of a known format means it is corrupt."""
+    try:
+        samples, rate = soundfile.read(data, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        if not known_format:
+            raise UnsupportedAudioFormatError(
+                f"{name}: not an audio format fastdaf reads ({exc}); accepted: {', '.join(readable_formats())}"
+            ) from exc
+        raise AudioDecodeError(f"{name}: cannot decode the audio, it looks corrupt or truncated ({exc})") from exc
+    return samples, rate
+
+
+def _as_float_array(audio: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().to("cpu")
+        if audio.dtype == torch.bfloat16:
+            audio = audio.float()
+        audio = audio.numpy()
+    if audio.dtype.kind == "i":
+        return audio.astype(np.float32) / float(2 ** (8 * audio.dtype.itemsize - 1))
+    if audio.dtype.kind == "u":
+        half = float(2 ** (8 * audio.dtype.itemsize - 1))
+        return (audio.astype(np.float32) - half) / half
+    if audio.dtype.kind == "f":
+        return audio.astype(np.float32, copy=False)
+    raise AudioDecodeError(f"{name}: samples must be integer or floating point, got dtype {audio.dtype}")
+
+
+def _downmix(samples: np.ndarray, name: str, *, channels_last: bool | None) -> np.ndarray:
+    if samples.ndim == 1:
+        return samples
+    if samples.ndim != 2:
+        raise AudioDecodeError(f"{name}: audio arrays must be [T], [T, C] or [C, T], got {samples.ndim} dimensions")
+    if channels_last is None:  # arrays: the small axis is the channel axis
+        channels_last = samples.shape[1] <= samples.shape[0]
+    if not channels_last:
+        samples = samples.T
+    if samples.shape[1] > MAX_CHANNELS:
+        raise AudioDecodeError(f"{name}: {samples.shape[1]} channels; at most {MAX_CHANNELS} are accepted")
+    return samples.mean(axis=1)
+
+
+def load_audio(audio: AudioInput, sampling_rate: int | None = None, *, target_rate: int | None = None, name: str | None = None) -> Waveform:
+    """Read, validate, downmix and (if target_rate is given) resample one audio input."""
+    name = name or describe(audio)
+    if isinstance(audio, (str, os.PathLike)):
+        path = Path(audio)
+        if not path.is_file():
+            raise AudioNotFoundError(f"{name}: no such audio file")
+        if path.suffix.lower().lstrip(".") not in {f.lower() for f in readable_formats()} | {"oga", "opus", "aif", "aiff"}:
+            raise UnsupportedAudioFormatError(
+                f"{name}: the extension {path.suffix or '(none)'!r} is not an audio format fastdaf reads; accepted: {', '.join(readable_formats())}"
+            )
+        samples, rate = _decode(str(path), name, known_format=True)
+        samples = samples.mean(axis=1)
+    elif isinstance(audio, (bytes, bytearray)):
+        if not audio:
+            raise AudioTooShortError(f"{name}: empty byte string")
+        samples, rate = _decode(io.BytesIO(bytes(audio)), name, known_format=bytes(audio[:4]).startswith(_MAGIC))
+        samples = samples.mean(axis=1)
+    elif isinstance(audio, (np.ndarray, torch.Tensor)):
+        rate = _check_rate(sampling_rate, name)
+        samples = _downmix(_as_float_array(audio, name), name, channels_last=None)
+    else:
+        raise AudioDecodeError(
+            f"{name}: audio must be a file path, bytes of an audio file, or a numpy array / torch tensor with sampling_rate"
+        )
+    rate = _check_rate(rate, name)
+    if samples.size == 0:
+        raise AudioTooShortError(f"{name}: the audio is empty; at least {MIN_SECONDS} s is needed")
+    if not np.isfinite(samples).all():
+        bad = int((~np.isfinite(samples)).sum())
+        raise NonFiniteAudioError(f"{name}: {bad} sample(s) are NaN or infinite; samples must be finite")
+    seconds = samples.size / rate
+    if seconds < MIN_SECONDS:
+        raise AudioTooShortError(f"{name}: {seconds:.3f} s of audio; at least {MIN_SECONDS} s is needed")
+    if seconds > MAX_SECONDS:
+        raise AudioTooLongError(f"{name}: {seconds:.1f} s of audio; at most {MAX_SECONDS:.0f} s is accepted (split longer recordings)")
+    wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+    if target_rate is not None and target_rate != rate:
+        wave = torchaudio.functional.resample(wave, rate, target_rate)
+        rate = target_rate
+    return Waveform(samples=wave, sampling_rate=rate, source=name)

