@@ -234,6 +234,7 @@ def extract_manifest(
     failures: list[dict[str, Any]] = []
     seen: set[str] = set()
     todo: list[ManifestRow] = []
+    skipped = 0
     for row in rows:
         problem = None
         if not row.id:
@@ -245,9 +246,10 @@ def extract_manifest(
         seen.add(row.id)
         if problem:
             failures.append({"id": row.id, "line": row.line, "error": problem})
-        elif row.id not in done_ids:
+        elif row.id in done_ids:
+            skipped += 1
+        else:
             todo.append(row)
-    skipped = sum(1 for r in rows if r.id in done_ids)
     start = time.perf_counter()
     bar = None
     if progress:
