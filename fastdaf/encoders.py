@@ -83,6 +83,11 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _load_pretrained(loader: Callable[..., Any], name: str, what: str):
+    """Load with transformers' own progress bars off (fastdaf shows its own), turning failures into EncoderError."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         return loader(name)
     except (OSError, ValueError, KeyError) as exc:
@@ -90,6 +95,9 @@ def _load_pretrained(loader: Callable[..., Any], name: str, what: str):
             f"cannot load the {what} {name!r}: {exc}. Give a local directory saved with save_pretrained "
             f"or a hub id that is available offline (HF_HUB_OFFLINE=1 uses only the local cache)"
         ) from exc
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def default_text_model_path() -> str:

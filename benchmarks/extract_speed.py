@@ -1,0 +1,61 @@
+"""Utterances per second of `fastdaf extract` with the default encoders (MiniLM text + built-in acoustic).
+
+Builds a manifest of the six real CMU ARCTIC clips with their prompts, repeated, and extracts it
+three ways (text only, audio only, both) with the same code path as `fastdaf extract`:
+
+    python benchmarks/extract_speed.py [--repeat 25] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from fastdaf.extractor import FeatureExtractor, extract_manifest
+
+SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech"
+PROMPTS = {
+    "aew_a0001": "Author of the danger trail, Philip Steels, etc.",
+    "aew_a0002": "Not at this particular case, Tom, apologized Whittemore.",
+    "aew_a0003": "For the twentieth time that evening the two men shook hands.",
+    "axb_a0004": "Lord, but I'm glad to see you again, Phil.",
+    "axb_a0005": "Will we ever forget it.",
+    "axb_a0006": "God bless 'em, I hope I'll go on seeing them forever.",
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=25)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+    results = {"device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+               "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "runs": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, text_enc, audio_enc in (("text", "default", None), ("audio", None, "acoustic"), ("text+audio", "default", "acoustic")):
+            manifest = Path(tmp) / f"{label}.csv"
+            with manifest.open("w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["id", "text", "audio"])
+                for r in range(args.repeat):
+                    for name, text in PROMPTS.items():
+                        wav = SPEECH / f"cmu_arctic_us_{name}.wav"
+                        writer.writerow([f"{name}-{r}", text if text_enc else "", wav if audio_enc else ""])
+            extractor = FeatureExtractor(text_enc, audio_enc, device=args.device)
+            extract_manifest(manifest, Path(tmp) / f"warm-{label}.safetensors", extractor, batch_size=args.batch_size, progress=False)
+            summary = extract_manifest(manifest, Path(tmp) / f"{label}.safetensors", extractor, batch_size=args.batch_size, progress=False)
+            results["runs"][label] = {"utterances": summary["succeeded"], "seconds": summary["seconds"], "utterances_per_s": summary["utterances_per_s"]}
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
