@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import FastDAFError
+from .errors import FastDAFError, InputError
 
 
 def _print_json(obj: Any) -> None:
@@ -63,13 +63,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_or_all(data, name: str | None, *, default: tuple[str, ...] = ("test", "valid")):
+    """The rows of split `name`; without a name the first of `default` present, else every row."""
+    if name is not None:
+        return data.split(name), name
+    for candidate in default:
+        if data.splits is not None and candidate in data.splits:
+            return data.split(candidate), candidate
+    return data, "all"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a head from a fastdaf feature file with `train` and `valid` splits."""
+    """Train a head on a feature file, an MMSA pickle, a .csd folder or transcript CSVs."""
     from .config import DAFConfig
-    from .features import FeatureSet
+    from .datasets import load_data
     from .train import TrainOptions, train_head
 
-    data = FeatureSet.load(args.features)
+    data = load_data(args.data, progress=not args.json)
     train, valid = data.split(args.train_split), data.split(args.valid_split)
     n_outputs = 1 if data.labels is None or data.labels.dim() == 1 else data.labels.shape[1]
     cfg = DAFConfig(
@@ -78,16 +88,82 @@ def cmd_train(args: argparse.Namespace) -> int:
         output_names=data.label_names if data.label_names and len(data.label_names) == n_outputs else None,
     )
     options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                           modality_dropout=args.modality_dropout, patience=args.patience)
+                           modality_dropout=args.modality_dropout, patience=args.patience, weight_decay=args.weight_decay)
     result = train_head(cfg, train, valid, options, progress=not args.json)
-    result.head.save_pretrained(args.out, extra={**result.record(), "features": str(args.features)})
+    extra = {**result.record(), "data": str(args.data), **({"encoders": data.info["encoders"]} if data.info and "encoders" in data.info else {})}
+    result.head.save_pretrained(args.out, extra=extra)
     if args.json:
         _print_json({"checkpoint": str(args.out), "best_epoch": result.best_epoch, "valid_metrics": result.metrics})
     else:
         from .metrics import format_table
 
-        print(f"saved {args.out} (best epoch {result.best_epoch})")
+        print(f"saved {args.out} (best epoch {result.best_epoch} of {len(result.history)})")
         print(format_table({args.valid_split: result.metrics}))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """MMSA metrics of a checkpoint (default: the bundled model) on a split of a dataset."""
+    from .checkpoint import read_config
+    from .datasets import load_data
+    from .default_model import path as default_model_path
+    from .head import DAFHead
+    from .metrics import format_table, sentiment_metrics
+    from .train import predict_features
+
+    checkpoint = args.checkpoint or default_model_path()
+    head = DAFHead.from_pretrained(checkpoint)
+    _, extra = read_config(checkpoint)
+    data = load_data(args.data, encoders=extra.get("encoders"), progress=not args.json)
+    rows, split = _split_or_all(data, args.split)
+    if rows.labels is None:
+        raise InputError(f"{args.data}: split {split!r} has no labels to evaluate against")
+    missing = sorted(set(rows.modalities) ^ set(head.config.modalities))
+    if rows.modalities != dict(head.config.modalities):
+        raise InputError(f"{args.data} has modalities {rows.modalities}; the checkpoint expects {dict(head.config.modalities)} (differ: {missing})")
+    import torch
+
+    labelled = torch.isfinite(rows.labels if rows.labels.dim() == 1 else rows.labels[:, 0])
+    rows = rows.subset(labelled.nonzero().flatten())
+    score, _ = predict_features(head, rows)
+    first = lambda t: t if t.dim() == 1 else t[:, 0]  # noqa: E731
+    metrics = sentiment_metrics(first(score), first(rows.labels))
+    if args.json:
+        _print_json(metrics)
+    else:
+        print(f"{checkpoint} on {args.data} ({split}, {len(rows)} rows)")
+        print(format_table({split: metrics}))
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    """Dynamic vs static / mean / concat fusion and each modality alone, over N seeds."""
+    from .ablation import markdown_table, plot, run_ablation, weights_summary
+    from .datasets import load_data
+    from .train import TrainOptions
+
+    data = load_data(args.data, progress=not args.json)
+    train, valid = data.split(args.train_split), data.split(args.valid_split)
+    evaluate, split = _split_or_all(data, args.eval_split, default=(args.valid_split,))
+    options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                           modality_dropout=args.modality_dropout)
+    head_options = dict(projection_size=args.projection_size, attention_size=args.attention_size, hidden_size=args.hidden_size)
+    results = run_ablation(train, valid, evaluate, seeds=list(range(args.seeds)), options=options, head_options=head_options,
+                           progress=not args.json)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(results)
+    title = f"Ablation on {args.data} ({split} split, {len(evaluate)} rows, {args.seeds} seeds, mean +- std)"
+    (args.out / "ablation.md").write_text(f"# {title}\n\n{table}\n")
+    figure = plot(results, list(data.modalities), args.out / "ablation.png")
+    summary = {name: {"mean": r["mean"], "std": r["std"]} for name, r in results.items()}
+    if "weights" in results.get("dynamic", {}):
+        summary["dynamic"]["weights"] = weights_summary(results["dynamic"]["weights"], list(data.modalities))
+    if args.json:
+        _print_json({"split": split, "seeds": args.seeds, "results": summary, "table": str(args.out / "ablation.md"), "plot": str(figure)})
+    else:
+        print(title)
+        print(table)
+        print(f"wrote {args.out / 'ablation.md'} and {figure}")
     return 0
 
 
@@ -110,6 +186,18 @@ def cmd_extract(args: argparse.Namespace) -> int:
         if summary["error_report"]:
             print(f"failed rows and reasons: {summary['error_report']}")
     return 0
+
+
+def _add_head_and_training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--projection-size", type=int, default=128)
+    parser.add_argument("--attention-size", type=int, default=64)
+    parser.add_argument("--hidden-size", type=int, default=128)
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--modality-dropout", type=float, default=0.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,24 +227,35 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--json", action="store_true")
     extract.set_defaults(func=cmd_extract)
 
-    train = sub.add_parser("train", help="train a DAF head on a fastdaf feature file")
-    train.add_argument("features", type=Path, help="feature file (.safetensors) with train/valid splits")
+    train = sub.add_parser("train", help="train a DAF head (DATA: a feature file, an MMSA pickle, a .csd folder or transcript CSVs)")
+    train.add_argument("data", type=Path, help="feature file (.safetensors), MMSA .pkl, folder of .csd files, or transcript .csv / folder of them")
     train.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     train.add_argument("--fusion", choices=FUSION_MODES, default="dynamic")
-    train.add_argument("--projection-size", type=int, default=128)
-    train.add_argument("--attention-size", type=int, default=64)
-    train.add_argument("--hidden-size", type=int, default=128)
-    train.add_argument("--dropout", type=float, default=0.1)
-    train.add_argument("--epochs", type=int, default=100)
-    train.add_argument("--batch-size", type=int, default=256)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--patience", type=int, default=10)
+    _add_head_and_training_options(train)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--modality-dropout", type=float, default=0.0)
+    train.add_argument("--weight-decay", type=float, default=1e-2)
     train.add_argument("--train-split", default="train")
     train.add_argument("--valid-split", default="valid")
     train.add_argument("--json", action="store_true")
     train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("eval", help="MMSA metrics of a checkpoint (default: the bundled model) on a dataset split")
+    evaluate.add_argument("data", type=Path)
+    evaluate.add_argument("--checkpoint", type=Path, default=None, help="checkpoint directory (default: the bundled model)")
+    evaluate.add_argument("--split", default=None, help="split to evaluate (default: test, else valid, else every row)")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object keyed by the MMSA metric names")
+    evaluate.set_defaults(func=cmd_eval)
+
+    ablate = sub.add_parser("ablate", help="dynamic vs static/mean/concat fusion and unimodal heads, N seeds, table + plot")
+    ablate.add_argument("data", type=Path)
+    ablate.add_argument("--out", type=Path, required=True, help="folder for ablation.md and ablation.png")
+    ablate.add_argument("--seeds", type=int, default=3)
+    _add_head_and_training_options(ablate)
+    ablate.add_argument("--train-split", default="train")
+    ablate.add_argument("--valid-split", default="valid")
+    ablate.add_argument("--eval-split", default=None, help="split scored (default: the validation split)")
+    ablate.add_argument("--json", action="store_true")
+    ablate.set_defaults(func=cmd_ablate)
     return parser
 
 

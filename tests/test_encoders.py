@@ -45,6 +45,16 @@ def test_text_layer_and_pooling_choices_differ(tiny_models):
     assert not torch.allclose(base, TextEncoder(tiny_models["bert"], pooling="cls").encode(SENTENCES).vectors)
 
 
+def test_text_layer_mixing_averages_pooled_layers(tiny_models):
+    mixed = TextEncoder(tiny_models["bert"], layer=[1, 2]).encode(SENTENCES).vectors
+    one = TextEncoder(tiny_models["bert"], layer=1).encode(SENTENCES).vectors
+    two = TextEncoder(tiny_models["bert"], layer=2).encode(SENTENCES).vectors
+    torch.testing.assert_close(mixed, (one + two) / 2, rtol=1e-5, atol=1e-6)
+    assert TextEncoder(tiny_models["bert"], layer=[1, 2]).spec()["layer"] == [1, 2]
+    with pytest.raises(EncoderError, match="pooler"):
+        TextEncoder(tiny_models["bert"], layer=[1, 2], pooling="pooler")
+
+
 def test_text_truncation_is_reported(tiny_models):
     enc = TextEncoder(tiny_models["bert"], max_length=8)
     out = enc.encode(["a short one", "this sentence is certainly much longer than eight tokens in total"])
