@@ -10,6 +10,7 @@ from .errors import CheckpointError, ConfigError, FastDAFError, FeatureFileError
 from .features import FeatureSet
 from .fused import FusedDAFHead
 from .head import DAFHead, DAFOutput
+from .pipeline import Prediction, SentimentPredictor, predict
 from .train import TrainOptions, TrainResult, train_head
 
 __all__ = [
@@ -23,9 +24,12 @@ __all__ = [
     "FeatureSet",
     "FusedDAFHead",
     "InputError",
+    "Prediction",
+    "SentimentPredictor",
     "TrainOptions",
     "TrainResult",
     "UnsupportedError",
     "metrics",
+    "predict",
     "train_head",
 ]

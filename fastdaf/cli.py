@@ -200,6 +200,75 @@ def _add_head_and_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modality-dropout", type=float, default=0.0)
 
 
+def _prediction_row(row_id: str, result, modalities: list[str]) -> dict[str, Any]:
+    """One output row of `fastdaf predict --manifest`: the id, then the result or the error."""
+    out: dict[str, Any] = {"id": row_id}
+    if isinstance(result, str):
+        out.update(score=None, label=None, **{f"weight_{m}": None for m in modalities}, error=result)
+    else:
+        out.update(score=round(result.score, 4), label=result.label, **{f"weight_{m}": round(result.weights[m], 4) for m in modalities},
+                   **{k: round(v, 4) for k, v in result.outputs.items()}, error=None)
+    return out
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Sentiment of one utterance (--text/--audio) or of every row of a manifest."""
+    from .pipeline import SentimentPredictor
+
+    if args.manifest is None and args.text is None and args.audio is None:
+        raise InputError("give --text and/or --audio for one utterance, or --manifest FILE for many")
+    if args.manifest is not None and (args.text is not None or args.audio is not None):
+        raise InputError("--manifest cannot be combined with --text/--audio")
+    predictor = SentimentPredictor(args.checkpoint, device=args.device, head_backend=args.head)
+    if args.manifest is None:
+        result = predictor.predict(args.text, args.audio, sampling_rate=args.sampling_rate)
+        if args.json:
+            _print_json(result.to_dict())
+        else:
+            weights = ", ".join(f"{m} {w:.2f}" for m, w in result.weights.items())
+            print(f"sentiment {result.score:+.2f} ({result.label}); modality weights: {weights}")
+            for note in result.notes:
+                print(f"note: {note}")
+        return 0
+    return _predict_manifest(predictor, args)
+
+
+def _predict_manifest(predictor, args: argparse.Namespace) -> int:
+    import csv
+
+    from .extractor import read_manifest
+
+    rows = read_manifest(args.manifest)
+    results = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(rows), desc="predicting", unit="utt", disable=None if not args.json else True)
+    for start in range(0, len(rows), predictor.batch_size):
+        chunk = rows[start : start + predictor.batch_size]
+        names = [f"id {r.id!r} (line {r.line})" for r in chunk]
+        results += predictor.predict_each([r.text for r in chunk], [r.audio for r in chunk], names=names)
+        bar.update(len(chunk))
+    bar.close()
+    out_rows = [_prediction_row(r.id, res, predictor.modalities) for r, res in zip(rows, results)]
+    failed = sum(1 for r in out_rows if r["error"])
+    target = args.out
+    if target is None or target.suffix.lower() in (".jsonl", ".ndjson"):
+        text = "".join(json.dumps(r) + "\n" for r in out_rows)
+        if target is None:
+            sys.stdout.write(text)
+        else:
+            target.write_text(text)
+    elif target.suffix.lower() == ".csv":
+        with target.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(out_rows[0]) if out_rows else ["id", "error"])
+            writer.writeheader()
+            writer.writerows(out_rows)
+    else:
+        raise InputError(f"--out must end in .csv or .jsonl, got {target.name!r}")
+    print(f"{len(out_rows) - failed} predicted, {failed} failed, of {len(out_rows)} rows" + (f" -> {target}" if target else ""), file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .config import FUSION_MODES
@@ -214,6 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     demo.set_defaults(func=cmd_demo)
+
+    predict = sub.add_parser("predict", help="sentiment of one utterance (--text/--audio) or a manifest of them")
+    predict.add_argument("--text", default=None, help="the utterance's transcript")
+    predict.add_argument("--audio", default=None, help="the utterance's audio file (wav, flac, ogg, mp3, ...)")
+    predict.add_argument("--sampling-rate", type=int, default=None, help="only for raw sample input (not needed for files)")
+    predict.add_argument("--manifest", type=Path, default=None, help="CSV/JSONL with id,text,audio columns: one output row per input row")
+    predict.add_argument("--out", type=Path, default=None, help="with --manifest: results .csv or .jsonl (default: JSONL on stdout)")
+    predict.add_argument("--checkpoint", type=Path, default=None, help="head checkpoint directory (default: the bundled model)")
+    predict.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    predict.add_argument("--head", choices=("auto", "fused", "reference"), default="auto", help="head implementation (auto: fused on CUDA)")
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(func=cmd_predict)
 
     extract = sub.add_parser("extract", help="encode a manifest (CSV/JSONL: id,text,audio,label,split) into a feature file")
     extract.add_argument("manifest", type=Path)

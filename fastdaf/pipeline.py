@@ -1,0 +1,229 @@
+"""Prediction: utterances in, sentiment out. `fastdaf.predict` for one-liners, `SentimentPredictor`
+for services (load once, call from many threads).
+
+A predictor loads a head checkpoint (default: the bundled model) and the encoders recorded in it,
+turns utterances into features with the same `FeatureExtractor` as training, and runs the head: the
+fused Triton head on CUDA, the reference head elsewhere. Scores are on the CMU-MOSEI scale, clipped
+to [-3, 3] (the head itself is unbounded; see fastdaf.head).
+
+Labels (documented thresholds, the rounding MMSA's Mult_acc metrics use): `negative` if score <= -0.5,
+`positive` if score >= 0.5, `neutral` in between.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .audio import AudioInput
+from .errors import InputError, UnsupportedError
+
+NEUTRAL_BAND = 0.5
+SCORE_RANGE = (-3.0, 3.0)
+HEAD_BACKENDS = ("auto", "fused", "reference")
+
+
+def sentiment_label(score: float) -> str:
+    if score >= NEUTRAL_BAND:
+        return "positive"
+    if score <= -NEUTRAL_BAND:
+        return "negative"
+    return "neutral"
+
+
+@dataclasses.dataclass
+class Prediction:
+    """One utterance's result: CMU-MOSEI score, label, modality weights, extra outputs, notes."""
+
+    score: float
+    label: str
+    weights: dict[str, float]
+    outputs: dict[str, float] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class SentimentPredictor:
+    """Encoders + head loaded once; safe to call from several threads (calls are serialised)."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        head_backend: str = "auto",
+        batch_size: int = 32,
+        text_encoder: str | dict | None = None,
+        audio_encoder: str | dict | None = None,
+    ) -> None:
+        from .checkpoint import read_config
+        from .default_model import path as default_model_path
+        from .encoders import pick_device
+        from .extractor import FeatureExtractor
+        from .head import DAFHead
+
+        if head_backend not in HEAD_BACKENDS:
+            raise InputError(f"head_backend {head_backend!r} is not accepted; choose one of {list(HEAD_BACKENDS)}")
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else default_model_path()
+        self.device = pick_device(device)
+        _, extra = read_config(self.checkpoint)
+        encoders = dict(extra.get("encoders") or {})
+        if text_encoder is not None:
+            encoders["text"] = text_encoder
+        if audio_encoder is not None:
+            encoders["audio"] = audio_encoder
+        self.head = DAFHead.from_pretrained(self.checkpoint, map_location=self.device)
+        modalities = dict(self.head.config.modalities)
+        if not encoders:
+            raise InputError(f"{self.checkpoint} records no encoders; pass text_encoder= and/or audio_encoder=")
+        unknown = sorted(set(encoders) - set(modalities))
+        if unknown or not set(encoders) <= {"text", "audio"}:
+            raise InputError(f"encoders {sorted(encoders)} do not match the head's modalities {sorted(modalities)} (text and audio are supported)")
+        self.extractor = FeatureExtractor(encoders.get("text"), encoders.get("audio"), device=self.device, dtype=dtype)
+        for m, dim in self.extractor.modalities.items():
+            if modalities.get(m) != dim:
+                raise InputError(f"the {m} encoder gives {dim}-d vectors but the head expects {modalities.get(m)}")
+        self.batch_size = batch_size
+        self.head_backend = self._choose_backend(head_backend)
+        self.model = self.head
+        if self.head_backend == "fused":
+            from .fused import FusedDAFHead
+
+            self.model = FusedDAFHead.from_head(self.head)
+        self._lock = threading.Lock()
+
+    def _choose_backend(self, wanted: str) -> str:
+        from .kernels.daf_head import interpreting
+
+        fusable = self.head.config.fusion != "concat" and self.head.config.n_outputs <= 8
+        if wanted == "auto":
+            return "fused" if self.device.type == "cuda" and fusable else "reference"
+        if wanted == "fused" and (not fusable or (self.device.type != "cuda" and not interpreting())):
+            raise UnsupportedError(
+                "the fused head runs on CUDA (or on CPU under TRITON_INTERPRET=1, for tests) and for dynamic/static/mean "
+                f"fusion with at most 8 outputs; this predictor is on {self.device} with {self.head.config.fusion!r} fusion"
+            )
+        return wanted
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.head.config.modalities)
+
+    def predict(
+        self,
+        text: str | Sequence[str | None] | None = None,
+        audio: AudioInput | Sequence[AudioInput | None] | None = None,
+        *,
+        sampling_rate: int | Sequence[int | None] | None = None,
+    ) -> Prediction | list[Prediction]:
+        """One utterance (a string and/or one audio input) -> one Prediction; lists -> a list, in order."""
+        batched = isinstance(text, (list, tuple)) or (isinstance(audio, (list, tuple)))
+        if not batched:
+            if text is None and audio is None:
+                raise InputError("predict needs text, audio or both")
+            return self.predict_batch([text], [audio], [sampling_rate])[0]
+        n = len(text) if isinstance(text, (list, tuple)) else len(audio)
+        texts = list(text) if isinstance(text, (list, tuple)) else [text] * n if text is None else None
+        audios = list(audio) if isinstance(audio, (list, tuple)) else [audio] * n if audio is None else None
+        if texts is None or audios is None:
+            raise InputError("for several utterances pass lists for text and audio (use None for a missing one)")
+        rates = list(sampling_rate) if isinstance(sampling_rate, (list, tuple)) else [sampling_rate] * n
+        return self.predict_batch(texts, audios, rates)
+
+    def predict_batch(
+        self,
+        texts: Sequence[str | None],
+        audios: Sequence[AudioInput | None],
+        sampling_rates: Sequence[int | None] | None = None,
+    ) -> list[Prediction]:
+        """Predictions for N utterances in order; any bad input raises (see predict_each for per-row errors)."""
+        return [p for p in self._run(texts, audios, sampling_rates, strict=True)]  # type: ignore[misc]
+
+    def predict_each(
+        self,
+        texts: Sequence[str | None],
+        audios: Sequence[AudioInput | None],
+        sampling_rates: Sequence[int | None] | None = None,
+        *,
+        names: Sequence[str] | None = None,
+    ) -> list[Prediction | str]:
+        """Like predict_batch, but a bad utterance gives its error message in its place; the rest are predicted."""
+        return self._run(texts, audios, sampling_rates, strict=False, names=names)
+
+    def _run(self, texts, audios, sampling_rates, *, strict: bool, names=None) -> list[Prediction | str]:
+        if len(texts) != len(audios):
+            raise InputError(f"texts ({len(texts)}) and audios ({len(audios)}) differ in length")
+        if "text" not in self.extractor.modalities and any(t is not None for t in texts):
+            raise InputError("this model has no text modality; pass audio only")
+        if "audio" not in self.extractor.modalities and any(a is not None for a in audios):
+            raise InputError("this model has no audio modality; pass text only")
+        results: list[Prediction | str] = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            with self._lock, torch.inference_mode():
+                out = self.extractor.extract(texts[chunk], audios[chunk], sampling_rates=None if sampling_rates is None else sampling_rates[chunk],
+                                             names=None if names is None else names[chunk], strict=strict)
+                ok = [k for k, err in enumerate(out.errors) if err is None]
+                scores = weights = None
+                if ok:
+                    feats = {m: x[ok].to(self.device) for m, x in out.features.items()}
+                    res = self.model(feats, out.present[ok].to(self.device))
+                    scores, weights = res.score.float().cpu(), res.weights.float().cpu()
+            k_ok = 0
+            for k, err in enumerate(out.errors):
+                if err is not None:
+                    results.append(err)
+                    continue
+                results.append(self._prediction(scores[k_ok], weights[k_ok], out.notes[k]))
+                k_ok += 1
+        return results
+
+    def _prediction(self, score: torch.Tensor, weights: torch.Tensor, notes: list[str]) -> Prediction:
+        cfg = self.head.config
+        values = score.reshape(-1).tolist()
+        main = min(max(values[0], SCORE_RANGE[0]), SCORE_RANGE[1])
+        return Prediction(
+            score=main,
+            label=sentiment_label(main),
+            weights={m: float(w) for m, w in zip(cfg.modality_names, weights.tolist())},
+            outputs={name: v for name, v in zip(cfg.output_names[1:], values[1:])},
+            notes=list(notes),
+        )
+
+
+_DEFAULT: dict[tuple, SentimentPredictor] = {}
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_predictor(model: str | Path | None = None, device: str | torch.device | None = None) -> SentimentPredictor:
+    """A cached predictor per (model, device): loading happens once per process."""
+    key = (str(model) if model is not None else None, str(device) if device is not None else None)
+    with _DEFAULT_LOCK:
+        if key not in _DEFAULT:
+            _DEFAULT[key] = SentimentPredictor(model, device=device)
+        return _DEFAULT[key]
+
+
+def predict(
+    text: str | Sequence[str | None] | None = None,
+    audio: AudioInput | Sequence[AudioInput | None] | None = None,
+    *,
+    sampling_rate: int | Sequence[int | None] | None = None,
+    model: str | Path | None = None,
+    device: str | torch.device | None = None,
+) -> Prediction | list[Prediction]:
+    """Sentiment of one utterance (or lists of them) with the bundled model, offline, in one line.
+
+    >>> fastdaf.predict("I love this!", "clip.wav").score
+    """
+    return default_predictor(model, device).predict(text, audio, sampling_rate=sampling_rate)

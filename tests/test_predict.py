@@ -1,0 +1,205 @@
+"""fastdaf.predict, SentimentPredictor and `fastdaf predict`, offline, on the real CMU ARCTIC clips."""
+
+import concurrent.futures
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+import fastdaf
+from fastdaf import DAFConfig, DAFHead, SentimentPredictor
+from fastdaf.cli import main as cli_main
+from fastdaf.errors import (
+    AudioDecodeError,
+    AudioNotFoundError,
+    AudioTooLongError,
+    AudioTooShortError,
+    InputError,
+    NonFiniteAudioError,
+    SamplingRateError,
+    UnsupportedAudioFormatError,
+    UnsupportedError,
+)
+from fastdaf.pipeline import sentiment_label
+
+PROMPTS = {
+    "aew_a0001": "Author of the danger trail, Philip Steels, etc.",
+    "aew_a0002": "Not at this particular case, Tom, apologized Whittemore.",
+    "aew_a0003": "For the twentieth time that evening the two men shook hands.",
+    "axb_a0004": "Lord, but I'm glad to see you again, Phil.",
+    "axb_a0005": "Will we ever forget it.",
+    "axb_a0006": "God bless 'em, I hope I'll go on seeing them forever.",
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A head with random weights that records the default encoders (behaviour, not accuracy)."""
+    from fastdaf.acoustic import FEATURE_DIM
+
+    torch.manual_seed(0)
+    head = DAFHead(DAFConfig({"text": 384, "audio": FEATURE_DIM}, n_outputs=2, output_names=["sentiment", "happiness"]))
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_(0, 0.3)
+    path = tmp_path_factory.mktemp("ckpt")
+    head.save_pretrained(path, extra={"encoders": {"text": {"kind": "text", "model": "default", "layer": [1, 2, 3, 4, 5, 6]}, "audio": {"kind": "acoustic"}}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint):
+    return SentimentPredictor(checkpoint)
+
+
+@pytest.fixture(scope="module")
+def clips(request):
+    from conftest import SHARED_DATA
+
+    folder = SHARED_DATA / "speech"
+    if not folder.is_dir():
+        pytest.skip("shared speech clips missing")
+    return {name: str(folder / f"cmu_arctic_us_{name}.wav") for name in PROMPTS}
+
+
+def test_one_utterance_text_audio_both(predictor, clips, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    both = predictor.predict(PROMPTS["axb_a0004"], clips["axb_a0004"])
+    assert isinstance(both, fastdaf.Prediction) and -3 <= both.score <= 3
+    assert both.label == sentiment_label(both.score) and set(both.weights) == {"text", "audio"}
+    assert abs(sum(both.weights.values()) - 1) < 1e-5 and set(both.outputs) == {"happiness"}
+    text_only = predictor.predict(PROMPTS["axb_a0004"])
+    audio_only = predictor.predict(audio=clips["axb_a0004"])
+    assert text_only.weights == {"text": 1.0, "audio": 0.0} and audio_only.weights == {"text": 0.0, "audio": 1.0}
+    assert json.loads(json.dumps(both.to_dict()))["weights"] == both.weights
+
+
+def test_labels_follow_documented_thresholds():
+    assert [sentiment_label(s) for s in (-3, -0.5, -0.49, 0, 0.49, 0.5, 3)] == [
+        "negative", "negative", "neutral", "neutral", "neutral", "positive", "positive"]
+
+
+def test_batch_equals_single_in_order(predictor, clips):
+    names = list(PROMPTS)
+    texts = [PROMPTS[n] if i % 3 != 2 else None for i, n in enumerate(names)]
+    audios = [clips[n] if i % 3 != 1 else None for i, n in enumerate(names)]
+    batch = predictor.predict(texts, audios)
+    single = [predictor.predict(t, a) for t, a in zip(texts, audios)]
+    for b, s in zip(batch, single):
+        assert b.score == pytest.approx(s.score, abs=1e-4)  # stated tolerance: 1e-4 on the score
+        assert b.weights == pytest.approx(s.weights, abs=1e-5)
+
+
+def test_arrays_bytes_and_paths_agree(predictor, clips):
+    path = clips["aew_a0003"]
+    samples, rate = soundfile.read(path, dtype="float32")
+    with open(path, "rb") as f:
+        raw = f.read()
+    results = [predictor.predict(PROMPTS["aew_a0003"], a, sampling_rate=r) for a, r in
+               ((path, None), (raw, None), (samples, rate), (torch.from_numpy(samples), rate))]
+    for r in results[1:]:
+        assert r.score == pytest.approx(results[0].score, abs=1e-5)
+
+
+def test_fused_head_gives_the_reference_result(checkpoint, clips):
+    fused = SentimentPredictor(checkpoint, head_backend="fused")  # through the Triton interpreter on CPU
+    reference = SentimentPredictor(checkpoint, head_backend="reference")
+    texts = [PROMPTS["axb_a0004"], None, PROMPTS["aew_a0001"]]
+    audios = [clips["axb_a0004"], clips["axb_a0005"], None]
+    for f, r in zip(fused.predict(texts, audios), reference.predict(texts, audios)):
+        assert f.score == pytest.approx(r.score, rel=1e-4, abs=1e-4)
+        assert f.weights == pytest.approx(r.weights, abs=1e-4)
+
+
+def test_many_threads_each_get_their_own_result(predictor, clips):
+    names = list(PROMPTS)
+    jobs = [(PROMPTS[names[i % 6]] if i % 4 else None, clips[names[(i * 5) % 6]] if i % 3 else None) for i in range(48)]
+    jobs = [(t, a) if (t or a) else (PROMPTS[names[0]], None) for t, a in jobs]
+    expected = [predictor.predict(t, a).score for t, a in jobs]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda job: predictor.predict(*job).score, jobs))
+    assert got == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        (dict(audio="/nonexistent/clip.wav"), AudioNotFoundError, "clip.wav"),
+        (dict(audio=b"RIFF" + b"\0" * 64), AudioDecodeError, "corrupt"),
+        (dict(audio=b"just some text, not audio"), UnsupportedAudioFormatError, "not an audio format"),
+        (dict(audio=np.zeros(100, dtype=np.float32), sampling_rate=16000), AudioTooShortError, "at least"),
+        (dict(audio=np.full(16000, np.nan, dtype=np.float32), sampling_rate=16000), NonFiniteAudioError, "NaN"),
+        (dict(audio=np.zeros(16000, dtype=np.float32)), SamplingRateError, "sampling_rate is required"),
+        (dict(audio=np.zeros(16000, dtype=np.float32), sampling_rate=10), SamplingRateError, "10 Hz"),
+        (dict(audio=np.zeros(4000 * 601, dtype=np.float32), sampling_rate=4000), AudioTooLongError, "at most"),
+        (dict(text="sp sp"), InputError, "empty after normalisation"),
+        (dict(), InputError, "needs text, audio or both"),
+        (dict(text=42), InputError, "must be a string"),
+    ],
+)
+def test_bad_inputs_raise_specific_errors(predictor, kwargs, error, words):
+    with pytest.raises(error, match=words):
+        predictor.predict(**kwargs)
+
+
+def test_predictor_errors(checkpoint, tmp_path):
+    with pytest.raises(InputError, match="head_backend"):
+        SentimentPredictor(checkpoint, head_backend="magic")
+    with pytest.raises(fastdaf.CheckpointError, match="no checkpoint directory"):
+        SentimentPredictor(tmp_path / "nothing")
+
+
+def test_cli_single_and_bad_input(checkpoint, clips, capsys):
+    assert cli_main(["predict", "--checkpoint", str(checkpoint), "--text", PROMPTS["axb_a0005"], "--audio", clips["axb_a0005"], "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"score", "label", "weights", "outputs", "notes"}
+    for argv, words in (
+        (["--audio", "/no/such.wav"], "no such audio file"),
+        (["--audio", __file__], "'.py' is not an audio format"),
+        ([], "give --text and/or --audio"),
+    ):
+        assert cli_main(["predict", "--checkpoint", str(checkpoint), *argv]) == 2
+        assert words in capsys.readouterr().err
+
+
+def test_cli_manifest_with_bad_rows(checkpoint, clips, tmp_path, capsys):
+    manifest = tmp_path / "m.csv"
+    (tmp_path / "broken.wav").write_bytes(b"RIFF" + b"\0" * 64)
+    rows = [
+        ("a", PROMPTS["axb_a0004"], clips["axb_a0004"]),
+        ("b", "", "missing.wav"),
+        ("c", PROMPTS["axb_a0006"], ""),
+        ("d", "", "broken.wav"),
+        ("e", "sp", ""),
+        ("f", "", clips["aew_a0002"]),
+    ]
+    with manifest.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text", "audio"])
+        w.writerows(rows)
+    out_csv = tmp_path / "out.csv"
+    assert cli_main(["predict", "--checkpoint", str(checkpoint), "--manifest", str(manifest), "--out", str(out_csv)]) == 0
+    assert "3 predicted, 3 failed, of 6 rows" in capsys.readouterr().err
+    got = list(csv.DictReader(out_csv.open()))
+    assert [r["id"] for r in got] == ["a", "b", "c", "d", "e", "f"]  # nothing lost, order kept
+    errors = {r["id"]: r["error"] for r in got if r["error"]}
+    assert set(errors) == {"b", "d", "e"}
+    assert "AudioNotFoundError" in errors["b"] and "AudioDecodeError" in errors["d"] and "empty" in errors["e"]
+    predictor = SentimentPredictor(checkpoint)
+    assert float(got[0]["score"]) == pytest.approx(predictor.predict(PROMPTS["axb_a0004"], clips["axb_a0004"]).score, abs=1e-3)
+    assert float(got[2]["weight_audio"]) == 0.0 and float(got[5]["weight_text"]) == 0.0
+    # JSONL on stdout
+    assert cli_main(["predict", "--checkpoint", str(checkpoint), "--manifest", str(manifest), "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in lines] == ["a", "b", "c", "d", "e", "f"] and lines[1]["score"] is None
+
+
+def test_fused_backend_refused_on_cpu_without_interpreter(checkpoint, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(UnsupportedError, match="runs on CUDA"):
+        SentimentPredictor(checkpoint, head_backend="fused")
