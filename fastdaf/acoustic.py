@@ -96,7 +96,7 @@ FEATURE_DIM: int = len(FEATURE_NAMES)
 
 # ------------------------------------------------------------------------------------------ input handling
 def _pad_batch(
-    waveforms: torch.Tensor | Sequence[torch.Tensor], lengths: torch.Tensor | None
+    waveforms: torch.Tensor | Sequence[torch.Tensor], lengths: torch.Tensor | None, check: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One float32 [B, T] batch plus lengths; samples past a length are zeroed so padding is inert."""
     if isinstance(waveforms, torch.Tensor):
@@ -115,7 +115,8 @@ def _pad_batch(
     if lengths is None:
         lengths = torch.full((n,), t, dtype=torch.long, device=batch.device)
     lengths = torch.as_tensor(lengths, device=batch.device).long()
-    if lengths.shape != (n,) or bool(((lengths < 0) | (lengths > t)).any()):
+    # check=False skips this host sync, so the computation can be captured in a CUDA graph
+    if lengths.shape != (n,) or check and bool(((lengths < 0) | (lengths > t)).any()):
         raise InputError(f"lengths must be [B] = [{n}] values in [0, {t}], got {lengths.tolist()}")
     inside = torch.arange(t, device=batch.device) < lengths[:, None]
     return batch * inside, lengths
@@ -218,7 +219,7 @@ def estimate_pitch(
     sample_rate: int = SAMPLE_RATE,
     fmin: float = 50.0,
     fmax: float = 500.0,
-    hop: int = 160,
+    hop: int = 160, check: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched F0 per frame. waveforms [B, T] (zero-padded), lengths [B] valid samples (None = all).
 
@@ -227,7 +228,7 @@ def estimate_pitch(
     """
     if not 0 < fmin < fmax <= sample_rate / 2:
         raise InputError(f"need 0 < fmin < fmax <= sample_rate / 2, got fmin={fmin}, fmax={fmax}")
-    waveforms, lengths = _pad_batch(waveforms, lengths)
+    waveforms, lengths = _pad_batch(waveforms, lengths, check)
     max_lag = math.ceil(sample_rate / fmin)
     min_lag = max(2, math.floor(sample_rate / fmax))
     window = 2 * max_lag
@@ -247,9 +248,22 @@ def estimate_pitch(
 
 
 # ------------------------------------------------------------------------------------ spectral descriptors
-@functools.lru_cache(maxsize=8)
+_CONSTANTS: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+
 def _spectral_constants(sample_rate: int, n_fft: int, win: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Analysis window, mel filterbank, DCT matrix and bin frequencies, built once per device."""
+    """Analysis window, mel filterbank, DCT matrix and bin frequencies, built once per device.
+
+    A plain dict rather than functools.lru_cache: torch.compile traces into lru_cache wrappers (and
+    into torchaudio's data-dependent check in melscale_fbanks), but reads a warm dict as constants.
+    """
+    key = (sample_rate, n_fft, win, str(device))
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = _build_spectral_constants(sample_rate, n_fft, win, device)
+    return _CONSTANTS[key]
+
+
+def _build_spectral_constants(sample_rate: int, n_fft: int, win: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     n_freqs = n_fft // 2 + 1
     window = torch.hann_window(win, periodic=True, device=device)
     mel = AF.melscale_fbanks(n_freqs, MEL_FMIN, min(MEL_FMAX, sample_rate / 2), N_MELS, sample_rate, norm=None, mel_scale="htk")
@@ -305,6 +319,7 @@ def frame_descriptors(
     lengths: torch.Tensor | None = None,
     *,
     sample_rate: int = SAMPLE_RATE,
+    check: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Frame-level descriptors on one 10 ms frame grid, all [B, F] except mfcc [B, F, 13].
 
@@ -312,7 +327,7 @@ def frame_descriptors(
     spectral_rolloff85_hz, spectral_flatness, spectral_flux, zcr, valid (frame inside its clip) and
     nonsilent (valid and loud enough for the timbre statistics).
     """
-    waveforms, lengths = _pad_batch(waveforms, lengths)
+    waveforms, lengths = _pad_batch(waveforms, lengths, check)
     win = round(WINDOW_SECONDS * sample_rate)
     hop = round(HOP_SECONDS * sample_rate)
     n_fft = 1 << (win - 1).bit_length()
@@ -326,7 +341,7 @@ def frame_descriptors(
     log_energy = _power_db(frames.square().mean(dim=-1))
     valid = _valid_frames(lengths, n_frames, hop)
     centroid, bandwidth = _centroid_and_bandwidth(magnitude, freqs)
-    f0, voiced = estimate_pitch(waveforms, lengths, sample_rate=sample_rate, hop=hop)
+    f0, voiced = estimate_pitch(waveforms, lengths, sample_rate=sample_rate, hop=hop, check=check)
     return {
         "mfcc": _mfcc(power, mel, dct),
         "log_energy_db": log_energy,
@@ -419,17 +434,17 @@ def _pool(desc: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def acoustic_features(
-    waveforms: torch.Tensor | Sequence[torch.Tensor], lengths: torch.Tensor | None = None
+    waveforms: torch.Tensor | Sequence[torch.Tensor], lengths: torch.Tensor | None = None, *, check: bool = True
 ) -> torch.Tensor:
     """Utterance vectors [B, FEATURE_DIM] float32 on the input's device.
 
     Accepts a list of 1-D 16 kHz tensors of different lengths (padded internally) or a padded [B, T]
     tensor with lengths [B] (None = every clip fills T).
     """
-    batch, lengths = _pad_batch(waveforms, lengths)
+    batch, lengths = _pad_batch(waveforms, lengths, check)
     if batch.shape[0] == 0:
         return torch.zeros(0, FEATURE_DIM, device=batch.device)
-    features = _pool(frame_descriptors(batch, lengths))
+    features = _pool(frame_descriptors(batch, lengths, check=check))
     # only reachable when squaring samples overflows float32 (|x| > 1e19): keep the promise of finite output
     return torch.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
 

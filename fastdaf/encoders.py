@@ -110,6 +110,24 @@ def default_text_model_path() -> str:
 
 
 # ------------------------------------------------------------------------------------ text
+class TextCore(torch.nn.Module):
+    """Token ids + attention mask -> pooled float32 vectors: the part a backend compiles or captures."""
+
+    def __init__(self, model: torch.nn.Module, layers: list[int] | None, pooling: str) -> None:
+        super().__init__()
+        self.model, self.layers, self.pooling = model, layers, pooling
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=self.layers is not None)
+        if self.pooling == "pooler":
+            return out.pooler_output.float()
+        # several layers: the pooled vectors of each are averaged (layer mixing, same width)
+        hiddens = [out.last_hidden_state] if self.layers is None else [out.hidden_states[x] for x in self.layers]
+        if self.pooling == "mean":
+            return torch.stack([masked_mean(h.float(), attention_mask) for h in hiddens]).mean(dim=0)
+        return torch.stack([h[:, 0].float() for h in hiddens]).mean(dim=0)
+
+
 class TextEncoder:
     """A frozen Hugging Face text encoder producing one pooled vector per text."""
 
@@ -126,6 +144,7 @@ class TextEncoder:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         batch_size: int = 64,
+        backend: str = "eager",
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
@@ -153,8 +172,25 @@ class TextEncoder:
                 raise EncoderError(f"layer {x} does not exist: the model has hidden states 0..{n_layers}")
         if layers is not None and pooling == "pooler":
             raise EncoderError("pooling 'pooler' uses the model's pooler output, which has no layer choice; use 'mean' or 'cls'")
+        if pooling == "pooler" and getattr(self.model, "pooler", None) is None:
+            raise EncoderError(f"{model!r} has no pooler output; use pooling 'mean' or 'cls'")
         self.layers = layers
         self.dim = int(self.model.config.hidden_size)
+        self.core = TextCore(self.model, layers, pooling)
+        self.runner = self._runner(backend)
+
+    def _runner(self, backend: str):
+        from .backends import Buckets, InputSpec, make_runner
+
+        pad_id = self.tokenizer.pad_token_id or 0
+        specs = {"input_ids": InputSpec(pad=pad_id), "attention_mask": InputSpec(pad=0)}
+        lengths = tuple(n for n in (16, 32, 64, 128, 256, 512) if n < self.max_length) + (self.max_length,)
+        example = self.tokenizer(["a short example sentence"], padding="max_length", max_length=64, truncation=True, return_tensors="pt")
+        example = {k: example[k].to(self.device) for k in specs}
+        # padding is masked out of attention and pooling, so bucketed backends give the same vectors
+        self.backend = backend
+        return make_runner(self.core, backend, self.device, specs=specs, example=example, output_names=("vector",),
+                           buckets=Buckets(length=lengths), dtype=self.dtype)
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "text", "model": self.model_name, "pooling": self.pooling, "layer": self.layer,
@@ -177,24 +213,31 @@ class TextEncoder:
         for start in range(0, len(clean), self.batch_size):
             chunk = clean[start : start + self.batch_size]
             full_lengths = [len(ids) for ids in self.tokenizer(chunk, truncation=False)["input_ids"]]
-            batch = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
-            out = self.model(**batch, output_hidden_states=self.layers is not None)
-            # several layers: the pooled vectors of each are averaged (layer mixing, same width)
-            hiddens = [out.last_hidden_state] if self.layers is None else [out.hidden_states[x] for x in self.layers]
-            if self.pooling == "mean":
-                pooled = torch.stack([masked_mean(h.float(), batch["attention_mask"]) for h in hiddens]).mean(dim=0)
-            elif self.pooling == "cls":
-                pooled = torch.stack([h[:, 0].float() for h in hiddens]).mean(dim=0)
-            else:
-                if getattr(out, "pooler_output", None) is None:
-                    raise EncoderError(f"{self.model_name!r} has no pooler output; use pooling 'mean' or 'cls'")
-                pooled = out.pooler_output.float()
-            vectors.append(pooled.cpu())
+            batch = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+            pooled = self.runner({k: batch[k].to(self.device) for k in ("input_ids", "attention_mask")})
+            vectors.append(pooled.float().cpu())
             notes += [f"text truncated from {n} to {self.max_length} tokens" if n > self.max_length else None for n in full_lengths]
         return Encoded(torch.cat(vectors) if vectors else torch.empty(0, self.dim), notes)
 
 
 # ----------------------------------------------------------------------------------- speech
+class SpeechCore(torch.nn.Module):
+    """Model inputs + valid frame counts -> (sum of hidden states over valid frames, frame count)."""
+
+    def __init__(self, model: torch.nn.Module, layer: int | None, input_name: str) -> None:
+        super().__init__()
+        self.model, self.layer, self.input_name = model, layer, input_name
+
+    def forward(self, inputs: torch.Tensor, frames: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        kwargs = {self.input_name: inputs}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
+        out = self.model(**kwargs, output_hidden_states=self.layer is not None)
+        hidden = (out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]).float()
+        mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < frames[:, None]
+        return (hidden * mask.unsqueeze(-1)).sum(dim=1), mask.sum(dim=1)
+
+
 class SpeechEncoder:
     """A frozen self-supervised speech model (wav2vec2 / HuBERT / WavLM / Whisper encoder)."""
 
@@ -209,6 +252,7 @@ class SpeechEncoder:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         batch_size: int = 8,
+        backend: str = "eager",
     ) -> None:
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
@@ -233,6 +277,24 @@ class SpeechEncoder:
         self.dim = int(getattr(config, "hidden_size", None) or config.d_model)
         # wav2vec2-style models with group norm in the feature encoder must not be given an attention mask
         self.pass_mask = getattr(config, "feat_extract_norm", "layer") == "layer"
+        self.core = SpeechCore(self.model, layer, "input_features" if self.is_whisper else "input_values")
+        self.runner = self._runner(backend)
+
+    def _runner(self, backend: str):
+        from .backends import Buckets, InputSpec, make_runner
+
+        # Whisper always sees 30 s of (padded) log-mel; masked wav2vec2-style models ignore padding;
+        # group-norm feature encoders do not, so bucketed backends (graphs, TensorRT) are refused for them
+        graph_safe = self.is_whisper or self.pass_mask
+        specs = {"inputs": InputSpec(pad=0.0, has_length=not self.is_whisper), "frames": InputSpec(has_length=False, pad=1)}
+        if self.pass_mask and not self.is_whisper:
+            specs["attention_mask"] = InputSpec(pad=0)
+        seconds = [s for s in (1, 2, 4, 8, 16) if s < self.window_seconds] + [self.window_seconds]
+        buckets = Buckets(batch=(1, 2, 4, 8, 16), length=tuple(int(s * self.sampling_rate) for s in seconds))
+        self.backend = backend
+        example = self._inputs([np.zeros(self.sampling_rate, dtype=np.float32)]) if backend in ("tensorrt", "auto") else None
+        return make_runner(self.core, backend, self.device, specs=specs, example=example, output_names=("sums", "counts"),
+                           buckets=buckets, graph_safe=graph_safe, dtype=self.dtype)
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "speech", "model": self.model_name, "layer": self.layer, "window_seconds": self.window_seconds}
@@ -247,25 +309,27 @@ class SpeechEncoder:
                 owner.append(i)
         return pieces, owner
 
-    def _frame_sums(self, pieces: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sum of hidden states over valid frames, and the number of valid frames, per piece."""
+    def _inputs(self, pieces: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """Model inputs for a list of windows, and each window's count of valid output frames."""
         fe = self.feature_extractor(pieces, sampling_rate=self.sampling_rate, return_tensors="pt",
                                     padding=not self.is_whisper or "max_length", return_attention_mask=True)
         lengths = torch.tensor([len(p) for p in pieces])
         if self.is_whisper:
-            inputs = {"input_features": fe["input_features"].to(self.device, self.dtype)}
             hop = int(self.feature_extractor.hop_length)
             frames = torch.clamp((lengths // hop + 1) // 2, min=1, max=self.model.config.max_source_positions)
+            inputs = {"inputs": fe["input_features"]}
         else:
-            inputs = {"input_values": fe["input_values"].to(self.device, self.dtype)}
-            if self.pass_mask and "attention_mask" in fe:
-                inputs["attention_mask"] = fe["attention_mask"].to(self.device)
             frames = self.model._get_feat_extract_output_lengths(lengths).clamp_min(1)
-        out = self.model(**inputs, output_hidden_states=self.layer is not None)
-        hidden = (out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]).float()
-        positions = torch.arange(hidden.shape[1], device=hidden.device)
-        mask = positions[None, :] < frames.to(hidden.device)[:, None]
-        return (hidden * mask.unsqueeze(-1)).sum(dim=1).cpu(), mask.sum(dim=1).cpu()
+            inputs = {"inputs": fe["input_values"]}
+            if self.pass_mask and "attention_mask" in fe:
+                inputs["attention_mask"] = fe["attention_mask"]
+        inputs["frames"] = frames
+        return {k: v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device) for k, v in inputs.items()}
+
+    def _frame_sums(self, pieces: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum of hidden states over valid frames, and the number of valid frames, per piece."""
+        sums, counts = self.runner(self._inputs(pieces))
+        return sums.float().cpu(), counts.cpu()
 
     def _batches(self, pieces: list[np.ndarray]) -> list[list[int]]:
         """Which pieces run together. Models whose feature encoder normalises over time (group norm,
@@ -300,22 +364,39 @@ class SpeechEncoder:
 
 
 # --------------------------------------------------------------------------- built-in acoustic
+class AcousticCore(torch.nn.Module):
+    """Padded 16 kHz waveforms + lengths -> the built-in utterance vectors (no host synchronisation)."""
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        from .acoustic import acoustic_features
+
+        return acoustic_features(waveforms, lengths, check=False)
+
+
 class AcousticEncoder:
     """The built-in prosodic/spectral utterance features (see fastdaf.acoustic), no weights."""
 
     modality = "audio"
 
-    def __init__(self, *, device: str | torch.device | None = None, batch_size: int | None = None) -> None:
-        from .acoustic import AcousticFeatureExtractor
+    def __init__(self, *, device: str | torch.device | None = None, batch_size: int | None = None, backend: str = "eager") -> None:
+        from .acoustic import FEATURE_DIM, FEATURE_NAMES, SAMPLE_RATE
+        from .backends import Buckets, InputSpec, make_runner
 
         self.device = pick_device(device)
-        self.extractor = AcousticFeatureExtractor(device=self.device)
-        self.sampling_rate = int(self.extractor.sampling_rate)
-        self.dim = int(self.extractor.dim)
-        self.feature_names = tuple(self.extractor.feature_names)
+        self.sampling_rate, self.dim, self.feature_names = SAMPLE_RATE, FEATURE_DIM, FEATURE_NAMES
         # measured on the 2-core CPU: 64 MOSEI-length clips took 4.9 s unsorted in batches of 32,
         # 1.9 s sorted in 16s, 1.6 s sorted in 8s; a GPU wants large batches
         self.batch_size = batch_size or (64 if self.device.type == "cuda" else 8)
+        # the features ignore samples past each clip's length (tested), so bucketed backends are exact;
+        # padded rows get the padded length (silence), which keeps them finite
+        specs = {"waveforms": InputSpec(pad=0.0), "lengths": InputSpec(has_length=False, length_pad="size")}
+        seconds = (1, 2, 4, 8, 16, 32, 64)
+        buckets = Buckets(batch=(1, 2, 4, 8, 16, 32, 64), length=tuple(s * self.sampling_rate for s in seconds))
+        example = {"waveforms": torch.zeros(1, self.sampling_rate, device=self.device), "lengths": torch.tensor([self.sampling_rate], device=self.device)}
+        self.backend = backend
+        self.core = AcousticCore()
+        self.runner = make_runner(self.core, backend, self.device, specs=specs, example=example, output_names=("features",),
+                                  buckets=buckets, dtype=torch.float32, exportable=False)
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "acoustic", "dim": self.dim}
@@ -325,9 +406,13 @@ class AcousticEncoder:
         does: a batch is padded to its longest clip), then put back in input order."""
         order = sorted(range(len(waves)), key=lambda i: waves[i].numel())
         out = torch.empty(len(waves), self.dim)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            out[idx] = self.extractor([waves[i] for i in idx])
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                clips = [torch.as_tensor(waves[i]).reshape(-1).float() for i in idx]
+                lengths = torch.tensor([c.numel() for c in clips])
+                padded = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
+                out[idx] = self.runner({"waveforms": padded.to(self.device), "lengths": lengths.to(self.device)}).float().cpu()
         return Encoded(out, [None] * len(waves))
 
 
@@ -357,11 +442,12 @@ class PrecomputedEncoder:
 
 # ------------------------------------------------------------------------------------ factory
 def load_encoder(spec: str | dict[str, Any], *, modality: str, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None) -> TextEncoder | SpeechEncoder | AcousticEncoder | PrecomputedEncoder:
+                 dtype: str | torch.dtype | None = None, backend: str = "eager") -> TextEncoder | SpeechEncoder | AcousticEncoder | PrecomputedEncoder:
     """Build an encoder from a spec() record or a short string.
 
     Strings: for text, "default" or a model path / hub id; for audio, "acoustic" (built-in),
-    "precomputed:DIM", or a speech model path / hub id.
+    "precomputed:DIM", or a speech model path / hub id. `backend` (fastdaf.backends) is a run-time
+    choice, not part of the spec.
     """
     if isinstance(spec, str):
         if spec.startswith("precomputed:"):
@@ -376,11 +462,11 @@ def load_encoder(spec: str | dict[str, Any], *, modality: str, device: str | tor
     spec = dict(spec)
     kind = spec.pop("kind", None)
     if kind == "text":
-        return TextEncoder(spec.pop("model", DEFAULT_TEXT_MODEL), device=device, dtype=dtype, **spec)
+        return TextEncoder(spec.pop("model", DEFAULT_TEXT_MODEL), device=device, dtype=dtype, backend=backend, **spec)
     if kind == "speech":
-        return SpeechEncoder(spec.pop("model"), device=device, dtype=dtype, **spec)
+        return SpeechEncoder(spec.pop("model"), device=device, dtype=dtype, backend=backend, **spec)
     if kind == "acoustic":
-        return AcousticEncoder(device=device)
+        return AcousticEncoder(device=device, backend=backend)
     if kind == "precomputed":
         return PrecomputedEncoder(spec["modality"], int(spec["dim"]))
     raise EncoderError(f"unknown encoder kind {kind!r}; accepted: text, speech, acoustic, precomputed")

@@ -47,11 +47,14 @@ class FeatureExtractor:
         *,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
+        backend: str = "eager",
     ) -> None:
         def build(enc, modality):
             if enc is None:
                 return None
-            return load_encoder(enc, modality=modality, device=device, dtype=dtype) if isinstance(enc, (str, dict)) else enc
+            if isinstance(enc, (str, dict)):
+                return load_encoder(enc, modality=modality, device=device, dtype=dtype, backend=backend)
+            return enc
 
         self.text = build(text_encoder, "text")
         self.audio = build(audio_encoder, "audio")

@@ -63,6 +63,7 @@ class SentimentPredictor:
         batch_size: int = 32,
         text_encoder: str | dict | None = None,
         audio_encoder: str | dict | None = None,
+        backend: str = "auto",
     ) -> None:
         from .checkpoint import read_config
         from .default_model import path as default_model_path
@@ -89,7 +90,8 @@ class SentimentPredictor:
         unknown = sorted(set(encoders) - set(modalities))
         if unknown or not set(encoders) <= {"text", "audio"}:
             raise InputError(f"encoders {sorted(encoders)} do not match the head's modalities {sorted(modalities)} (text and audio are supported)")
-        self.extractor = FeatureExtractor(encoders.get("text"), encoders.get("audio"), device=self.device, dtype=dtype)
+        # backend "auto" picks TensorRT / CUDA graphs on CUDA where an encoder's features do not depend on padding, else eager
+        self.extractor = FeatureExtractor(encoders.get("text"), encoders.get("audio"), device=self.device, dtype=dtype, backend=backend)
         for m, dim in self.extractor.modalities.items():
             if modalities.get(m) != dim:
                 raise InputError(f"the {m} encoder gives {dim}-d vectors but the head expects {modalities.get(m)}")
