@@ -1,5 +1,11 @@
 """`fastdaf-bench`: latency benchmarks on whatever device is present; `--json` for machines.
 
+`e2e` times the whole prediction per encoder backend (fastdaf.backends): text encoder, audio
+encoder and head separately and in sequence (total), for given batch sizes, text lengths (tokens)
+and audio durations. Encoders are built with random weights from their configurations (latency does
+not depend on the weights, and the GPU machine lacks the MiniLM package); inputs are random token
+ids and random audio, never zeros.
+
 `head` times the DAF head per backend, side by side in one process:
 - `eager`: the reference DAFHead;
 - `cudagraph`: the reference replayed from a CUDA graph (CUDA only);
@@ -179,6 +185,151 @@ def parse_modalities(text: str) -> dict[str, int]:
     return out
 
 
+MINILM_L6 = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
+                 max_position_embeddings=512)
+E2E_BACKENDS = ("eager", "compile", "cudagraph", "tensorrt")
+
+
+def text_core(name: str, device: torch.device, dtype: torch.dtype, backend: str, max_length: int):
+    """A text encoder core with random weights: 'minilm' (the default encoder's size), 'bert-base', or a path to a config."""
+    import transformers as tf
+
+    from .backends import Buckets, InputSpec, make_runner
+    from .encoders import TextCore
+
+    if name == "minilm":
+        config = tf.BertConfig(**MINILM_L6)
+    elif name == "bert-base":
+        config = tf.BertConfig()
+    else:
+        config = tf.AutoConfig.from_pretrained(name)
+    layers = [1, 2, 3, 4, 5, 6] if name == "minilm" else None  # the bundled model's layer mix
+    core = TextCore(tf.AutoModel.from_config(config), layers, "mean").to(device, dtype).eval()
+    specs = {"input_ids": InputSpec(pad=0), "attention_mask": InputSpec(pad=0)}
+    lengths = tuple(n for n in (16, 32, 64, 128, 256) if n < max_length) + (max_length,)
+    example = {"input_ids": torch.randint(1000, 2000, (1, 64), device=device), "attention_mask": torch.ones(1, 64, dtype=torch.long, device=device)}
+    runner = make_runner(core, backend, device, specs=specs, example=example, output_names=("vector",), buckets=Buckets(length=lengths), dtype=dtype)
+    return runner, config.hidden_size, config.vocab_size
+
+
+def audio_core(name: str, device: torch.device, dtype: torch.dtype, backend: str, seconds: float):
+    """An audio encoder core: 'acoustic' (built-in) or 'hubert-base' / a config path (random weights)."""
+    from .backends import Buckets, InputSpec, make_runner
+
+    rate = 16000
+    buckets = Buckets(batch=(1, 2, 4, 8, 16, 32, 64), length=(int(seconds * rate),))
+    if name == "acoustic":
+        from .acoustic import FEATURE_DIM
+        from .encoders import AcousticCore
+
+        specs = {"waveforms": InputSpec(pad=0.0), "lengths": InputSpec(has_length=False, length_pad="size")}
+        runner = make_runner(AcousticCore(), backend, device, specs=specs, buckets=buckets, exportable=False)
+        return runner, FEATURE_DIM, "acoustic"
+    import transformers as tf
+
+    from .encoders import SpeechCore
+
+    config = tf.HubertConfig() if name == "hubert-base" else tf.AutoConfig.from_pretrained(name)
+    model = tf.AutoModel.from_config(config).to(device, dtype).eval()
+    core = SpeechCore(model, None, "input_values")
+    masked = getattr(config, "feat_extract_norm", "layer") == "layer"
+    specs = {"inputs": InputSpec(pad=0.0), "frames": InputSpec(has_length=False, pad=1)}
+    example = {"inputs": torch.randn(1, rate, device=device, dtype=dtype), "frames": torch.tensor([49], device=device)}
+    runner = make_runner(core, backend, device, specs=specs, example=example, output_names=("sums", "counts"), buckets=buckets,
+                         graph_safe=masked, dtype=dtype)
+    return runner, config.hidden_size, "speech"
+
+
+def bench_e2e(
+    device: torch.device, backends: Sequence[str], batch_sizes: Sequence[int], *, text_model: str = "minilm",
+    audio_model: str = "acoustic", tokens: int = 64, seconds: float = 10.0, dtype: torch.dtype | None = None,
+    warmup: int = 10, iters: int = 100,
+) -> list[dict[str, Any]]:
+    """Rows of {backend, batch, text/audio/head/total p50/p90/p99 (us), utterances/s, peak memory}."""
+    from .config import DAFConfig
+    from .errors import UnsupportedError
+
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    rows = []
+    for backend in backends:
+        try:
+            text_run, text_dim, vocab = text_core(text_model, device, dtype, backend, max(tokens, 16))
+            audio_run, audio_dim, audio_kind = audio_core(audio_model, device, dtype, backend, seconds)
+        except UnsupportedError as exc:
+            rows.append({"backend": backend, "skipped": str(exc)})
+            continue
+        head = random_head(DAFConfig({"text": text_dim, "audio": audio_dim}, projection_size=128), device)
+        head_backend = ("fused-cudagraph" if backend in ("cudagraph", "tensorrt") else "fused") if device.type == "cuda" else (
+            "compile" if backend == "compile" else "eager")
+        for batch in batch_sizes:
+            g = torch.Generator(device=device).manual_seed(batch)
+            ids = torch.randint(1000, vocab - 1, (batch, tokens), generator=g, device=device)
+            mask = torch.ones(batch, tokens, dtype=torch.long, device=device)
+            samples = int(seconds * 16000)
+            wave = torch.randn(batch, samples, generator=g, device=device) * 0.1
+            if audio_kind == "acoustic":
+                audio_inputs = {"waveforms": wave, "lengths": torch.full((batch,), samples, device=device)}
+            else:
+                frames = torch.full((batch,), (samples - 400) // 320 + 1, device=device)
+                audio_inputs = {"inputs": wave.to(dtype), "frames": frames}
+            feats = {"text": torch.randn(batch, text_dim, device=device), "audio": torch.randn(batch, audio_dim, device=device)}
+            present = torch.ones(batch, 2, dtype=torch.bool, device=device)
+            with torch.inference_mode():
+                head_call = head_callables(head, feats, present, [head_backend])[head_backend]
+                text_call = lambda: text_run({"input_ids": ids, "attention_mask": mask})  # noqa: E731
+                audio_call = lambda: audio_run(audio_inputs)  # noqa: E731
+
+                def total():
+                    text_call()
+                    audio_call()
+                    head_call()
+
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                stages = {name: time_calls(fn, device, warmup=warmup, iters=iters)
+                          for name, fn in (("text", text_call), ("audio", audio_call), ("head", head_call), ("total", total))}
+            row: dict[str, Any] = {"backend": backend, "batch": batch, "tokens": tokens, "audio_seconds": seconds,
+                                   "text_model": text_model, "audio_model": audio_model, "head": head_backend}
+            for name, t in stages.items():
+                row.update({f"{name}_{k}": v for k, v in t.items() if k != "mean_us"})
+            row["utterances_per_s"] = batch / (stages["total"]["p50_us"] * 1e-6)
+            row["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+            rows.append(row)
+    return rows
+
+
+def format_e2e(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'backend':>10} {'batch':>6} {'text p50':>10} {'audio p50':>10} {'head p50':>10} {'total p50':>10} {'total p99':>10} {'utt/s':>10}"]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"{r['backend']:>10}  skipped: {r['skipped']}")
+            continue
+        lines.append(f"{r['backend']:>10} {r['batch']:>6} {r['text_p50_us']:10.1f} {r['audio_p50_us']:10.1f} {r['head_p50_us']:10.1f} "
+                     f"{r['total_p50_us']:10.1f} {r['total_p99_us']:10.1f} {r['utterances_per_s']:10.1f}")
+    return "\n".join(lines) + "\n(latencies in microseconds, wall clock per call)"
+
+
+def plot_e2e(rows: list[dict[str, Any]], path: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for backend in dict.fromkeys(r["backend"] for r in rows if "skipped" not in r):
+        pts = [(r["batch"], r["total_p50_us"] / 1000) for r in rows if r.get("backend") == backend and "skipped" not in r]
+        ax.plot([b for b, _ in pts], [t for _, t in pts], marker="o", label=backend)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("end-to-end latency p50 (ms)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastdaf-bench", description="fastdaf latency benchmarks")
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -197,6 +348,21 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument("--warmup", type=int, default=20)
     head.add_argument("--iters", type=int, default=200)
     head.add_argument("--json", action="store_true", help="print one JSON object")
+
+    e2e = sub.add_parser("e2e", help="time the full prediction (text encoder, audio encoder, head) per encoder backend")
+    e2e.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
+    e2e.add_argument("--backends", nargs="+", choices=E2E_BACKENDS, default=None,
+                     help="default: eager, compile, cudagraph, tensorrt on CUDA; eager, compile on CPU")
+    e2e.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 64])
+    e2e.add_argument("--tokens", type=int, default=64, help="text length in tokens")
+    e2e.add_argument("--audio-seconds", type=float, default=10.0)
+    e2e.add_argument("--text-model", default="minilm", help="'minilm' (default encoder's size), 'bert-base', or a config path (random weights)")
+    e2e.add_argument("--audio-model", default="acoustic", help="'acoustic' (built-in), 'hubert-base', or a config path (random weights)")
+    e2e.add_argument("--dtype", choices=DTYPES, default=None, help="default: fp16 on CUDA, fp32 on CPU")
+    e2e.add_argument("--warmup", type=int, default=10)
+    e2e.add_argument("--iters", type=int, default=100)
+    e2e.add_argument("--plot", default=None, help="write a PNG of latency vs batch per backend")
+    e2e.add_argument("--json", action="store_true")
     return parser
 
 
@@ -208,21 +374,32 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("--device cuda was asked for but no CUDA device is available; use --device cpu")
         if min(args.batch_sizes) < 1 or args.warmup < 0 or args.iters < 1:
             raise InputError("batch sizes and --iters must be >= 1, --warmup >= 0")
-        backends = args.backends or (list(BACKENDS) if device.type == "cuda" else ["eager", "compile"])
-        config = DAFConfig(parse_modalities(args.modalities), projection_size=args.projection_size, attention_size=args.attention_size,
-                           hidden_size=args.hidden_size, fusion=args.fusion)
-        rows = bench_head(config, args.batch_sizes, DTYPES[args.dtype], device, backends,
-                          warmup=args.warmup, iters=args.iters, compile_mode=args.compile_mode)
+        if args.mode == "e2e":
+            if args.tokens < 2 or args.audio_seconds < 0.1:
+                raise InputError("--tokens must be >= 2 and --audio-seconds >= 0.1")
+            backends = args.backends or (list(E2E_BACKENDS) if device.type == "cuda" else ["eager", "compile"])
+            rows = bench_e2e(device, backends, args.batch_sizes, text_model=args.text_model, audio_model=args.audio_model,
+                             tokens=args.tokens, seconds=args.audio_seconds, dtype=DTYPES[args.dtype] if args.dtype else None,
+                             warmup=args.warmup, iters=args.iters)
+            config = {"text_model": args.text_model, "audio_model": args.audio_model, "tokens": args.tokens, "audio_seconds": args.audio_seconds}
+        else:
+            backends = args.backends or (list(BACKENDS) if device.type == "cuda" else ["eager", "compile"])
+            head_config = DAFConfig(parse_modalities(args.modalities), projection_size=args.projection_size, attention_size=args.attention_size,
+                                    hidden_size=args.hidden_size, fusion=args.fusion)
+            rows = bench_head(head_config, args.batch_sizes, DTYPES[args.dtype], device, backends,
+                              warmup=args.warmup, iters=args.iters, compile_mode=args.compile_mode)
+            config = head_config.to_dict()
     except FastDAFError as exc:
         print(f"fastdaf-bench: error: {exc}", file=sys.stderr)
         return 2
     env = environment(device)
+    if getattr(args, "plot", None):
+        plot_e2e(rows, args.plot)
     if args.json:
-        print(json.dumps({"mode": "head", "environment": env, "config": config.to_dict(), "results": rows}, indent=2))
+        print(json.dumps({"mode": args.mode, "environment": env, "config": config, "results": rows}, indent=2))
     else:
-        print(f"fastdaf-bench head on {env['device']} (torch {env['torch']}, triton {env['triton']}), "
-              f"modalities {dict(config.modalities)}, projection {config.projection_size}")
-        print(format_rows(rows))
+        print(f"fastdaf-bench {args.mode} on {env['device']} (torch {env['torch']}, triton {env['triton']}): {config}")
+        print(format_e2e(rows) if args.mode == "e2e" else format_rows(rows))
     return 0
 
 

@@ -56,3 +56,21 @@ def test_gpu_check_smoke_runs_its_code_paths(tmp_path):
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["validation"] and all(r["ok"] and r["all_written"] for r in report["validation"])
     assert {r["batch"] for r in report["timing"]} == {1, 3}
+
+
+def test_bench_e2e_on_cpu(tiny_models, tmp_path, capsys):
+    plot = tmp_path / "e2e.png"
+    code = main(["e2e", "--device", "cpu", "--backends", "eager", "cudagraph", "--batch-sizes", "1", "2", "--tokens", "8",
+                 "--audio-seconds", "1", "--text-model", tiny_models["bert"], "--warmup", "1", "--iters", "3", "--plot", str(plot), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = report["results"]
+    eager = [r for r in rows if r["backend"] == "eager"]
+    assert [r["batch"] for r in eager] == [1, 2]
+    for r in eager:
+        assert 0 < r["text_p50_us"] and 0 < r["audio_p50_us"] and 0 < r["head_p50_us"]
+        assert r["total_p50_us"] >= max(r["text_p50_us"], r["audio_p50_us"])
+        assert r["utterances_per_s"] == pytest.approx(r["batch"] / (r["total_p50_us"] * 1e-6))
+    skipped = [r for r in rows if r["backend"] == "cudagraph"]
+    assert len(skipped) == 1 and "runs on CUDA" in skipped[0]["skipped"]
+    assert plot.read_bytes()[:4] == b"\x89PNG"
