@@ -9,6 +9,10 @@
    static/mean fusion, fp32 tf32/ieee, fp16, bf16) against a float64 reference on the GPU, norm-wise
    relative error, outputs poisoned with NaN before each launch, pinned tiles from the autotuning
    space; the autotuned path is validated again at every timed shape.
+4. End to end (`--e2e`, on by default on CUDA): the encoder backends of fastdaf.backends, first
+   checked to give eager's vectors (CUDA graphs over padded buckets), then timed with
+   fastdaf.bench.bench_e2e: default encoders (MiniLM-L6 layer mix + built-in acoustic features,
+   64 tokens, 10 s of audio) at batch 1 and 64, and HuBERT-base + BERT-base at batch 1.
 3. Timing, side by side per shape: reference eager, reference under a CUDA graph, reference under
    torch.compile, fused, fused under a CUDA graph, plus an empty Triton launch; wall-clock p50/p90
    after warm-up; ratios; for the largest batch the fraction of the roofline (bytes / copy bandwidth
@@ -209,6 +213,38 @@ def run_timing(device: torch.device, ceilings: dict, smoke: bool, iters: int) ->
     return rows
 
 
+def check_encoder_backends(device: torch.device) -> list[dict]:
+    """CUDA-graph encoder cores against eager on random inputs (norm-wise relative error)."""
+    from fastdaf.bench import audio_core, text_core
+
+    rows = []
+    for kind in ("text", "audio"):
+        ref, _, vocab = text_core("minilm", device, torch.float16, "eager", 128) if kind == "text" else audio_core("acoustic", device, torch.float32, "eager", 10.0)
+        graph = (text_core("minilm", device, torch.float16, "cudagraph", 128) if kind == "text" else audio_core("acoustic", device, torch.float32, "cudagraph", 10.0))[0]
+        for batch, size in ((1, 37), (5, 64), (3, 100)):
+            if kind == "text":
+                inputs = {"input_ids": torch.randint(1000, 2000, (batch, size), device=device), "attention_mask": torch.ones(batch, size, dtype=torch.long, device=device)}
+                inputs["attention_mask"][0, size // 2:] = 0
+            else:
+                n = size * 1600
+                inputs = {"waveforms": torch.randn(batch, n, device=device) * 0.1, "lengths": torch.full((batch,), n, device=device)}
+            with torch.inference_mode():
+                want, got = ref(inputs), graph(inputs)
+            err = relative_error(got.float(), want.double())
+            rows.append({"encoder": kind, "batch": batch, "size": size, "error": err, "ok": err <= (1e-2 if kind == "text" else 1e-3)})
+    return rows
+
+
+def run_e2e(device: torch.device, iters: int) -> list[dict]:
+    from fastdaf.bench import bench_e2e
+
+    rows = bench_e2e(device, ["eager", "cudagraph", "tensorrt"], [1, 64], text_model="minilm", audio_model="acoustic",
+                     tokens=64, seconds=10.0, iters=iters)
+    rows += bench_e2e(device, ["eager", "cudagraph"], [1], text_model="bert-base", audio_model="hubert-base",
+                      tokens=64, seconds=10.0, iters=iters)
+    return rows
+
+
 def summarise(rows: list[dict], empty_us: float | None) -> list[str]:
     lines = [f"{'modalities':>34} {'dtype':>5} {'B':>6} {'eager':>8} {'graph':>8} {'compile':>8} {'fused':>8} {'f-graph':>8} "
              f"{'f/eager':>7} {'fg/graph':>8} {'roof%':>6}"]
@@ -230,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--skip-e2e", action="store_true", help="skip the encoder backends' check and end-to-end timing")
     args = parser.parse_args(argv)
     device = torch.device("cpu" if args.smoke else "cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -254,6 +291,17 @@ def main(argv: list[str] | None = None) -> int:
             empty_us = empty_launch_us(device, args.iters)
             report["empty_launch_p50_us"] = empty_us
         report["timing"] = run_timing(device, report.get("ceilings", {}), args.smoke, args.iters)
+    if device.type == "cuda" and not args.skip_e2e:
+        import torch.backends.cudnn
+
+        torch.backends.cudnn.benchmark = True
+        report["encoder_backends"] = check_encoder_backends(device)
+        bad += [r for r in report["encoder_backends"] if not r["ok"]]
+        print("encoder backends vs eager:", json.dumps(report["encoder_backends"]), flush=True)
+        report["e2e"] = run_e2e(device, max(20, args.iters // 4))
+        from fastdaf.bench import format_e2e
+
+        print(format_e2e(report["e2e"]), flush=True)
     report["seconds"] = time.time() - started
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2))
