@@ -87,3 +87,22 @@ def test_eval_errors(tmp_path, capsys):
     data.save(tmp_path / "cue.safetensors")
     assert cli_main(["eval", str(tmp_path / "cue.safetensors"), "--checkpoint", str(tmp_path / "missing")]) == 2
     assert "no checkpoint directory" in capsys.readouterr().err
+
+
+def test_bundled_model_beats_the_linear_probe_floor_on_mosei_valid(shared_data, capsys):
+    """`fastdaf eval` with the default checkpoint on the real CMU-MOSEI valid transcripts (text only:
+    no MOSEI audio here) must beat the ridge probe of ../shared/data/README.md (Non0_acc_2 0.804, MAE 0.638)."""
+    metrics = run_json(["eval", str(shared_data / "cmu-mosei-text" / "valid.csv"), "--json"], capsys)
+    assert metrics["MAE"] < 0.60 and metrics["Non0_acc_2"] > 0.804, metrics
+
+
+def test_bundled_model_predicts_the_obvious(shared_data):
+    import fastdaf
+
+    good = fastdaf.predict("i absolutely loved this movie, it was wonderful and moving")
+    bad = fastdaf.predict("this was a terrible waste of time, i hated every minute")
+    assert good.score > 0.5 > -0.5 > bad.score
+    assert (good.label, bad.label) == ("positive", "negative")
+    clip = shared_data / "speech" / "cmu_arctic_us_axb_a0004.wav"
+    both = fastdaf.predict("Lord, but I'm glad to see you again, Phil.", str(clip))
+    assert both.weights["text"] > 0 and both.weights["audio"] > 0
