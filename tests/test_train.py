@@ -168,7 +168,8 @@ def test_cli_train_writes_a_loadable_checkpoint(tmp_path, cue_task, capsys):
 def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
     code = cli_main(["train", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "x")])
     assert code == 2
-    assert "no feature file at" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no dataset at" in err and "none.safetensors" in err and "accepted" in err
 
 
 def test_cli_demo_json():
