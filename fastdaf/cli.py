@@ -219,7 +219,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise InputError("give --text and/or --audio for one utterance, or --manifest FILE for many")
     if args.manifest is not None and (args.text is not None or args.audio is not None):
         raise InputError("--manifest cannot be combined with --text/--audio")
-    predictor = SentimentPredictor(args.checkpoint, device=args.device, head_backend=args.head)
+    predictor = SentimentPredictor(args.checkpoint, device=args.device, head_backend=args.head, backend=args.backend)
     if args.manifest is None:
         result = predictor.predict(args.text, args.audio, sampling_rate=args.sampling_rate)
         if args.json:
@@ -293,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", type=Path, default=None, help="head checkpoint directory (default: the bundled model)")
     predict.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     predict.add_argument("--head", choices=("auto", "fused", "reference"), default="auto", help="head implementation (auto: fused on CUDA)")
+    predict.add_argument("--backend", choices=("auto", "eager", "compile", "cudagraph", "tensorrt"), default="auto",
+                         help="encoder backend (auto: TensorRT if installed, else CUDA graphs on CUDA, else eager)")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(func=cmd_predict)
 
