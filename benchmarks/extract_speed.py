@@ -19,16 +19,9 @@ from pathlib import Path
 import torch
 
 from fastdaf.extractor import FeatureExtractor, extract_manifest
+from fastdaf.examples import ARCTIC_PROMPTS as PROMPTS
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech"
-PROMPTS = {
-    "aew_a0001": "Author of the danger trail, Philip Steels, etc.",
-    "aew_a0002": "Not at this particular case, Tom, apologized Whittemore.",
-    "aew_a0003": "For the twentieth time that evening the two men shook hands.",
-    "axb_a0004": "Lord, but I'm glad to see you again, Phil.",
-    "axb_a0005": "Will we ever forget it.",
-    "axb_a0006": "God bless 'em, I hope I'll go on seeing them forever.",
-}
 
 
 def main() -> int:

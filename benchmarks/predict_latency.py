@@ -19,16 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+from fastdaf.examples import ARCTIC_PROMPTS as PROMPTS
+
 REPO = Path(__file__).resolve().parents[1]
 SPEECH = REPO.parent / "shared" / "data" / "speech"
-PROMPTS = {
-    "aew_a0001": "Author of the danger trail, Philip Steels, etc.",
-    "aew_a0002": "Not at this particular case, Tom, apologized Whittemore.",
-    "aew_a0003": "For the twentieth time that evening the two men shook hands.",
-    "axb_a0004": "Lord, but I'm glad to see you again, Phil.",
-    "axb_a0005": "Will we ever forget it.",
-    "axb_a0006": "God bless 'em, I hope I'll go on seeing them forever.",
-}
 
 
 def main() -> int:

@@ -132,6 +132,8 @@ def daf_head_kernel(
     z = tl.zeros((BLOCK_B, P_PAD), dtype=tl.float32)
     neg = tl.full((BLOCK_B,), float("-inf"), tl.float32)
     s0, s1, s2, s3 = neg, neg, neg, neg
+    # four explicit steps, not a loop: each modality has its own pointer arguments and constexpr
+    # flag, which Triton can only select at compile time
     if USE0:
         s0, m_run, l_run, z = _modality_step(
             x0_ptr, sx0, w0_ptr, b0_ptr, K0, mask_ptr, score_w_ptr, score_b_ptr, score_v_ptr, static_ptr,

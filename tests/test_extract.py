@@ -12,13 +12,8 @@ from fastdaf.cli import main as cli_main
 from fastdaf.errors import AudioNotFoundError, InputError, ManifestError
 from fastdaf.extractor import FeatureExtractor, errors_path, extract_manifest, read_manifest
 from fastdaf.features import FeatureSet
+from fastdaf.examples import ARCTIC_PROMPTS as PROMPTS
 
-PROMPTS = {
-    "aew_a0001": "Author of the danger trail, Philip Steels, etc.",
-    "aew_a0002": "Not at this particular case, Tom, apologized Whittemore.",
-    "axb_a0004": "Lord, but I'm glad to see you again, Phil.",
-    "axb_a0005": "Will we ever forget it.",
-}
 
 
 @pytest.fixture(scope="module")
