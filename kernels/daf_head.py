@@ -72,7 +72,8 @@ def _modality_step(
         k_ok = kk < K
         x = tl.load(x_ptr + rows[:, None] * stride_x + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
         w = tl.load(w_ptr + kk[:, None] * P + offs_p[None, :], mask=k_ok[:, None] & p_ok[None, :], other=0.0)
-        acc = _dot(x, w, acc, PREC, UPCAST)
+        # bf16 inputs meet fp32 weights: converted in registers (exact), multiplied in tf32
+        acc = _dot(x.to(w.dtype), w, acc, PREC, UPCAST)
     bias = tl.load(b_ptr + offs_p, mask=p_ok, other=0.0).to(tl.float32)
     h = _activation(acc + bias[None, :], ACT)
 
