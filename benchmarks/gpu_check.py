@@ -31,7 +31,6 @@ from pathlib import Path
 
 import torch
 import triton
-import triton.language as tl
 
 from fastdaf import DAFConfig
 from fastdaf.bench import environment, head_callables, random_features, random_head, time_calls
@@ -62,10 +61,10 @@ def event_median_ms(fn, *, warmup: int = 3, reps: int = 10) -> float:
 
 
 def measure_ceilings(device: torch.device) -> dict[str, float]:
-    src = torch.randn(256 * 1024 * 1024, device=device)  # 1 GiB of fp32
-    dst = torch.empty_like(src)
-    copy_ms = event_median_ms(lambda: dst.copy_(src))
-    del src, dst
+    buffers = [torch.randn(256 * 1024 * 1024, device=device)]  # 1 GiB of fp32
+    buffers.append(torch.empty_like(buffers[0]))
+    copy_ms = event_median_ms(lambda: buffers[1].copy_(buffers[0]))
+    buffers.clear()
     n = 8192
     a16, b16 = torch.randn(n, n, device=device, dtype=torch.float16), torch.randn(n, n, device=device, dtype=torch.float16)
     fp16_ms = event_median_ms(lambda: a16 @ b16)

@@ -48,7 +48,6 @@ Features (`acoustic_features`, FEATURE_NAMES lists every column in order)
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 
@@ -447,24 +446,3 @@ def acoustic_features(
     features = _pool(frame_descriptors(batch, lengths, check=check))
     # only reachable when squaring samples overflows float32 (|x| > 1e19): keep the promise of finite output
     return torch.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
-
-
-class AcousticFeatureExtractor:
-    """The object encoders wrap: a list of 16 kHz mono waveforms -> [B, dim] float32 on CPU."""
-
-    sampling_rate = SAMPLE_RATE
-    dim = FEATURE_DIM
-    feature_names = FEATURE_NAMES
-
-    def __init__(self, device: str | torch.device = "cpu") -> None:
-        self.device = torch.device(device)
-
-    def __call__(self, waveforms: Sequence[torch.Tensor]) -> torch.Tensor:
-        clips = [torch.as_tensor(w).to(self.device, torch.float32).reshape(-1) for w in waveforms]
-        if not clips:
-            return torch.zeros(0, self.dim)
-        with torch.inference_mode():
-            return acoustic_features(clips).cpu()
-
-    def __repr__(self) -> str:
-        return f"AcousticFeatureExtractor(dim={self.dim}, device={str(self.device)!r})"

@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from fastdaf import acoustic
 from fastdaf.acoustic import (
     FEATURE_DIM,
     FEATURE_NAMES,
@@ -225,15 +224,17 @@ def test_silence_noise_and_short_clips_give_finite_vectors(rng):
     assert torch.isfinite(huge).all()
 
 
-def test_extractor_returns_cpu_float32_rows():
-    extractor = acoustic.AcousticFeatureExtractor()
-    assert extractor.sampling_rate == SAMPLE_RATE and extractor.dim == FEATURE_DIM
-    assert tuple(extractor.feature_names) == FEATURE_NAMES
-    clips = [sine(150.0, 0.3), sine(250.0, 0.7).double()]
-    out = extractor(clips)
+def test_encoder_returns_cpu_float32_rows_in_input_order():
+    from fastdaf.encoders import AcousticEncoder
+
+    encoder = AcousticEncoder()
+    assert encoder.sampling_rate == SAMPLE_RATE and encoder.dim == FEATURE_DIM
+    assert tuple(encoder.feature_names) == FEATURE_NAMES
+    clips = [sine(150.0, 0.7), sine(250.0, 0.3).double()]  # longest first: the encoder sorts by length internally
+    out = encoder.encode(clips).vectors
     assert out.shape == (2, FEATURE_DIM) and out.dtype == torch.float32 and out.device.type == "cpu"
     torch.testing.assert_close(out, acoustic_features([c.float() for c in clips]))
-    assert extractor([]).shape == (0, FEATURE_DIM)
+    assert encoder.encode([]).vectors.shape == (0, FEATURE_DIM)
 
 
 def test_malformed_input_is_refused():

@@ -4,12 +4,10 @@ import csv
 import json
 
 import numpy as np
-import pytest
-import torch
 
 from fastdaf import DAFHead
 from fastdaf.cli import main as cli_main
-from fastdaf.datasets import load_data, load_mmsa_pickle
+from fastdaf.datasets import load_mmsa_pickle
 from fastdaf.metrics import METRIC_NAMES, sentiment_metrics
 from fastdaf.synthetic import make_cue_task
 from fastdaf.train import predict_features

@@ -3,8 +3,6 @@
 import concurrent.futures
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from fastdaf import ConfigError, DAFConfig, DAFHead, FeatureFileError, FeatureSet, InputError, TrainOptions, train_head
+from fastdaf import ConfigError, DAFConfig, DAFHead, FeatureFileError, FeatureSet, InputError, train_head
 from fastdaf.cli import main as cli_main
 from fastdaf.metrics import sentiment_metrics
 from fastdaf.synthetic import make_cue_task
