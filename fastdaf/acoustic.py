@@ -218,7 +218,7 @@ def estimate_pitch(
     sample_rate: int = SAMPLE_RATE,
     fmin: float = 50.0,
     fmax: float = 500.0,
-    hop: int = 160, check: bool = True,
+    hop: int = 160,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched F0 per frame. waveforms [B, T] (zero-padded), lengths [B] valid samples (None = all).
 
@@ -227,7 +227,13 @@ def estimate_pitch(
     """
     if not 0 < fmin < fmax <= sample_rate / 2:
         raise InputError(f"need 0 < fmin < fmax <= sample_rate / 2, got fmin={fmin}, fmax={fmax}")
-    waveforms, lengths = _pad_batch(waveforms, lengths, check)
+    return _pitch(*_pad_batch(waveforms, lengths), sample_rate=sample_rate, fmin=fmin, fmax=fmax, hop=hop)
+
+
+def _pitch(
+    waveforms: torch.Tensor, lengths: torch.Tensor, *, sample_rate: int, fmin: float = 50.0, fmax: float = 500.0, hop: int = 160
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """estimate_pitch on a batch _pad_batch already padded and masked."""
     max_lag = math.ceil(sample_rate / fmin)
     min_lag = max(2, math.floor(sample_rate / fmax))
     window = 2 * max_lag
@@ -318,7 +324,6 @@ def frame_descriptors(
     lengths: torch.Tensor | None = None,
     *,
     sample_rate: int = SAMPLE_RATE,
-    check: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Frame-level descriptors on one 10 ms frame grid, all [B, F] except mfcc [B, F, 13].
 
@@ -326,7 +331,11 @@ def frame_descriptors(
     spectral_rolloff85_hz, spectral_flatness, spectral_flux, zcr, valid (frame inside its clip) and
     nonsilent (valid and loud enough for the timbre statistics).
     """
-    waveforms, lengths = _pad_batch(waveforms, lengths, check)
+    return _descriptors(*_pad_batch(waveforms, lengths), sample_rate=sample_rate)
+
+
+def _descriptors(waveforms: torch.Tensor, lengths: torch.Tensor, *, sample_rate: int) -> dict[str, torch.Tensor]:
+    """frame_descriptors on a batch _pad_batch already padded and masked (padding done once per call)."""
     win = round(WINDOW_SECONDS * sample_rate)
     hop = round(HOP_SECONDS * sample_rate)
     n_fft = 1 << (win - 1).bit_length()
@@ -340,7 +349,7 @@ def frame_descriptors(
     log_energy = _power_db(frames.square().mean(dim=-1))
     valid = _valid_frames(lengths, n_frames, hop)
     centroid, bandwidth = _centroid_and_bandwidth(magnitude, freqs)
-    f0, voiced = estimate_pitch(waveforms, lengths, sample_rate=sample_rate, hop=hop, check=check)
+    f0, voiced = _pitch(waveforms, lengths, sample_rate=sample_rate, hop=hop)
     return {
         "mfcc": _mfcc(power, mel, dct),
         "log_energy_db": log_energy,
@@ -443,6 +452,6 @@ def acoustic_features(
     batch, lengths = _pad_batch(waveforms, lengths, check)
     if batch.shape[0] == 0:
         return torch.zeros(0, FEATURE_DIM, device=batch.device)
-    features = _pool(frame_descriptors(batch, lengths, check=check))
+    features = _pool(_descriptors(batch, lengths, sample_rate=SAMPLE_RATE))
     # only reachable when squaring samples overflows float32 (|x| > 1e19): keep the promise of finite output
     return torch.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
