@@ -13,7 +13,7 @@ import torch
 from .config import DAFConfig
 from .features import FeatureSet
 from .metrics import METRIC_NAMES, sentiment_metrics
-from .train import TrainOptions, predict_features, train_head
+from .train import TrainOptions, first_output, predict_features, train_head
 
 FUSIONS = ("dynamic", "static", "mean", "concat")
 
@@ -59,8 +59,7 @@ def run_ablation(
                 cfg = DAFConfig(train.modalities, fusion=name, **head_options)
             trained = train_head(cfg, tr, va, options, seed=seed)
             score, w = predict_features(trained.head, ev)
-            labels = ev.labels if ev.labels.dim() == 1 else ev.labels[:, 0]
-            runs.append(sentiment_metrics(score if score.dim() == 1 else score[:, 0], labels))
+            runs.append(sentiment_metrics(first_output(score), first_output(ev.labels)))
             if name == "dynamic" and weights is None:
                 weights = w[ev.present.all(dim=1)] if ev.present.all(dim=1).any() else w
             if progress:

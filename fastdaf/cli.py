@@ -109,7 +109,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .default_model import path as default_model_path
     from .head import DAFHead
     from .metrics import format_table, sentiment_metrics
-    from .train import predict_features
+    from .train import first_output, predict_features
 
     checkpoint = args.checkpoint or default_model_path()
     head = DAFHead.from_pretrained(checkpoint)
@@ -123,11 +123,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise InputError(f"{args.data} has modalities {rows.modalities}; the checkpoint expects {dict(head.config.modalities)} (differ: {missing})")
     import torch
 
-    labelled = torch.isfinite(rows.labels if rows.labels.dim() == 1 else rows.labels[:, 0])
+    labelled = torch.isfinite(first_output(rows.labels))
     rows = rows.subset(labelled.nonzero().flatten())
     score, _ = predict_features(head, rows)
-    first = lambda t: t if t.dim() == 1 else t[:, 0]  # noqa: E731
-    metrics = sentiment_metrics(first(score), first(rows.labels))
+    metrics = sentiment_metrics(first_output(score), first_output(rows.labels))
     if args.json:
         _print_json(metrics)
     else:

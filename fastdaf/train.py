@@ -117,7 +117,8 @@ def _loss_fn(name: str) -> Callable[[Tensor, Tensor], Tensor]:
     return {"l1": torch.nn.functional.l1_loss, "mse": torch.nn.functional.mse_loss, "huber": torch.nn.functional.smooth_l1_loss}[name]
 
 
-def _first_output(t: Tensor) -> Tensor:
+def first_output(t: Tensor) -> Tensor:
+    """The sentiment column of scores or labels ([N] or [N, K] with sentiment first)."""
     return t if t.dim() == 1 else t[:, 0]
 
 
@@ -176,7 +177,7 @@ def train_head(
                 total += float(loss.detach()) * len(idx)
                 seen += len(idx)
             pred, _ = predict_features(head, valid)
-            valid_mae = float((_first_output(pred) - _first_output(valid.labels.float())).abs().mean())
+            valid_mae = float((first_output(pred) - first_output(valid.labels.float())).abs().mean())
             history.append({"epoch": epoch, "train_loss": total / seen, "valid_mae": valid_mae})
             if bar is not None:
                 bar.set_postfix(train_loss=f"{total / seen:.4f}", valid_mae=f"{valid_mae:.4f}")
@@ -192,5 +193,5 @@ def train_head(
     head.load_state_dict(best_state)
     head.eval()
     pred, _ = predict_features(head, valid)
-    metrics = sentiment_metrics(_first_output(pred), _first_output(valid.labels))
+    metrics = sentiment_metrics(first_output(pred), first_output(valid.labels))
     return TrainResult(head=head, history=history, best_epoch=best_epoch, metrics=metrics, options=options)
