@@ -322,9 +322,8 @@ class TensorRTRunner(Runner):
         if self.buckets.pick(batch, length) is None:
             return self.core(**inputs)
         stream = torch.cuda.current_stream()
+        inputs = {name: t.contiguous() for name, t in inputs.items()}  # kept alive until the engine has run
         for name, t in inputs.items():
-            t = t.contiguous()
-            inputs[name] = t
             self.context.set_input_shape(name, tuple(t.shape))
             self.context.set_tensor_address(name, t.data_ptr())
         outputs = []

@@ -118,8 +118,7 @@ def head_callables(
         if "eager" in backends or "cudagraph" in backends:
             calls["eager"] = lambda: head(feats, present, check=False)
         if "cudagraph" in backends:
-            with torch.no_grad():
-                calls["cudagraph"] = capture_graph(lambda: head(feats, present, check=False), device)
+            calls["cudagraph"] = capture_graph(lambda: head(feats, present, check=False), device)
         if "compile" in backends:
             compiled = torch.compile(lambda f, p: head(f, p, check=False), mode=compile_mode)
             calls["compile"] = lambda: compiled(feats, present)

@@ -260,6 +260,8 @@ def extract_manifest(
 
         bar = tqdm(total=len(todo), desc="extracting", unit="utt", disable=None)
     succeeded = 0
+    has_labels = any(r.label is not None for r in rows)
+    has_splits = any(r.split is not None for r in rows)
     for b in range(0, len(todo), batch_size):
         batch = todo[b : b + batch_size]
         result = extractor.extract(
@@ -268,8 +270,6 @@ def extract_manifest(
         good = [k for k, err in enumerate(result.errors) if err is None]
         failures += [{"id": batch[k].id, "line": batch[k].line, "error": err} for k, err in enumerate(result.errors) if err is not None]
         if good:
-            has_labels = any(r.label is not None for r in rows)
-            has_splits = any(r.split is not None for r in rows)
             new = FeatureSet(
                 features={m: x[good] for m, x in result.features.items()},
                 present=result.present[good],

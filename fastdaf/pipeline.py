@@ -149,7 +149,7 @@ class SentimentPredictor:
         sampling_rates: Sequence[int | None] | None = None,
     ) -> list[Prediction]:
         """Predictions for N utterances in order; any bad input raises (see predict_each for per-row errors)."""
-        return [p for p in self._run(texts, audios, sampling_rates, strict=True)]  # type: ignore[misc]
+        return self._run(texts, audios, sampling_rates, strict=True)  # type: ignore[return-value]
 
     def predict_each(
         self,
