@@ -44,23 +44,13 @@ def _activation(x, ACT: tl.constexpr):
 
 
 @triton.jit
-def _dot(a, b, acc, PREC: tl.constexpr, UPCAST: tl.constexpr):
-    # Triton 3.6's interpreter multiplies bf16 operands wrongly; there the launcher sets UPCAST and
-    # the (exact) fp32 copies are multiplied instead. Compiled kernels use the native bf16 dot.
-    if UPCAST:
-        a = a.to(tl.float32)
-        b = b.to(tl.float32)
-    return tl.dot(a, b, acc, input_precision=PREC)
-
-
-@triton.jit
 def _modality_step(
     x_ptr, stride_x, w_ptr, b_ptr, K, mask_ptr, score_w_ptr, score_b_ptr, score_v_ptr, static_ptr,
     rows, row_ok, m_run, l_run, z, temperature,
     IDX: tl.constexpr, M: tl.constexpr, HAS_MASK: tl.constexpr,
     P: tl.constexpr, P_PAD: tl.constexpr, A: tl.constexpr, BLOCK_A: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, ACT: tl.constexpr, FUSION: tl.constexpr, PREC: tl.constexpr,
-    PREC2: tl.constexpr, UPCAST: tl.constexpr,
+    PREC2: tl.constexpr,
 ):
     offs_p = tl.arange(0, P_PAD)
     p_ok = offs_p < P
@@ -73,7 +63,7 @@ def _modality_step(
         x = tl.load(x_ptr + rows[:, None] * stride_x + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
         w = tl.load(w_ptr + kk[:, None] * P + offs_p[None, :], mask=k_ok[:, None] & p_ok[None, :], other=0.0)
         # bf16 inputs meet fp32 weights: converted in registers (exact), multiplied in tf32
-        acc = _dot(x.to(w.dtype), w, acc, PREC, UPCAST)
+        acc = tl.dot(x.to(w.dtype), w, acc, input_precision=PREC)
     bias = tl.load(b_ptr + offs_p, mask=p_ok, other=0.0).to(tl.float32)
     h = _activation(acc + bias[None, :], ACT)
 
@@ -93,7 +83,7 @@ def _modality_step(
             u = tl.load(score_w_ptr + offs_p[:, None] * A + offs_a[None, :], mask=p_ok[:, None] & a_ok[None, :], other=0.0)
             c = tl.load(score_b_ptr + offs_a, mask=a_ok, other=0.0).to(tl.float32)
             v = tl.load(score_v_ptr + offs_a, mask=a_ok, other=0.0).to(tl.float32)
-            t = _tanh(_dot(h_in, u, None, PREC2, UPCAST) + c[None, :])
+            t = _tanh(tl.dot(h_in, u, input_precision=PREC2) + c[None, :])
             s += tl.sum(t * v[None, :], axis=1)
         s = s / temperature
     elif FUSION == 1:  # static: one learned logit per modality
@@ -122,7 +112,7 @@ def daf_head_kernel(
     M: tl.constexpr, HAS_MASK: tl.constexpr,
     P: tl.constexpr, P_PAD: tl.constexpr, A: tl.constexpr, BLOCK_A: tl.constexpr,
     H: tl.constexpr, BLOCK_H: tl.constexpr, NO: tl.constexpr, NO_PAD: tl.constexpr,
-    ACT: tl.constexpr, FUSION: tl.constexpr, PREC: tl.constexpr, PREC2: tl.constexpr, UPCAST: tl.constexpr,
+    ACT: tl.constexpr, FUSION: tl.constexpr, PREC: tl.constexpr, PREC2: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -138,19 +128,19 @@ def daf_head_kernel(
     if USE0:
         s0, m_run, l_run, z = _modality_step(
             x0_ptr, sx0, w0_ptr, b0_ptr, K0, mask_ptr, score_w_ptr, score_b_ptr, score_v_ptr, static_ptr,
-            rows, row_ok, m_run, l_run, z, temperature, 0, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, PREC2, UPCAST)
+            rows, row_ok, m_run, l_run, z, temperature, 0, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, PREC2)
     if USE1:
         s1, m_run, l_run, z = _modality_step(
             x1_ptr, sx1, w1_ptr, b1_ptr, K1, mask_ptr, score_w_ptr, score_b_ptr, score_v_ptr, static_ptr,
-            rows, row_ok, m_run, l_run, z, temperature, 1, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, PREC2, UPCAST)
+            rows, row_ok, m_run, l_run, z, temperature, 1, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, PREC2)
     if USE2:
         s2, m_run, l_run, z = _modality_step(
             x2_ptr, sx2, w2_ptr, b2_ptr, K2, mask_ptr, score_w_ptr, score_b_ptr, score_v_ptr, static_ptr,
-            rows, row_ok, m_run, l_run, z, temperature, 2, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, PREC2, UPCAST)
+            rows, row_ok, m_run, l_run, z, temperature, 2, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, PREC2)
     if USE3:
         s3, m_run, l_run, z = _modality_step(
             x3_ptr, sx3, w3_ptr, b3_ptr, K3, mask_ptr, score_w_ptr, score_b_ptr, score_v_ptr, static_ptr,
-            rows, row_ok, m_run, l_run, z, temperature, 3, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, PREC2, UPCAST)
+            rows, row_ok, m_run, l_run, z, temperature, 3, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, PREC2)
 
     # modality weights: exactly 0 for absent modalities; rows with none present get 0 everywhere
     any_present = l_run > 0
@@ -177,10 +167,10 @@ def daf_head_kernel(
         h_ok = offs_h < H
         w1 = tl.load(mlp_w1_ptr + offs_p[:, None] * H + offs_h[None, :], mask=p_ok[:, None] & h_ok[None, :], other=0.0)
         b1 = tl.load(mlp_b1_ptr + offs_h, mask=h_ok, other=0.0).to(tl.float32)
-        hidden = _activation(_dot(z_in, w1, None, PREC2, UPCAST) + b1[None, :], ACT)
+        hidden = _activation(tl.dot(z_in, w1, input_precision=PREC2) + b1[None, :], ACT)
         hidden = tl.where(h_ok[None, :], hidden, 0.0)
         w2 = tl.load(mlp_w2_ptr + offs_h[:, None] * NO + offs_o[None, :], mask=h_ok[:, None] & o_ok[None, :], other=0.0)
-        out = _dot(hidden.to(mlp_w2_ptr.dtype.element_ty), w2, out, PREC2, UPCAST)
+        out = tl.dot(hidden.to(mlp_w2_ptr.dtype.element_ty), w2, out, input_precision=PREC2)
     b2 = tl.load(mlp_b2_ptr + offs_o, mask=o_ok, other=0.0).to(tl.float32)
     out = out + b2[None, :]
     tl.store(out_ptr + rows[:, None] * NO + offs_o[None, :], out, mask=row_ok[:, None] & o_ok[None, :])
@@ -236,8 +226,10 @@ class DAFHeadLaunch:
     launch stays a few microseconds. Shapes and dtypes are the caller's (fastdaf.fused) to check.
 
     proj_w[i]: [K_i, P] (None where the modality is not given); score_w: [P, A]; mlp_w1: [P, H];
-    mlp_w2: [H, NO]. precision applies to the projection dots, second_precision to the scoring and
-    output-MLP dots (their weights may be fp32 while the projection's are half). block_config
+    mlp_w2: [H, NO]. Matrix weights are fp32 or fp16, never bf16: Triton 3.6's interpreter multiplies
+    bf16 operands wrongly (the tests run there), and bf16 weights cost accuracy (see fastdaf.fused).
+    precision applies to the projection dots, second_precision to the scoring and output-MLP
+    dots (tf32 or ieee for fp32 operands; fp16 operands ignore it). block_config
     ({"BLOCK_B", "BLOCK_K"}, optional "num_warps") pins the tile instead of autotuning.
     """
 
@@ -282,7 +274,6 @@ class DAFHeadLaunch:
             P=projection_size, P_PAD=_pow2(projection_size), A=attention_size, BLOCK_A=_pow2(attention_size, high=64),
             H=hidden_size, BLOCK_H=_pow2(hidden_size, high=64), NO=n_outputs, NO_PAD=_pow2(n_outputs),
             ACT=ACTIVATION_IDS[activation], FUSION=FUSION_IDS[fusion], PREC=precision, PREC2=second_precision,
-            UPCAST=interpreting() and any(w is not None and w.dtype == torch.bfloat16 for w in proj_w),
         )
         if block_config is None and interpreting():
             block_config = INTERPRETER_CONFIG
