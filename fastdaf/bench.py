@@ -6,6 +6,10 @@ and audio durations. Encoders are built with random weights from their configura
 not depend on the weights, and the GPU machine lacks the MiniLM package); inputs are random token
 ids and random audio, never zeros.
 
+`serve` sends a load to a served model (`fastdaf serve`, or Triton with an `export-triton`
+repository) from concurrent clients and reports requests/s and latency percentiles
+(fastdaf.triton_client.run_load); `--records` keeps every request's outcome.
+
 `head` times the DAF head per backend, side by side in one process:
 - `eager`: the reference DAFHead;
 - `cudagraph`: the reference replayed from a CUDA graph (CUDA only);
@@ -362,11 +366,47 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--iters", type=int, default=100)
     e2e.add_argument("--plot", default=None, help="write a PNG of latency vs batch per backend")
     e2e.add_argument("--json", action="store_true")
+
+    serve = sub.add_parser("serve", help="load a served model (fastdaf serve / Triton) from concurrent clients")
+    serve.add_argument("--url", default="127.0.0.1:8000", help="host:port of the HTTP (or, with --protocol grpc, gRPC) endpoint")
+    serve.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    serve.add_argument("--requests", type=int, default=1000)
+    serve.add_argument("--concurrency", type=int, default=32, help="concurrent clients, one connection each")
+    serve.add_argument("--bad-every", type=int, default=0, help="make every Nth request a bad one (each kind in turn); 0: none")
+    serve.add_argument("--records", default=None, help="write one JSON line per request (outcome, latency) to this file")
+    serve.add_argument("--json", action="store_true")
     return parser
+
+
+def main_serve(args: argparse.Namespace) -> int:
+    from .triton_client import run_load
+
+    if args.bad_every < 0:
+        print("fastdaf-bench: error: --bad-every must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        summary, records = run_load(args.url, args.requests, concurrency=args.concurrency, protocol=args.protocol, bad_every=args.bad_every)
+    except FastDAFError as exc:
+        print(f"fastdaf-bench: error: {exc}", file=sys.stderr)
+        return 2
+    if args.records:
+        with open(args.records, "w") as f:
+            f.writelines(json.dumps(record) + "\n" for record in records)
+    if args.json:
+        print(json.dumps({"mode": "serve", "environment": environment(torch.device("cpu")), "results": summary}, indent=2))
+    else:
+        lat = summary["latency_ms_good"]
+        print(f"fastdaf-bench serve: {summary['requests']} requests ({summary['bad_requests_sent']} bad) over {args.protocol} from "
+              f"{summary['concurrency']} clients to {summary['url']}: {summary['requests_per_s']} requests/s, "
+              f"latency of good requests p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms; "
+              f"{summary['succeeded']} succeeded, {summary['failed']} failed")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.mode == "serve":
+        return main_serve(args)
     try:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if device.type == "cuda" and not torch.cuda.is_available():

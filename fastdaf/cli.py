@@ -146,7 +146,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     evaluate, split = _split_or_all(data, args.eval_split, default=(args.valid_split,))
     options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                            modality_dropout=args.modality_dropout)
-    head_options = dict(projection_size=args.projection_size, attention_size=args.attention_size, hidden_size=args.hidden_size)
+    head_options = {"projection_size": args.projection_size, "attention_size": args.attention_size, "hidden_size": args.hidden_size}
     results = run_ablation(train, valid, evaluate, seeds=list(range(args.seeds)), options=options, head_options=head_options,
                            progress=not args.json)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -184,6 +184,55 @@ def cmd_extract(args: argparse.Namespace) -> int:
               f"{summary['failed']} failed, of {summary['rows']} ({summary['seconds']} s{rate}) -> {summary['output']}")
         if summary["error_report"]:
             print(f"failed rows and reasons: {summary['error_report']}")
+    return 0
+
+
+def _serve_options(args: argparse.Namespace):
+    from .serving import ServeOptions
+
+    return ServeOptions(
+        max_batch_size=args.max_batch_size,
+        preferred_batch_sizes=tuple(args.preferred_batch_sizes),
+        max_queue_delay_us=args.max_queue_delay_us,
+        instances=args.instances,
+        device=args.device,
+        max_audio_seconds=args.max_audio_seconds,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the model on Triton Inference Server (bundled with nvidia-pytriton) until SIGTERM/SIGINT."""
+    from .serving import serve
+
+    def ready(info: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps({"event": "ready", **info}), flush=True)
+        else:
+            print(f"serving model {info['model']!r}: HTTP {info['http']}, gRPC {info['grpc']} "
+                  f"(ready in {info['startup_s']} s; SIGTERM or Ctrl-C stops it after the accepted requests)", flush=True)
+
+    code = serve(args.checkpoint, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, options=_serve_options(args),
+                 exit_timeout_s=args.exit_timeout, verbose=args.verbose, on_ready=ready)
+    if args.json:
+        print(json.dumps({"event": "stopped", "exit_code": code}), flush=True)
+    else:
+        print("server stopped" if code == 0 else "the Triton server died; rerun with --verbose for its log", flush=True)
+    return code
+
+
+def cmd_export_triton(args: argparse.Namespace) -> int:
+    """Write a standalone Triton model repository (Python backend) for a separately deployed server."""
+    from .serving import MODEL_NAME, write_model_repository
+
+    repo = write_model_repository(args.directory, args.checkpoint, _serve_options(args), overwrite=args.force)
+    files = sorted(str(p.relative_to(repo)) for p in (repo / MODEL_NAME).rglob("*") if p.is_file())
+    if args.json:
+        _print_json({"repository": str(repo), "model": MODEL_NAME, "files": files})
+    else:
+        print(f"wrote model {MODEL_NAME!r} to the Triton model repository {repo}:")
+        for f in files:
+            print(f"  {f}")
+        print(f"run it with: tritonserver --model-repository {repo}  (fastdaf must be installed in the server's Python)")
     return 0
 
 
@@ -296,6 +345,31 @@ def build_parser() -> argparse.ArgumentParser:
                          help="encoder backend (auto: TensorRT if installed, else CUDA graphs on CUDA, else eager)")
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(func=cmd_predict)
+
+    def add_serve_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--checkpoint", type=Path, default=None, help="head checkpoint directory (default: the bundled model)")
+        p.add_argument("--max-batch-size", type=int, default=32, help="largest batch Triton's dynamic batcher forms")
+        p.add_argument("--preferred-batch-sizes", type=int, nargs="+", default=[8, 16, 32], help="batch sizes the batcher aims for")
+        p.add_argument("--max-queue-delay-us", type=int, default=2000, help="longest a request waits for others to batch with (microseconds)")
+        p.add_argument("--instances", type=int, default=1, help="model instances (each loads the encoders)")
+        p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="instance kind (auto: gpu when CUDA is available)")
+        p.add_argument("--max-audio-seconds", type=float, default=60.0, help="longer audio is refused with an error response")
+        p.add_argument("--json", action="store_true", help="machine-readable output (JSON lines for serve)")
+
+    serve = sub.add_parser("serve", help="serve the model on Triton Inference Server (HTTP + gRPC, dynamic batching)")
+    add_serve_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--exit-timeout", type=int, default=20, help="seconds to finish accepted requests after SIGTERM (1-25)")
+    serve.add_argument("--verbose", action="store_true", help="print the Triton server's log")
+    serve.set_defaults(func=cmd_serve)
+
+    export = sub.add_parser("export-triton", help="write a Triton model repository (config.pbtxt + Python-backend model.py + checkpoint)")
+    export.add_argument("directory", type=Path, help="model repository folder (the model goes to DIRECTORY/fastdaf)")
+    add_serve_options(export)
+    export.add_argument("--force", action="store_true", help="replace an existing DIRECTORY/fastdaf")
+    export.set_defaults(func=cmd_export_triton)
 
     extract = sub.add_parser("extract", help="encode a manifest (CSV/JSONL: id,text,audio,label,split) into a feature file")
     extract.add_argument("manifest", type=Path)

@@ -1,0 +1,361 @@
+"""fastdaf serve / export-triton: the request protocol, the model repository, and a real Triton server
+(nvidia-pytriton's bundled one) on loopback under load, bad requests, disconnects and shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastdaf.errors import InputError
+from fastdaf.serving import (
+    MODEL_NAME,
+    ServeError,
+    ServeOptions,
+    answer_requests,
+    decode_request,
+    model_config,
+    write_model_repository,
+)
+from fastdaf.triton_client import BAD_KINDS, ServerError, TritonClient, load_request, run_load
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CLIP_RATE = 16_000
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    from fastdaf.pipeline import SentimentPredictor
+
+    return SentimentPredictor(device="cpu")
+
+
+def text_tensor(*texts) -> np.ndarray:
+    return np.array([[t.encode() if isinstance(t, str) else t] for t in texts], dtype=object)
+
+
+def audio_tensors(*clips, rate=CLIP_RATE) -> dict[str, np.ndarray]:
+    return {"audio": np.stack(clips).astype(np.float32), "sampling_rate": np.full((len(clips), 1), rate, dtype=np.int32)}
+
+
+# ------------------------------------------------------------ the protocol, without a server
+
+
+def test_decode_request_reads_rows_and_keeps_optional_inputs_optional():
+    clip = np.sin(np.arange(CLIP_RATE, dtype=np.float32) / 7)
+    rows = decode_request({"text": text_tensor("fine", "great"), **audio_tensors(clip, clip * 0.5)})
+    assert [r.text for r in rows] == ["fine", "great"]
+    assert all(r.sampling_rate == CLIP_RATE for r in rows)
+    np.testing.assert_array_equal(rows[1].audio, clip * 0.5)
+    text_only = decode_request({"text": text_tensor("only words")})
+    assert text_only[0].audio is None and text_only[0].sampling_rate is None
+    audio_only = decode_request(audio_tensors(clip))
+    assert audio_only[0].text is None
+
+
+@pytest.mark.parametrize(
+    ("inputs", "says"),
+    [
+        ({}, "neither `text` nor `audio`"),
+        ({"txt": text_tensor("x")}, "unknown inputs ['txt']"),
+        ({"text": np.array([[1.0]], dtype=np.float32)}, "`text` must be BYTES"),
+        ({"text": text_tensor(b"\xff\xfe")}, "not valid UTF-8"),
+        ({"text": text_tensor("a" * 20_001)}, "20001 characters; at most 20000"),
+        ({"text": text_tensor("a", "b"), **audio_tensors(np.zeros(CLIP_RATE, np.float32))}, "disagree on the batch size"),
+        ({"audio": np.zeros((1, CLIP_RATE), np.float64), "sampling_rate": np.array([[CLIP_RATE]], np.int32)}, "must be FP32"),
+        ({"audio": np.zeros((1, CLIP_RATE), np.float32)}, "needs `sampling_rate`"),
+        ({"audio": np.zeros((1, CLIP_RATE), np.float32), "sampling_rate": np.array([[CLIP_RATE]], np.int64)}, "must be INT32"),
+        ({"text": text_tensor("x"), "sampling_rate": np.array([[CLIP_RATE]], np.int32)}, "without `audio`"),
+        ({"audio": np.zeros(CLIP_RATE, np.float32), "sampling_rate": np.array([CLIP_RATE], np.int32)}, "expected [batch, samples]"),
+        (audio_tensors(np.zeros(CLIP_RATE * 61, np.float32)), "at most 60 s"),
+    ],
+)
+def test_decode_request_refuses_bad_requests_naming_the_problem(inputs, says):
+    with pytest.raises(InputError) as err:
+        decode_request(inputs)
+    assert says in str(err.value)
+
+
+def test_answer_requests_matches_predict_and_isolates_bad_requests(predictor):
+    import soundfile
+
+    from fastdaf.examples import EXAMPLE_CLIP, EXAMPLE_TEXT
+
+    clip, rate = soundfile.read(EXAMPLE_CLIP, dtype="float32")
+    requests = [
+        {"text": text_tensor(EXAMPLE_TEXT), **audio_tensors(clip, rate=rate)},
+        {"text": text_tensor(b"\xff")},  # refused while decoding
+        {"text": text_tensor("what a wonderful, happy day"), **audio_tensors(np.full(rate, np.nan, np.float32), rate=rate)},  # refused by predict
+        {"text": text_tensor("this was awful", "it is fine I guess")},  # two rows in one request
+    ]
+    answers = answer_requests(predictor, requests, max_audio_seconds=60)
+    assert "UTF-8" in answers[1] and "NaN" in answers[2]
+    want = predictor.predict([EXAMPLE_TEXT, "this was awful", "it is fine I guess"], [clip, None, None], sampling_rate=[rate, None, None])
+    got = [(answers[0], 0), (answers[3], 0), (answers[3], 1)]
+    for (out, row), p in zip(got, want):
+        assert out["score"][row, 0] == pytest.approx(p.score, abs=1e-5)
+        assert out["label"][row, 0].decode() == p.label
+        np.testing.assert_allclose(out["weights"][row], [p.weights["text"], p.weights["audio"]], atol=1e-5)
+    assert answers[3]["score"].shape == (2, 1) and answers[3]["weights"].shape == (2, 2)
+
+
+def test_answer_requests_keeps_an_unexpected_failure_with_its_own_request(predictor):
+    class Flaky:
+        """The real predictor, except that a batch holding the text 'boom' crashes as a whole."""
+
+        modalities = predictor.modalities
+
+        def predict_each(self, texts, audios, rates):
+            if "boom" in texts:
+                raise RuntimeError("kernel exploded")
+            return predictor.predict_each(texts, audios, rates)
+
+    answers = answer_requests(Flaky(), [{"text": text_tensor("so good")}, {"text": text_tensor("boom")}, {"text": text_tensor("so bad")}],
+                              max_audio_seconds=60)
+    assert answers[1] == "internal error: RuntimeError: kernel exploded"
+    assert answers[0]["score"][0, 0] == pytest.approx(predictor.predict("so good").score, abs=1e-5)
+    assert answers[2]["score"][0, 0] == pytest.approx(predictor.predict("so bad").score, abs=1e-5)
+
+
+# ------------------------------------------------------------ the model repository
+
+
+def test_export_triton_writes_a_repository_triton_can_parse(tmp_path):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    out = subprocess.run([BIN / "fastdaf", "export-triton", str(tmp_path / "repo"), "--max-batch-size", "16", "--preferred-batch-sizes", "4", "16",
+                          "--instances", "2", "--device", "cpu", "--max-audio-seconds", "30", "--json"], capture_output=True, text=True, check=True)
+    info = json.loads(out.stdout)
+    assert sorted(info["files"]) == ["fastdaf/1/checkpoint/config.json", "fastdaf/1/checkpoint/model.safetensors", "fastdaf/1/model.py",
+                                     "fastdaf/config.pbtxt"]
+    model_dir = tmp_path / "repo" / MODEL_NAME
+    config = text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert (config.name, config.backend, config.max_batch_size) == ("fastdaf", "python", 16)
+    assert [(i.name, i.optional) for i in config.input] == [("text", True), ("audio", True), ("sampling_rate", True)]
+    assert [o.name for o in config.output] == ["score", "label", "weights"] and list(config.output[2].dims) == [2]
+    assert list(config.dynamic_batching.preferred_batch_size) == [4, 16]
+    assert config.instance_group[0].count == 2 and config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert config.parameters["weights_order"].string_value == "text,audio"
+    assert config.parameters["max_audio_seconds"].string_value == "30"
+    # the copied checkpoint loads and is the bundled model
+    from fastdaf.default_model import path as default_model_path
+    from fastdaf.head import DAFHead
+
+    copied, bundled = DAFHead.from_pretrained(model_dir / "1" / "checkpoint"), DAFHead.from_pretrained(default_model_path())
+    for (name, a), (_, b) in zip(copied.state_dict().items(), bundled.state_dict().items()):
+        assert a.equal(b), name
+    assert "from fastdaf.serving import TritonPythonModel" in (model_dir / "1" / "model.py").read_text()
+    # nothing is overwritten without --force
+    again = subprocess.run([BIN / "fastdaf", "export-triton", str(tmp_path / "repo")], capture_output=True, text=True, check=False)
+    assert again.returncode == 2 and "already exists" in again.stderr and "--force" in again.stderr
+    forced = subprocess.run([BIN / "fastdaf", "export-triton", str(tmp_path / "repo"), "--force"], capture_output=True, text=True, check=False)
+    assert forced.returncode == 0, forced.stderr
+
+
+def test_serve_options_refuse_what_triton_would_reject(tmp_path):
+    with pytest.raises(InputError, match="outside 1..max_batch_size"):
+        ServeOptions(max_batch_size=8, preferred_batch_sizes=(16,))
+    with pytest.raises(InputError, match="device"):
+        ServeOptions(device="tpu")
+    assert "max_batch_size: 8" in model_config(["text"], ServeOptions(max_batch_size=8, preferred_batch_sizes=(8,), device="cpu"))
+    write_model_repository(tmp_path)
+    with pytest.raises(ServeError, match="already exists"):
+        write_model_repository(tmp_path)
+
+
+# ------------------------------------------------------------ a real server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`fastdaf serve --json` in its own process session, on free loopback ports."""
+
+    def __init__(self, home: Path) -> None:
+        self.http_port, self.grpc_port = free_port(), free_port()
+        env = dict(os.environ, PYTRITON_HOME=str(home))
+        self.proc = subprocess.Popen(
+            [BIN / "fastdaf", "serve", "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port), "--device", "cpu",
+             "--exit-timeout", "20", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self.ready.wait(240):
+            self.stop()
+            raise AssertionError("fastdaf serve did not become ready:\n" + "".join(self.lines[-30:]))
+        self.http, self.grpc = f"127.0.0.1:{self.http_port}", f"127.0.0.1:{self.grpc_port}"
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if line.startswith('{"event": "ready"'):
+                self.ready.set()
+
+    def events(self) -> list[dict]:
+        return [json.loads(line) for line in self.lines if line.startswith('{"event"')]
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            raise
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = Server(tmp_path_factory.mktemp("pytriton_home"))
+    yield srv
+    srv.stop()
+
+
+def expected_predictions(predictor, ids: list[int], bad_every: int) -> dict[int, object]:
+    requests = [load_request(i, bad_every=bad_every) for i in ids]
+    results = predictor.predict_each([r.text for r in requests], [r.audio for r in requests], [r.sampling_rate for r in requests])
+    return dict(zip(ids, results))
+
+
+def assert_same_prediction(record: dict, want) -> None:
+    assert record["ok"], record
+    assert record["score"] == pytest.approx(want.score, abs=1e-4), record["id"]
+    if abs(abs(want.score) - 0.5) > 1e-4:  # at a label threshold the batch's last bit may decide
+        assert record["label"] == want.label, record["id"]
+    assert record["weights"] == pytest.approx(want.weights, abs=1e-4), record["id"]
+
+
+BAD_MESSAGES = {
+    "missing": "0 inputs",
+    "empty_text": "empty",
+    "wrong_type": "FP64",
+    "nan_audio": "NaN",
+    "oversized_audio": "at most 60 s",
+    "bad_utf8": "UTF-8",
+    "no_rate": "sampling_rate",
+}
+
+
+def test_load_from_32_clients_matches_in_process_predictions_and_bad_requests_fail_alone(server, predictor, tmp_path):
+    assert set(BAD_MESSAGES) == set(BAD_KINDS)
+    records_file = tmp_path / "records.jsonl"
+    out = subprocess.run([BIN / "fastdaf-bench", "serve", "--url", server.http, "--requests", "1000", "--concurrency", "32",
+                          "--bad-every", "10", "--records", str(records_file), "--json"], capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)["results"]
+    records = [json.loads(line) for line in records_file.read_text().splitlines()]
+    assert [r["id"] for r in records] == list(range(1000))
+    assert summary["bad_requests_sent"] == 100 and summary["succeeded"] == 900 and summary["failed"] == 100
+    good = [r for r in records if r["kind"] == "good"]
+    expected = expected_predictions(predictor, [r["id"] for r in good], bad_every=10)
+    for record in good:
+        assert_same_prediction(record, expected[record["id"]])
+    for record in records:
+        if record["kind"] != "good":
+            assert not record["ok"] and record["status"] == "400", record
+            assert BAD_MESSAGES[record["kind"]] in record["error"], record
+    print(f"serve load: {summary['requests_per_s']} requests/s, p50 {summary['latency_ms_good']['p50']} ms, p99 {summary['latency_ms_good']['p99']} ms")
+
+
+def test_grpc_answers_like_http(server, predictor):
+    summary, records = run_load(server.grpc, 70, concurrency=8, protocol="grpc", bad_every=7)
+    expected = expected_predictions(predictor, [r["id"] for r in records if r["kind"] == "good"], bad_every=7)
+    assert summary["failed"] == 10 == summary["bad_requests_sent"]
+    for record in records:
+        if record["kind"] == "good":
+            assert_same_prediction(record, expected[record["id"]])
+        else:
+            assert record["status"] == "StatusCode.INVALID_ARGUMENT" and BAD_MESSAGES[record["kind"]] in record["error"], record
+
+
+def test_client_example_script_against_the_server(server, predictor):
+    from fastdaf.examples import EXAMPLE_CLIP, EXAMPLE_TEXT
+
+    want = predictor.predict(EXAMPLE_TEXT, str(EXAMPLE_CLIP))
+    for args in (["--url", server.http], ["--url", server.grpc, "--grpc"]):
+        out = subprocess.run([sys.executable, REPO / "examples" / "triton_client.py", *args, "--text", EXAMPLE_TEXT, "--audio", str(EXAMPLE_CLIP)],
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout)
+        assert got["score"] == pytest.approx(want.score, abs=1e-4) and got["label"] == want.label
+        assert got["weights"] == pytest.approx(want.weights, abs=1e-4)
+    refused = subprocess.run([sys.executable, REPO / "examples" / "triton_client.py", "--url", server.http, "--text", ""],
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode == 1 and "empty" in refused.stderr
+
+
+def test_server_survives_clients_that_disconnect_mid_request(server, predictor):
+    from tritonclient import http
+
+    body = json.dumps({"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ["a request nobody waits for"]}]}).encode()
+    head = (f"POST /v2/models/{MODEL_NAME}/infer HTTP/1.1\r\nHost: {server.http}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {{}}\r\n\r\n")
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", server.http_port)) as s:  # body cut off half way
+            s.sendall(head.format(len(body)).encode() + body[: len(body) // 2])
+        with socket.create_connection(("127.0.0.1", server.http_port)) as s:  # whole request, gone before the answer
+            s.sendall(head.format(len(body)).encode() + body)
+    clip = load_request(2).audio  # long enough that the server is still working when the client gives up
+    impatient = http.InferenceServerClient(server.http, network_timeout=0.001)
+    inputs = http.InferInput("audio", [1, len(clip)], "FP32")
+    inputs.set_data_from_numpy(clip[None])
+    rate = http.InferInput("sampling_rate", [1, 1], "INT32")
+    rate.set_data_from_numpy(np.array([[CLIP_RATE]], np.int32))
+    for _ in range(3):
+        with pytest.raises(Exception):  # noqa: B017 - a client-side timeout; its type is the transport's
+            impatient.infer(MODEL_NAME, [inputs, rate])
+    time.sleep(0.5)
+    assert server.proc.poll() is None
+    with TritonClient(server.http) as client:
+        assert client.client.is_server_live() and client.client.is_model_ready(MODEL_NAME)
+        got = client.predict("what a lovely surprise")
+    assert got["score"] == pytest.approx(predictor.predict("what a lovely surprise").score, abs=1e-4)
+
+
+def test_shutdown_during_load_finishes_the_accepted_requests(tmp_path, predictor):
+    srv = Server(tmp_path / "home")
+    try:
+        box: dict = {}
+        load = threading.Thread(target=lambda: box.update(result=run_load(srv.http, 400, concurrency=16)))
+        load.start()
+        time.sleep(1.5)
+        sigterm_at = time.time()
+        srv.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(ServerError):  # a new HTTP connection is refused while the open ones drain
+            TritonClient(srv.http, timeout_s=10).predict("too late")
+        load.join(timeout=120)
+        code = srv.stop()
+    finally:
+        if srv.proc.poll() is None:
+            os.killpg(srv.proc.pid, signal.SIGKILL)
+    assert code == 0 and srv.events()[-1] == {"event": "stopped", "exit_code": 0}
+    _, records = box["result"]
+    assert len(records) == 400
+    accepted = [r for r in records if r["sent_at"] < sigterm_at]
+    assert accepted and all(r["ok"] for r in accepted), [r for r in accepted if not r["ok"]][:3]
+    after = [r for r in records if r["done_at"] > sigterm_at]
+    print(f"shutdown: {len(accepted)} requests sent before SIGTERM, {len(after)} answered after it, {sum(not r['ok'] for r in records)} refused")
+    assert after, "the load ended before the shutdown began"
+    expected = expected_predictions(predictor, [r["id"] for r in records if r["ok"]], bad_every=0)
+    for record in records:
+        if record["ok"]:
+            assert_same_prediction(record, expected[record["id"]])
+        else:  # refused after the shutdown began: never a wrong answer, never a model error
+            assert record["sent_at"] >= sigterm_at and record["status"] != "400", record
