@@ -36,7 +36,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -419,3 +419,79 @@ def serve(
             triton.stop()  # SIGINT to tritonserver: it stops taking connections, drains the open ones, exits
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`fastdaf serve --json` in a child process of its own session, ready when the constructor returns.
+
+    For tests, benchmarks and scripts that need a server beside them; `stop()` sends SIGTERM (the
+    graceful path) and returns the exit code. Ports default to free loopback ports.
+    """
+
+    def __init__(self, *serve_args: str, http_port: int | None = None, grpc_port: int | None = None,
+                 env: Mapping[str, str] | None = None, startup_timeout_s: float = 300.0) -> None:
+        import subprocess
+        import sys
+
+        self.http_port, self.grpc_port = http_port or free_port(), grpc_port or free_port()
+        self.http, self.grpc = f"127.0.0.1:{self.http_port}", f"127.0.0.1:{self.grpc_port}"
+        command = [sys.executable, "-m", "fastdaf.cli", "serve", "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
+                   "--json", *serve_args]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=dict(os.environ, **(env or {})), start_new_session=True)
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        deadline = time.monotonic() + startup_timeout_s
+        while not self._ready.wait(0.2):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                time.sleep(0.2)  # let the reader take the last lines
+                raise ServeError("fastdaf serve did not become ready; its output ends with:\n" + "".join(self.lines[-30:]))
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if line.startswith('{"event": "ready"'):
+                self._ready.set()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines if line.startswith('{"event"')]
+
+    def terminate(self) -> None:
+        """SIGTERM: the server stops taking connections and finishes the accepted requests."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        import subprocess
+
+        self.terminate()
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise ServeError(f"fastdaf serve did not stop within {timeout_s:.0f} s of SIGTERM; killed it") from None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.stop()
+            finally:
+                self.kill()

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,12 +19,19 @@ from fastdaf.serving import (
     MODEL_NAME,
     ServeError,
     ServeOptions,
+    ServerProcess,
     answer_requests,
     decode_request,
     model_config,
     write_model_repository,
 )
-from fastdaf.triton_client import BAD_KINDS, ServerError, TritonClient, load_request, run_load
+from fastdaf.triton_client import (
+    BAD_KINDS,
+    ServerError,
+    TritonClient,
+    load_request,
+    run_load,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -177,54 +182,14 @@ def test_serve_options_refuse_what_triton_would_reject(tmp_path):
 # ------------------------------------------------------------ a real server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`fastdaf serve --json` in its own process session, on free loopback ports."""
-
-    def __init__(self, home: Path) -> None:
-        self.http_port, self.grpc_port = free_port(), free_port()
-        env = dict(os.environ, PYTRITON_HOME=str(home))
-        self.proc = subprocess.Popen(
-            [BIN / "fastdaf", "serve", "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port), "--device", "cpu",
-             "--exit-timeout", "20", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self.ready.wait(240):
-            self.stop()
-            raise AssertionError("fastdaf serve did not become ready:\n" + "".join(self.lines[-30:]))
-        self.http, self.grpc = f"127.0.0.1:{self.http_port}", f"127.0.0.1:{self.grpc_port}"
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if line.startswith('{"event": "ready"'):
-                self.ready.set()
-
-    def events(self) -> list[dict]:
-        return [json.loads(line) for line in self.lines if line.startswith('{"event"')]
-
-    def stop(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            raise
+def start_server(home: Path) -> ServerProcess:
+    return ServerProcess("--device", "cpu", "--exit-timeout", "20", env={"PYTRITON_HOME": str(home)})
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("pytriton_home"))
-    yield srv
-    srv.stop()
+    with start_server(tmp_path_factory.mktemp("pytriton_home")) as srv:
+        yield srv
 
 
 def expected_predictions(predictor, ids: list[int], bad_every: int) -> dict[int, object]:
@@ -329,22 +294,21 @@ def test_server_survives_clients_that_disconnect_mid_request(server, predictor):
 
 
 def test_shutdown_during_load_finishes_the_accepted_requests(tmp_path, predictor):
-    srv = Server(tmp_path / "home")
+    srv = start_server(tmp_path / "home")
     try:
         box: dict = {}
         load = threading.Thread(target=lambda: box.update(result=run_load(srv.http, 400, concurrency=16)))
         load.start()
         time.sleep(1.5)
         sigterm_at = time.time()
-        srv.proc.send_signal(signal.SIGTERM)
+        srv.terminate()
         time.sleep(0.5)
         with pytest.raises(ServerError):  # a new HTTP connection is refused while the open ones drain
             TritonClient(srv.http, timeout_s=10).predict("too late")
         load.join(timeout=120)
         code = srv.stop()
     finally:
-        if srv.proc.poll() is None:
-            os.killpg(srv.proc.pid, signal.SIGKILL)
+        srv.kill()
     assert code == 0 and srv.events()[-1] == {"event": "stopped", "exit_code": 0}
     _, records = box["result"]
     assert len(records) == 400

@@ -1,0 +1,67 @@
+"""Requests/s and latency of `fastdaf serve` on this machine, beside in-process prediction of the same utterances.
+
+Starts `fastdaf serve` (CPU, default options unless given), warms it, then in one run: HTTP from 1
+client, HTTP from 32 clients, gRPC from 32 clients (the bench workload: distinct real utterances,
+a third text only, a third audio only, a third both; fastdaf.triton_client.load_request), and
+SentimentPredictor.predict_batch in batches of 32 on the same utterances in this process. The
+server and the clients share the machine's cores, so on a small CPU the served figures include the
+clients' own work.
+
+    python benchmarks/serve_throughput.py [--requests 1000] [--out serve_throughput.json] [-- extra fastdaf serve options]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import tempfile
+import time
+
+import torch
+
+from fastdaf.pipeline import SentimentPredictor
+from fastdaf.serving import ServerProcess
+from fastdaf.triton_client import load_request, run_load
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("serve_args", nargs="*", help="extra `fastdaf serve` options (after --)")
+    args = parser.parse_args()
+
+    rows = []
+    with tempfile.TemporaryDirectory() as home, ServerProcess("--device", "cpu", *args.serve_args, env={"PYTRITON_HOME": home}) as server:
+        run_load(server.http, 64, concurrency=8)  # warm-up
+        for protocol, url, clients, n in (("http", server.http, 1, min(200, args.requests)), ("http", server.http, 32, args.requests),
+                                          ("grpc", server.grpc, 32, args.requests)):
+            summary, _ = run_load(url, n, concurrency=clients, protocol=protocol)
+            assert summary["failed"] == 0, summary
+            rows.append({"path": f"fastdaf serve, {protocol}", "clients": clients, "requests": n, "per_s": summary["requests_per_s"],
+                         "p50_ms": summary["latency_ms_good"]["p50"], "p99_ms": summary["latency_ms_good"]["p99"]})
+    predictor = SentimentPredictor(device="cpu")
+    requests = [load_request(i) for i in range(args.requests)]
+    predictor.predict_batch([r.text for r in requests[:32]], [r.audio for r in requests[:32]], [r.sampling_rate for r in requests[:32]])
+    started = time.perf_counter()
+    for k in range(0, len(requests), 32):
+        chunk = requests[k : k + 32]
+        predictor.predict_batch([r.text for r in chunk], [r.audio for r in chunk], [r.sampling_rate for r in chunk])
+    seconds = time.perf_counter() - started
+    rows.append({"path": "in process, predict_batch(32)", "clients": 1, "requests": len(requests), "per_s": round(len(requests) / seconds, 2),
+                 "p50_ms": None, "p99_ms": None})
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+    env = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__, "commit": commit,
+           "date": time.strftime("%Y-%m-%d"), "serve_args": args.serve_args}
+    print(f"{env}\n\n| path | clients | requests | requests/s | p50 ms | p99 ms |\n| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['path']} | {r['clients']} | {r['requests']} | {r['per_s']} | {r['p50_ms'] or '-'} | {r['p99_ms'] or '-'} |")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"environment": env, "results": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
