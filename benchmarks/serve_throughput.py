@@ -1,11 +1,12 @@
 """Requests/s and latency of `fastdaf serve` on this machine, beside in-process prediction of the same utterances.
 
-Starts `fastdaf serve` (CPU, default options unless given), warms it, then in one run: HTTP from 1
-client, HTTP from 32 clients, gRPC from 32 clients (the bench workload: distinct real utterances,
-a third text only, a third audio only, a third both; fastdaf.triton_client.load_request), and
-SentimentPredictor.predict_batch in batches of 32 on the same utterances in this process. The
-server and the clients share the machine's cores, so on a small CPU the served figures include the
-clients' own work.
+Starts `fastdaf serve` (CPU, default options unless given), warms it, then in one run, for two
+workloads of distinct real utterances (fastdaf.triton_client.load_request): `mixed` (text only,
+audio only and text+audio in turn) and `text+audio`: HTTP from 1 client, HTTP and gRPC from 32
+clients, and SentimentPredictor.predict_batch in batches of 32 on the same utterances in this
+process. Triton's dynamic batcher batches only requests that carry the same inputs, which the two
+workloads show. The server and the clients share the machine's cores, so on a small CPU the served
+figures include the clients' own work.
 
     python benchmarks/serve_throughput.py [--requests 1000] [--out serve_throughput.json] [-- extra fastdaf serve options]
 """
@@ -34,30 +35,34 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = []
+    mixes = ("mixed", "text+audio")
     with tempfile.TemporaryDirectory() as home, ServerProcess("--device", "cpu", *args.serve_args, env={"PYTRITON_HOME": home}) as server:
         run_load(server.http, 64, concurrency=8)  # warm-up
-        for protocol, url, clients, n in (("http", server.http, 1, min(200, args.requests)), ("http", server.http, 32, args.requests),
-                                          ("grpc", server.grpc, 32, args.requests)):
-            summary, _ = run_load(url, n, concurrency=clients, protocol=protocol)
-            assert summary["failed"] == 0, summary
-            rows.append({"path": f"fastdaf serve, {protocol}", "clients": clients, "requests": n, "per_s": summary["requests_per_s"],
-                         "p50_ms": summary["latency_ms_good"]["p50"], "p99_ms": summary["latency_ms_good"]["p99"]})
+        for mix in mixes:
+            for protocol, url, clients, n in (("http", server.http, 1, min(200, args.requests)), ("http", server.http, 32, args.requests),
+                                              ("grpc", server.grpc, 32, args.requests)):
+                summary, _ = run_load(url, n, concurrency=clients, protocol=protocol, mix=mix)
+                assert summary["failed"] == 0, summary
+                rows.append({"path": f"fastdaf serve, {protocol}", "mix": mix, "clients": clients, "requests": n,
+                             "per_s": summary["requests_per_s"], "p50_ms": summary["latency_ms_good"]["p50"],
+                             "p99_ms": summary["latency_ms_good"]["p99"]})
     predictor = SentimentPredictor(device="cpu")
-    requests = [load_request(i) for i in range(args.requests)]
-    predictor.predict_batch([r.text for r in requests[:32]], [r.audio for r in requests[:32]], [r.sampling_rate for r in requests[:32]])
-    started = time.perf_counter()
-    for k in range(0, len(requests), 32):
-        chunk = requests[k : k + 32]
-        predictor.predict_batch([r.text for r in chunk], [r.audio for r in chunk], [r.sampling_rate for r in chunk])
-    seconds = time.perf_counter() - started
-    rows.append({"path": "in process, predict_batch(32)", "clients": 1, "requests": len(requests), "per_s": round(len(requests) / seconds, 2),
-                 "p50_ms": None, "p99_ms": None})
+    for mix in mixes:
+        requests = [load_request(i, mix=mix) for i in range(args.requests)]
+        predictor.predict_batch([r.text for r in requests[:32]], [r.audio for r in requests[:32]], [r.sampling_rate for r in requests[:32]])
+        started = time.perf_counter()
+        for k in range(0, len(requests), 32):
+            chunk = requests[k : k + 32]
+            predictor.predict_batch([r.text for r in chunk], [r.audio for r in chunk], [r.sampling_rate for r in chunk])
+        seconds = time.perf_counter() - started
+        rows.append({"path": "in process, predict_batch(32)", "mix": mix, "clients": 1, "requests": len(requests),
+                     "per_s": round(len(requests) / seconds, 2), "p50_ms": None, "p99_ms": None})
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     env = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__, "commit": commit,
            "date": time.strftime("%Y-%m-%d"), "serve_args": args.serve_args}
-    print(f"{env}\n\n| path | clients | requests | requests/s | p50 ms | p99 ms |\n| --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['path']} | {r['clients']} | {r['requests']} | {r['per_s']} | {r['p50_ms'] or '-'} | {r['p99_ms'] or '-'} |")
+    print(f"{env}\n\n| path | workload | clients | requests | requests/s | p50 ms | p99 ms |\n| --- | --- | --- | --- | --- | --- | --- |")
+    for r in sorted(rows, key=lambda r: r["mix"]):
+        print(f"| {r['path']} | {r['mix']} | {r['clients']} | {r['requests']} | {r['per_s']} | {r['p50_ms'] or '-'} | {r['p99_ms'] or '-'} |")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"environment": env, "results": rows}, f, indent=2)

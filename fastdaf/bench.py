@@ -372,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--protocol", choices=("http", "grpc"), default="http")
     serve.add_argument("--requests", type=int, default=1000)
     serve.add_argument("--concurrency", type=int, default=32, help="concurrent clients, one connection each")
+    serve.add_argument("--mix", choices=("mixed", "text+audio", "text", "audio"), default="mixed",
+                       help="inputs of the good requests (mixed: text only, audio only, both in turn)")
     serve.add_argument("--bad-every", type=int, default=0, help="make every Nth request a bad one (each kind in turn); 0: none")
     serve.add_argument("--records", default=None, help="write one JSON line per request (outcome, latency) to this file")
     serve.add_argument("--json", action="store_true")
@@ -385,7 +387,8 @@ def main_serve(args: argparse.Namespace) -> int:
         print("fastdaf-bench: error: --bad-every must be >= 0", file=sys.stderr)
         return 2
     try:
-        summary, records = run_load(args.url, args.requests, concurrency=args.concurrency, protocol=args.protocol, bad_every=args.bad_every)
+        summary, records = run_load(args.url, args.requests, concurrency=args.concurrency, protocol=args.protocol, bad_every=args.bad_every,
+                                    mix=args.mix)
     except FastDAFError as exc:
         print(f"fastdaf-bench: error: {exc}", file=sys.stderr)
         return 2
@@ -396,7 +399,7 @@ def main_serve(args: argparse.Namespace) -> int:
         print(json.dumps({"mode": "serve", "environment": environment(torch.device("cpu")), "results": summary}, indent=2))
     else:
         lat = summary["latency_ms_good"]
-        print(f"fastdaf-bench serve: {summary['requests']} requests ({summary['bad_requests_sent']} bad) over {args.protocol} from "
+        print(f"fastdaf-bench serve: {summary['requests']} {args.mix} requests ({summary['bad_requests_sent']} bad) over {args.protocol} from "
               f"{summary['concurrency']} clients to {summary['url']}: {summary['requests_per_s']} requests/s, "
               f"latency of good requests p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms; "
               f"{summary['succeeded']} succeeded, {summary['failed']} failed")

@@ -125,6 +125,9 @@ class TritonClient:
 
 # ---------------------------------------------------------------- load generation
 
+# which inputs the good requests carry: "mixed" cycles text only, audio only, both (Triton's dynamic
+# batcher batches only requests with the same set of inputs, so mixed traffic is batched little)
+MIXES = ("mixed", "text+audio", "text", "audio")
 BAD_KINDS = ("missing", "empty_text", "wrong_type", "nan_audio", "oversized_audio", "bad_utf8", "no_rate")
 
 
@@ -152,7 +155,7 @@ def _clip() -> tuple[np.ndarray, int]:
     return _CLIP
 
 
-def load_request(i: int, *, bad_every: int = 0, max_audio_seconds: float = 60.0) -> LoadRequest:
+def load_request(i: int, *, bad_every: int = 0, max_audio_seconds: float = 60.0, mix: str = "mixed") -> LoadRequest:
     """Request number i of the load: a distinct real utterance (the bundled clip, cut differently; the
     ARCTIC prompts, worded differently), or with bad_every=K, every K-th one a bad request of each kind in turn.
     Deterministic, so a test can rebuild request i and predict it in process."""
@@ -175,7 +178,9 @@ def load_request(i: int, *, bad_every: int = 0, max_audio_seconds: float = 60.0)
     start = (i * 997) % (len(clip) // 4)
     length = len(clip) // 2 + (i * 7919) % (len(clip) // 2 - start)
     audio = clip[start : start + length]
-    which = i % 3
+    if mix not in MIXES:
+        raise InputError(f"mix {mix!r} is not accepted; choose one of {list(MIXES)}")
+    which = i % 3 if mix == "mixed" else {"text": 0, "audio": 1, "text+audio": 2}[mix]
     return LoadRequest(i, "good", text=text if which != 1 else None, audio=audio if which != 0 else None,
                        sampling_rate=rate if which != 0 else None)
 
@@ -184,14 +189,14 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if len(values) else None
 
 
-def run_load(url: str, n_requests: int, *, concurrency: int = 32, protocol: str = "http", bad_every: int = 0,
+def run_load(url: str, n_requests: int, *, concurrency: int = 32, protocol: str = "http", bad_every: int = 0, mix: str = "mixed",
              timeout_s: float = 120.0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Send n_requests from `concurrency` clients (one connection each); returns (summary, one record per request)."""
     if n_requests < 1 or concurrency < 1:
         raise InputError(f"n_requests and concurrency must be >= 1, got {n_requests} and {concurrency}")
     # fail fast, before the clock starts, if nothing serves there
     limit = float(TritonClient(url, protocol=protocol).parameters().get("max_audio_seconds", 60.0))
-    requests = [load_request(i, bad_every=bad_every, max_audio_seconds=limit) for i in range(n_requests)]
+    requests = [load_request(i, bad_every=bad_every, max_audio_seconds=limit, mix=mix) for i in range(n_requests)]
     todo: queue.Queue[LoadRequest] = queue.Queue()
     for r in requests:
         todo.put(r)
@@ -226,7 +231,7 @@ def run_load(url: str, n_requests: int, *, concurrency: int = 32, protocol: str 
     records.sort(key=lambda rec: rec["id"])
     good = [rec["latency_ms"] for rec in records if rec["kind"] == "good" and rec["ok"]]
     summary = {
-        "url": url, "protocol": protocol, "requests": n_requests, "concurrency": concurrency,
+        "url": url, "protocol": protocol, "mix": mix, "requests": n_requests, "concurrency": concurrency,
         "succeeded": sum(rec["ok"] for rec in records), "failed": sum(not rec["ok"] for rec in records),
         "bad_requests_sent": sum(rec["kind"] != "good" for rec in records),
         "seconds": round(seconds, 3), "requests_per_s": round(n_requests / seconds, 2),
