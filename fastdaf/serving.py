@@ -363,7 +363,12 @@ def serve(
     (for at most `exit_timeout_s`). Returns 0 after a clean stop, 1 if the server died.
     """
     try:
-        from pytriton.triton import Triton, TritonConfig
+        from pytriton.triton import (
+            DEFAULT_PROTECTED_ENDPOINTS,
+            Triton,
+            TritonConfig,
+            TritonSecurityConfig,
+        )
     except ImportError as exc:
         raise ServeError(f"fastdaf serve needs nvidia-pytriton, which is not importable ({exc}); install it with: pip install 'fastdaf[serve]'") from None
     if not 1 <= exit_timeout_s <= 25:
@@ -395,7 +400,10 @@ def serve(
             log_verbose=1 if verbose else 0,
             log_file=log_file,
         )
-        triton = Triton(config=config)
+        # PyTriton guards these endpoints with a random token; model statistics (batch sizes, queue
+        # and compute times) are left readable for operators and benchmarks, the rest stay guarded
+        guarded = [e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"]
+        triton = Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=guarded))
         try:
             started = time.perf_counter()
             try:

@@ -89,6 +89,18 @@ class TritonClient:
                 self._parameters = {k: v.string_value for k, v in config.config.parameters.items()}
         return self._parameters
 
+    def statistics(self) -> dict[str, int]:
+        """Cumulative counts from Triton's model statistics: requests, executions (batches), and their ns."""
+        stats = self.client.get_inference_statistics(self.model)
+        if not isinstance(stats, dict):  # gRPC answers a protobuf
+            from google.protobuf.json_format import MessageToDict
+
+            stats = MessageToDict(stats, preserving_proto_field_name=True)
+        model = stats["model_stats"][0]
+        infer = model.get("inference_stats", {})
+        return {"requests": int(model.get("inference_count", 0)), "executions": int(model.get("execution_count", 0)),
+                "queue_ns": int(infer.get("queue", {}).get("ns", 0)), "compute_ns": int(infer.get("compute_infer", {}).get("ns", 0))}
+
     def weights_order(self) -> list[str]:
         """The modality order of the `weights` output."""
         return self.parameters()["weights_order"].split(",")
@@ -189,13 +201,22 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if len(values) else None
 
 
+def _statistics(client: TritonClient) -> dict[str, int] | None:
+    try:
+        return client.statistics()
+    except Exception:  # noqa: BLE001 - a server that guards its statistics endpoint
+        return None
+
+
 def run_load(url: str, n_requests: int, *, concurrency: int = 32, protocol: str = "http", bad_every: int = 0, mix: str = "mixed",
              timeout_s: float = 120.0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Send n_requests from `concurrency` clients (one connection each); returns (summary, one record per request)."""
     if n_requests < 1 or concurrency < 1:
         raise InputError(f"n_requests and concurrency must be >= 1, got {n_requests} and {concurrency}")
     # fail fast, before the clock starts, if nothing serves there
-    limit = float(TritonClient(url, protocol=protocol).parameters().get("max_audio_seconds", 60.0))
+    probe = TritonClient(url, protocol=protocol)
+    limit = float(probe.parameters().get("max_audio_seconds", 60.0))
+    before = _statistics(probe)
     requests = [load_request(i, bad_every=bad_every, max_audio_seconds=limit, mix=mix) for i in range(n_requests)]
     todo: queue.Queue[LoadRequest] = queue.Queue()
     for r in requests:
@@ -229,6 +250,8 @@ def run_load(url: str, n_requests: int, *, concurrency: int = 32, protocol: str 
         t.join()
     seconds = time.perf_counter() - started
     records.sort(key=lambda rec: rec["id"])
+    after = _statistics(probe)
+    probe.close()
     good = [rec["latency_ms"] for rec in records if rec["kind"] == "good" and rec["ok"]]
     summary = {
         "url": url, "protocol": protocol, "mix": mix, "requests": n_requests, "concurrency": concurrency,
@@ -237,4 +260,6 @@ def run_load(url: str, n_requests: int, *, concurrency: int = 32, protocol: str 
         "seconds": round(seconds, 3), "requests_per_s": round(n_requests / seconds, 2),
         "latency_ms_good": {"p50": _percentile(good, 50), "p90": _percentile(good, 90), "p99": _percentile(good, 99)},
     }
+    if before and after and after["executions"] > before["executions"]:  # other clients' traffic would count too
+        summary["server_mean_batch"] = round((after["requests"] - before["requests"]) / (after["executions"] - before["executions"]), 2)
     return summary, records
