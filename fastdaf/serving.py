@@ -374,10 +374,6 @@ def serve(
     if not 1 <= exit_timeout_s <= 25:
         raise InputError(f"exit_timeout_s must be in 1..25 (PyTriton kills the server after 30 s), got {exit_timeout_s}")
     stop = stop or threading.Event()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):  # set explicitly: a backgrounded process inherits SIGINT ignored
-            previous[sig] = signal.signal(sig, lambda *_: stop.set())
     _python_backend_environment()
     url = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{http_port}"
     with tempfile.TemporaryDirectory(prefix="fastdaf-triton-") as tmp:
@@ -404,6 +400,10 @@ def serve(
         # and compute times) are left readable for operators and benchmarks, the rest stay guarded
         guarded = [e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"]
         triton = Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=guarded))
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):  # set explicitly: a backgrounded process inherits SIGINT ignored
+                previous[sig] = signal.signal(sig, lambda *_: stop.set())
         try:
             started = time.perf_counter()
             try:

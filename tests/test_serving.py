@@ -323,3 +323,17 @@ def test_shutdown_during_load_finishes_the_accepted_requests(tmp_path, predictor
             assert_same_prediction(record, expected[record["id"]])
         else:  # refused after the shutdown began: never a wrong answer, never a model error
             assert record["sent_at"] >= sigterm_at and record["status"] != "400", record
+
+
+def test_serve_says_what_is_missing_before_starting_anything(monkeypatch, tmp_path):
+    from fastdaf.serving import serve
+
+    monkeypatch.setitem(sys.modules, "pytriton.triton", None)  # as if nvidia-pytriton were not installed
+    with pytest.raises(ServeError, match=r"pip install 'fastdaf\[serve\]'"):
+        serve()
+    monkeypatch.delitem(sys.modules, "pytriton.triton")
+    out = subprocess.run([BIN / "fastdaf", "serve", "--checkpoint", str(tmp_path / "nowhere"), "--http-port", "1", "--grpc-port", "2"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2 and "CheckpointError" not in out.stdout and "no checkpoint directory" in out.stderr
+    out = subprocess.run([BIN / "fastdaf", "serve", "--exit-timeout", "60"], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2 and "1..25" in out.stderr
