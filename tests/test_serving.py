@@ -238,6 +238,42 @@ def test_load_from_32_clients_matches_in_process_predictions_and_bad_requests_fa
     print(f"serve load: {summary['requests_per_s']} requests/s, p50 {summary['latency_ms_good']['p50']} ms, p99 {summary['latency_ms_good']['p99']} ms")
 
 
+def test_a_bad_request_inside_a_dynamic_batch_does_not_fail_the_good_ones(server, predictor):
+    """32 text-only requests at once (same inputs, so Triton batches them), every other one bad."""
+    texts = [f"this is honestly the best thing that happened to me, number {i}" if i % 2 == 0 else (b"\xff\xfe" if i % 4 == 1 else "")
+             for i in range(32)]
+    probe = TritonClient(server.http)
+    before = probe.statistics()
+    start = threading.Barrier(len(texts))
+    answers: dict[int, object] = {}
+
+    def send(i: int) -> None:
+        with TritonClient(server.http) as client:
+            client.weights_order()
+            start.wait()
+            try:
+                answers[i] = client.predict(texts[i])
+            except ServerError as exc:
+                answers[i] = exc
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = probe.statistics()
+    requests, batches = after["requests"] - before["requests"], after["executions"] - before["executions"]
+    print(f"{requests} requests in {batches} batches")
+    assert requests == 32 and batches < 32, "Triton formed no batch: nothing was tested"
+    want = predictor.predict([t for t in texts[::2]], [None] * 16)
+    for i, answer in answers.items():
+        if i % 2 == 0:
+            assert answer["score"] == pytest.approx(want[i // 2].score, abs=1e-4), i
+        else:
+            assert isinstance(answer, ServerError) and answer.status == "400", (i, answer)
+            assert ("UTF-8" if i % 4 == 1 else "empty") in str(answer)
+
+
 def test_grpc_answers_like_http(server, predictor):
     summary, records = run_load(server.grpc, 70, concurrency=8, protocol="grpc", bad_every=7)
     expected = expected_predictions(predictor, [r["id"] for r in records if r["kind"] == "good"], bad_every=7)
