@@ -165,6 +165,7 @@ class Utterance:
     text: str | None
     audio: np.ndarray | None
     sampling_rate: int | None
+    row: int = 0  # within its request
 
 
 def decode_request(inputs: Mapping[str, np.ndarray | None], *, max_audio_seconds: float = ServeOptions.max_audio_seconds) -> list[Utterance]:
@@ -219,7 +220,7 @@ def decode_request(inputs: Mapping[str, np.ndarray | None], *, max_audio_seconds
             audios[i], rates[i] = audio[i], sr
     elif rate is not None:
         raise InputError("`sampling_rate` was sent without `audio`")
-    return [Utterance(t, a, r) for t, a, r in zip(texts, audios, rates)]
+    return [Utterance(t, a, r, row) for row, (t, a, r) in enumerate(zip(texts, audios, rates))]
 
 
 def encode_results(predictions: Sequence[Any], modalities: Sequence[str]) -> dict[str, np.ndarray]:
@@ -264,7 +265,7 @@ def answer_requests(predictor: Any, requests: Sequence[Mapping[str, np.ndarray |
             answers.append(d)
             continue
         mine = next(results)
-        problems = [f"row {i}: {r}" if len(mine) > 1 else r for i, r in enumerate(mine) if isinstance(r, str)]
+        problems = [r if f"row {i}:" in r or len(mine) == 1 else f"row {i}: {r}" for i, r in enumerate(mine) if isinstance(r, str)]
         answers.append("; ".join(problems) if problems else encode_results(mine, predictor.modalities))
     return answers
 
@@ -272,7 +273,9 @@ def answer_requests(predictor: Any, requests: Sequence[Mapping[str, np.ndarray |
 def _predict(predictor: Any, utterances: Sequence[Utterance]) -> list:
     if not utterances:
         return []
-    return predictor.predict_each([u.text for u in utterances], [u.audio for u in utterances], [u.sampling_rate for u in utterances])
+    # messages name the row within its own request, not within the server's batch
+    return predictor.predict_each([u.text for u in utterances], [u.audio for u in utterances], [u.sampling_rate for u in utterances],
+                                  names=[f"row {u.row}" for u in utterances])
 
 
 class TritonPythonModel:

@@ -102,9 +102,11 @@ def test_answer_requests_matches_predict_and_isolates_bad_requests(predictor):
         {"text": text_tensor(b"\xff")},  # refused while decoding
         {"text": text_tensor("what a wonderful, happy day"), **audio_tensors(np.full(rate, np.nan, np.float32), rate=rate)},  # refused by predict
         {"text": text_tensor("this was awful", "it is fine I guess")},  # two rows in one request
+        {"text": text_tensor("fine", "")},  # its second row has nothing to encode
     ]
     answers = answer_requests(predictor, requests, max_audio_seconds=60)
     assert "UTF-8" in answers[1] and "NaN" in answers[2]
+    assert answers[4].startswith("InputError: row 1: nothing to encode"), answers[4]  # the row within its request
     want = predictor.predict([EXAMPLE_TEXT, "this was awful", "it is fine I guess"], [clip, None, None], sampling_rate=[rate, None, None])
     got = [(answers[0], 0), (answers[3], 0), (answers[3], 1)]
     for (out, row), p in zip(got, want):
@@ -120,10 +122,10 @@ def test_answer_requests_keeps_an_unexpected_failure_with_its_own_request(predic
 
         modalities = predictor.modalities
 
-        def predict_each(self, texts, audios, rates):
+        def predict_each(self, texts, audios, rates, names=None):
             if "boom" in texts:
                 raise RuntimeError("kernel exploded")
-            return predictor.predict_each(texts, audios, rates)
+            return predictor.predict_each(texts, audios, rates, names=names)
 
     answers = answer_requests(Flaky(), [{"text": text_tensor("so good")}, {"text": text_tensor("boom")}, {"text": text_tensor("so bad")}],
                               max_audio_seconds=60)
