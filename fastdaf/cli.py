@@ -192,7 +192,7 @@ def _serve_options(args: argparse.Namespace):
 
     return ServeOptions(
         max_batch_size=args.max_batch_size,
-        preferred_batch_sizes=tuple(args.preferred_batch_sizes),
+        preferred_batch_sizes=tuple(args.preferred_batch_sizes) if args.preferred_batch_sizes else None,
         max_queue_delay_us=args.max_queue_delay_us,
         instances=args.instances,
         device=args.device,
@@ -349,10 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     def add_serve_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--checkpoint", type=Path, default=None, help="head checkpoint directory (default: the bundled model)")
         p.add_argument("--max-batch-size", type=int, default=32, help="largest batch Triton's dynamic batcher forms")
-        p.add_argument("--preferred-batch-sizes", type=int, nargs="+", default=[8, 16, 32], help="batch sizes the batcher aims for")
+        p.add_argument("--preferred-batch-sizes", type=int, nargs="+", default=None,
+                       help="batch sizes the batcher aims for (default: those of 8 16 32 below --max-batch-size, and it)")
         p.add_argument("--max-queue-delay-us", type=int, default=2000, help="longest a request waits for others to batch with (microseconds)")
         p.add_argument("--instances", type=int, default=1, help="model instances (each loads the encoders)")
-        p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="instance kind (auto: gpu when CUDA is available)")
+        p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                       help="instance kind (auto: gpu when CUDA is available here; for export-triton, name the server's)")
         p.add_argument("--max-audio-seconds", type=float, default=60.0, help="longer audio is refused with an error response")
         p.add_argument("--json", action="store_true", help="machine-readable output (JSON lines for serve)")
 

@@ -65,7 +65,7 @@ class ServeOptions:
     """How Triton batches and places the model. Defaults suit one CPU or one GPU."""
 
     max_batch_size: int = 32
-    preferred_batch_sizes: tuple[int, ...] = (8, 16, 32)
+    preferred_batch_sizes: tuple[int, ...] | None = None  # None: those of 8, 16, 32 below max_batch_size, and it
     max_queue_delay_us: int = 2000
     instances: int = 1
     device: str = "auto"  # cpu, gpu or auto (gpu when torch sees CUDA)
@@ -74,6 +74,9 @@ class ServeOptions:
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
             raise InputError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.preferred_batch_sizes is None:
+            sizes = sorted({b for b in (8, 16, 32) if b < self.max_batch_size} | {self.max_batch_size})
+            object.__setattr__(self, "preferred_batch_sizes", tuple(sizes))
         bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
         if bad:
             raise InputError(f"preferred batch sizes {bad} are outside 1..max_batch_size ({self.max_batch_size})")

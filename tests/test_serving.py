@@ -176,6 +176,9 @@ def test_serve_options_refuse_what_triton_would_reject(tmp_path):
     with pytest.raises(InputError, match="device"):
         ServeOptions(device="tpu")
     assert "max_batch_size: 8" in model_config(["text"], ServeOptions(max_batch_size=8, preferred_batch_sizes=(8,), device="cpu"))
+    assert ServeOptions().preferred_batch_sizes == (8, 16, 32)
+    assert ServeOptions(max_batch_size=1).preferred_batch_sizes == (1,)
+    assert ServeOptions(max_batch_size=64).preferred_batch_sizes == (8, 16, 32, 64)
     write_model_repository(tmp_path)
     with pytest.raises(ServeError, match="already exists"):
         write_model_repository(tmp_path)
