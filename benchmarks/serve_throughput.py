@@ -1,12 +1,12 @@
 """Requests/s and latency of `fastdaf serve` on this machine, beside in-process prediction of the same utterances.
 
-Starts `fastdaf serve` (CPU, default options unless given), warms it, then in one run, for two
+Starts `fastdaf serve` (CPU, default options unless given), warms it, then in one run, for three
 workloads of distinct real utterances (fastdaf.triton_client.load_request): `mixed` (text only,
-audio only and text+audio in turn) and `text+audio`: HTTP from 1 client, HTTP and gRPC from 32
-clients, and SentimentPredictor.predict_batch in batches of 32 on the same utterances in this
-process. Triton's dynamic batcher batches only requests that carry the same inputs, which the two
-workloads show. The server and the clients share the machine's cores, so on a small CPU the served
-figures include the clients' own work.
+audio only and text+audio in turn), the same with missing inputs sent marked absent, and
+`text+audio`: HTTP from 1 client, HTTP and gRPC from 32 clients; then SentimentPredictor.predict_batch
+in batches of 32 on the same utterances in this process. Triton's dynamic batcher batches only
+requests that carry the same inputs, which the workloads show. The server and the clients share
+the machine's cores, so on a small CPU the served figures include the clients' own work.
 
     python benchmarks/serve_throughput.py [--requests 1000] [--out serve_throughput.json] [-- extra fastdaf serve options]
 """
@@ -35,19 +35,19 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = []
-    mixes = ("mixed", "text+audio")
+    mixes = ("mixed", "mixed, marked absent", "text+audio")
     with tempfile.TemporaryDirectory() as home, ServerProcess("--device", "cpu", *args.serve_args, env={"PYTRITON_HOME": home}) as server:
         run_load(server.http, 64, concurrency=8)  # warm-up
         for mix in mixes:
             for protocol, url, clients, n in (("http", server.http, 1, min(200, args.requests)), ("http", server.http, 32, args.requests),
                                               ("grpc", server.grpc, 32, args.requests)):
-                summary, _ = run_load(url, n, concurrency=clients, protocol=protocol, mix=mix)
+                summary, _ = run_load(url, n, concurrency=clients, protocol=protocol, mix=mix.split(",")[0], mark_absent="marked" in mix)
                 assert summary["failed"] == 0, summary
                 rows.append({"path": f"fastdaf serve, {protocol}", "mix": mix, "clients": clients, "requests": n,
                              "per_s": summary["requests_per_s"], "p50_ms": summary["latency_ms_good"]["p50"],
                              "p99_ms": summary["latency_ms_good"]["p99"], "mean_batch": summary.get("server_mean_batch")})
     predictor = SentimentPredictor(device="cpu")
-    for mix in mixes:
+    for mix in ("mixed", "text+audio"):
         requests = [load_request(i, mix=mix) for i in range(args.requests)]
         predictor.predict_batch([r.text for r in requests[:32]], [r.audio for r in requests[:32]], [r.sampling_rate for r in requests[:32]])
         started = time.perf_counter()

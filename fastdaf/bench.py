@@ -374,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--concurrency", type=int, default=32, help="concurrent clients, one connection each")
     serve.add_argument("--mix", choices=("mixed", "text+audio", "text", "audio"), default="mixed",
                        help="inputs of the good requests (mixed: text only, audio only, both in turn)")
+    serve.add_argument("--mark-absent", action="store_true",
+                       help="send every input on every request, missing modalities marked absent (lets Triton batch mixed traffic)")
     serve.add_argument("--bad-every", type=int, default=0, help="make every Nth request a bad one (each kind in turn); 0: none")
     serve.add_argument("--records", default=None, help="write one JSON line per request (outcome, latency) to this file")
     serve.add_argument("--json", action="store_true")
@@ -388,7 +390,7 @@ def main_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         summary, records = run_load(args.url, args.requests, concurrency=args.concurrency, protocol=args.protocol, bad_every=args.bad_every,
-                                    mix=args.mix)
+                                    mix=args.mix, mark_absent=args.mark_absent)
     except FastDAFError as exc:
         print(f"fastdaf-bench: error: {exc}", file=sys.stderr)
         return 2

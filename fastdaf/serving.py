@@ -19,6 +19,13 @@ Protocol (batch dimension first, as Triton does; every input optional as in `fas
   checkpoint's modalities (the bundled model: text, audio), also recorded in the config's
   `weights_order` parameter.
 - A request with any bad row fails as a whole (one request, one response); other requests do not.
+
+Batching mixed traffic (ABSENT): Triton's dynamic batcher puts in one batch only requests that carry
+the same set of inputs, taken in arrival order, so text-only, audio-only and text+audio requests
+interleaved are executed one at a time. A client may instead send every input on every request and
+mark a missing modality: text `""` (as `fastdaf.predict`, empty text counts as absent when audio is
+given) and audio of 0 samples with `sampling_rate` 0. Such requests all batch together; the answers
+are the same. `fastdaf.triton_client.TritonClient` does this by default.
 """
 
 from __future__ import annotations
@@ -216,6 +223,8 @@ def decode_request(inputs: Mapping[str, np.ndarray | None], *, max_audio_seconds
             raise InputError(f"`sampling_rate` must be INT32 of shape [batch, 1], got {rate.dtype} {list(rate.shape)}")
         for i in range(n):
             sr = int(rate[i, 0])
+            if audio.shape[1] == 0 and sr == 0:
+                continue  # audio marked absent: lets a client send every input on every request (see ABSENT)
             if sr > 0 and audio.shape[1] > max_audio_seconds * sr:
                 raise InputError(
                     f"`audio` row {i} holds {audio.shape[1] / sr:.1f} s at {sr} Hz; this server accepts at most {max_audio_seconds:g} s"

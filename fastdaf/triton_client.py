@@ -43,8 +43,18 @@ def _tritonclient(protocol: str):
     return module
 
 
-def build_inputs(module: Any, text: str | bytes | None, audio: np.ndarray | None, sampling_rate: int | None, *, audio_dtype: str = "FP32") -> list:
-    """One utterance as Triton inputs (batch of 1); `audio_dtype` other than FP32 only to test the server's checks."""
+def build_inputs(module: Any, text: str | bytes | None, audio: np.ndarray | None, sampling_rate: int | None, *,
+                 mark_absent: Sequence[str] = (), audio_dtype: str = "FP32") -> list:
+    """One utterance as Triton inputs (batch of 1).
+
+    `mark_absent`: modalities to send even when missing, marked absent (text "", audio of 0 samples
+    at sampling_rate 0), so that Triton can batch this request with any other (fastdaf/serving.py).
+    `audio_dtype` other than FP32 only to test the server's checks.
+    """
+    if text is None and "text" in mark_absent and audio is not None:
+        text = ""
+    if audio is None and sampling_rate is None and "audio" in mark_absent and text:
+        audio, sampling_rate = np.zeros(0, dtype=np.float32), 0
     inputs = []
     if text is not None:
         value = np.array([[text.encode() if isinstance(text, str) else text]], dtype=object)
@@ -64,7 +74,8 @@ def build_inputs(module: Any, text: str | bytes | None, audio: np.ndarray | None
 class TritonClient:
     """predict() on a served fastdaf model; plain dicts back, ServerError with the server's message on failure."""
 
-    def __init__(self, url: str = "127.0.0.1:8000", *, protocol: str = "http", model: str = MODEL_NAME, timeout_s: float = 60.0) -> None:
+    def __init__(self, url: str = "127.0.0.1:8000", *, protocol: str = "http", model: str = MODEL_NAME, timeout_s: float = 60.0,
+                 mark_absent: bool = True) -> None:
         self.module = _tritonclient(protocol)
         self.protocol, self.model = protocol, model
         url = url.removeprefix("http://").removeprefix("https://")
@@ -74,6 +85,7 @@ class TritonClient:
         else:
             self.client = self.module.InferenceServerClient(url)
         self.timeout_s = timeout_s
+        self.mark_absent = mark_absent  # send every input, missing ones marked absent: batches with any other request
         self._parameters: dict[str, str] | None = None
 
     def parameters(self) -> dict[str, str]:
@@ -108,7 +120,8 @@ class TritonClient:
     def predict(self, text: str | bytes | None = None, audio: np.ndarray | None = None, sampling_rate: int | None = None, *,
                 audio_dtype: str = "FP32") -> dict[str, Any]:
         order = self.weights_order()
-        inputs = build_inputs(self.module, text, audio, sampling_rate, audio_dtype=audio_dtype)
+        inputs = build_inputs(self.module, text, audio, sampling_rate, audio_dtype=audio_dtype,
+                              mark_absent=order if self.mark_absent else ())
         try:
             if self.protocol == "http":
                 result = self.client.infer(self.model, inputs, timeout=int(self.timeout_s * 1e6))
@@ -209,7 +222,7 @@ def _statistics(client: TritonClient) -> dict[str, int] | None:
 
 
 def run_load(url: str, n_requests: int, *, concurrency: int = 32, protocol: str = "http", bad_every: int = 0, mix: str = "mixed",
-             timeout_s: float = 120.0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+             mark_absent: bool = False, timeout_s: float = 120.0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Send n_requests from `concurrency` clients (one connection each); returns (summary, one record per request)."""
     if n_requests < 1 or concurrency < 1:
         raise InputError(f"n_requests and concurrency must be >= 1, got {n_requests} and {concurrency}")
@@ -225,7 +238,7 @@ def run_load(url: str, n_requests: int, *, concurrency: int = 32, protocol: str 
     lock = threading.Lock()
 
     def worker() -> None:
-        with TritonClient(url, protocol=protocol, timeout_s=timeout_s) as client:
+        with TritonClient(url, protocol=protocol, timeout_s=timeout_s, mark_absent=mark_absent) as client:
             while True:
                 try:
                     r = todo.get_nowait()
@@ -254,7 +267,7 @@ def run_load(url: str, n_requests: int, *, concurrency: int = 32, protocol: str 
     probe.close()
     good = [rec["latency_ms"] for rec in records if rec["kind"] == "good" and rec["ok"]]
     summary = {
-        "url": url, "protocol": protocol, "mix": mix, "requests": n_requests, "concurrency": concurrency,
+        "url": url, "protocol": protocol, "mix": mix, "mark_absent": mark_absent, "requests": n_requests, "concurrency": concurrency,
         "succeeded": sum(rec["ok"] for rec in records), "failed": sum(not rec["ok"] for rec in records),
         "bad_requests_sent": sum(rec["kind"] != "good" for rec in records),
         "seconds": round(seconds, 3), "requests_per_s": round(n_requests / seconds, 2),

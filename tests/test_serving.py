@@ -66,6 +66,8 @@ def test_decode_request_reads_rows_and_keeps_optional_inputs_optional():
     assert text_only[0].audio is None and text_only[0].sampling_rate is None
     audio_only = decode_request(audio_tensors(clip))
     assert audio_only[0].text is None
+    marked = decode_request({"text": text_tensor("words"), "audio": np.zeros((1, 0), np.float32), "sampling_rate": np.zeros((1, 1), np.int32)})
+    assert marked[0].audio is None and marked[0].sampling_rate is None and marked[0].text == "words"
 
 
 @pytest.mark.parametrize(
@@ -277,6 +279,18 @@ def test_a_bad_request_inside_a_dynamic_batch_does_not_fail_the_good_ones(server
         else:
             assert isinstance(answer, ServerError) and answer.status == "400", (i, answer)
             assert ("UTF-8" if i % 4 == 1 else "empty") in str(answer)
+
+
+def test_mixed_traffic_marked_absent_is_batched_and_answers_the_same(server, predictor):
+    summary, records = run_load(server.http, 300, concurrency=32, bad_every=10, mark_absent=True)
+    print(f"mixed traffic, missing inputs marked absent: mean batch {summary['server_mean_batch']}")
+    assert summary["server_mean_batch"] > 1.5, summary
+    expected = expected_predictions(predictor, [r["id"] for r in records if r["kind"] == "good"], bad_every=10)
+    for record in records:
+        if record["kind"] == "good":
+            assert_same_prediction(record, expected[record["id"]])
+        else:
+            assert record["status"] == "400" and BAD_MESSAGES[record["kind"]] in record["error"], record
 
 
 def test_grpc_answers_like_http(server, predictor):
