@@ -43,7 +43,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
@@ -509,7 +509,7 @@ class ServerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> ServerProcess:  # noqa: PYI034 - typing.Self needs Python 3.11; fastdaf supports 3.10
         return self
 
     def __exit__(self, *_: object) -> None:

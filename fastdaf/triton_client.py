@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
@@ -141,7 +141,7 @@ class TritonClient:
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> TritonClient:  # noqa: PYI034 - typing.Self needs Python 3.11; fastdaf supports 3.10
         return self
 
     def __exit__(self, *_: object) -> None:
