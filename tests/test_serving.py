@@ -224,6 +224,17 @@ BAD_MESSAGES = {
 }
 
 
+def check_load_records(records: list[dict], predictor, *, bad_every: int, bad_status: str = "400") -> None:
+    """Every good request answered as in process, every bad one refused with its own message."""
+    expected = expected_predictions(predictor, [r["id"] for r in records if r["kind"] == "good"], bad_every=bad_every)
+    for record in records:
+        if record["kind"] == "good":
+            assert_same_prediction(record, expected[record["id"]])
+        else:
+            assert not record["ok"] and record["status"] == bad_status, record
+            assert BAD_MESSAGES[record["kind"]] in record["error"], record
+
+
 def test_load_from_32_clients_matches_in_process_predictions_and_bad_requests_fail_alone(server, predictor, tmp_path):
     assert set(BAD_MESSAGES) == set(BAD_KINDS)
     records_file = tmp_path / "records.jsonl"
@@ -234,14 +245,7 @@ def test_load_from_32_clients_matches_in_process_predictions_and_bad_requests_fa
     records = [json.loads(line) for line in records_file.read_text().splitlines()]
     assert [r["id"] for r in records] == list(range(1000))
     assert summary["bad_requests_sent"] == 100 and summary["succeeded"] == 900 and summary["failed"] == 100
-    good = [r for r in records if r["kind"] == "good"]
-    expected = expected_predictions(predictor, [r["id"] for r in good], bad_every=10)
-    for record in good:
-        assert_same_prediction(record, expected[record["id"]])
-    for record in records:
-        if record["kind"] != "good":
-            assert not record["ok"] and record["status"] == "400", record
-            assert BAD_MESSAGES[record["kind"]] in record["error"], record
+    check_load_records(records, predictor, bad_every=10)
     print(f"serve load: {summary['requests_per_s']} requests/s, p50 {summary['latency_ms_good']['p50']} ms, p99 {summary['latency_ms_good']['p99']} ms")
 
 
@@ -285,23 +289,13 @@ def test_mixed_traffic_marked_absent_is_batched_and_answers_the_same(server, pre
     summary, records = run_load(server.http, 300, concurrency=32, bad_every=10, mark_absent=True)
     print(f"mixed traffic, missing inputs marked absent: mean batch {summary['server_mean_batch']}")
     assert summary["server_mean_batch"] > 1.5, summary
-    expected = expected_predictions(predictor, [r["id"] for r in records if r["kind"] == "good"], bad_every=10)
-    for record in records:
-        if record["kind"] == "good":
-            assert_same_prediction(record, expected[record["id"]])
-        else:
-            assert record["status"] == "400" and BAD_MESSAGES[record["kind"]] in record["error"], record
+    check_load_records(records, predictor, bad_every=10)
 
 
 def test_grpc_answers_like_http(server, predictor):
     summary, records = run_load(server.grpc, 70, concurrency=8, protocol="grpc", bad_every=7)
-    expected = expected_predictions(predictor, [r["id"] for r in records if r["kind"] == "good"], bad_every=7)
     assert summary["failed"] == 10 == summary["bad_requests_sent"]
-    for record in records:
-        if record["kind"] == "good":
-            assert_same_prediction(record, expected[record["id"]])
-        else:
-            assert record["status"] == "StatusCode.INVALID_ARGUMENT" and BAD_MESSAGES[record["kind"]] in record["error"], record
+    check_load_records(records, predictor, bad_every=7, bad_status="StatusCode.INVALID_ARGUMENT")
 
 
 def test_client_example_script_against_the_server(server, predictor):
