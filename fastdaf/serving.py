@@ -190,10 +190,11 @@ def decode_request(inputs: Mapping[str, np.ndarray | None], *, max_audio_seconds
     text, audio, rate = (inputs.get(k) for k in INPUTS)
     if text is None and audio is None:
         raise InputError("the request has neither `text` nor `audio`; send one or both")
-    rows = {k: v.shape[0] for k, v in (("text", text), ("audio", audio), ("sampling_rate", rate)) if v is not None and v.ndim >= 1}
-    for key, value in (("text", text), ("audio", audio), ("sampling_rate", rate)):
-        if value is not None and value.ndim != 2:
+    given = {k: v for k, v in zip(INPUTS, (text, audio, rate)) if v is not None}
+    for key, value in given.items():
+        if value.ndim != 2:
             raise InputError(f"`{key}` has shape {list(value.shape)}; expected [batch, {'samples' if key == 'audio' else 1}]")
+    rows = {k: v.shape[0] for k, v in given.items()}
     if len(set(rows.values())) > 1:
         raise InputError(f"the inputs disagree on the batch size: {rows}")
     n = next(iter(rows.values()))

@@ -88,27 +88,25 @@ class TritonClient:
         self.mark_absent = mark_absent  # send every input, missing ones marked absent: batches with any other request
         self._parameters: dict[str, str] | None = None
 
+    def _as_json(self, method: str) -> dict[str, Any]:
+        # the HTTP client answers JSON already; the gRPC one answers protobuf unless asked for JSON
+        call = getattr(self.client, method)
+        return call(self.model, as_json=True) if self.protocol == "grpc" else call(self.model)
+
     def parameters(self) -> dict[str, str]:
         """The served model's config parameters (weights_order, max_audio_seconds), read once."""
         if self._parameters is None:
             try:
-                config = self.client.get_model_config(self.model)
+                config = self._as_json("get_model_config")
             except Exception as exc:  # noqa: BLE001
                 raise ServerError(f"no fastdaf model {self.model!r} answers at {self.url} ({exc})") from None
-            if isinstance(config, dict):
-                self._parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-            else:  # gRPC answers a protobuf
-                self._parameters = {k: v.string_value for k, v in config.config.parameters.items()}
+            config = config.get("config", config)  # gRPC wraps the config in a response
+            self._parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         return self._parameters
 
     def statistics(self) -> dict[str, int]:
         """Cumulative counts from Triton's model statistics: requests, executions (batches), and their ns."""
-        stats = self.client.get_inference_statistics(self.model)
-        if not isinstance(stats, dict):  # gRPC answers a protobuf
-            from google.protobuf.json_format import MessageToDict
-
-            stats = MessageToDict(stats, preserving_proto_field_name=True)
-        model = stats["model_stats"][0]
+        model = self._as_json("get_inference_statistics")["model_stats"][0]
         infer = model.get("inference_stats", {})
         return {"requests": int(model.get("inference_count", 0)), "executions": int(model.get("execution_count", 0)),
                 "queue_ns": int(infer.get("queue", {}).get("ns", 0)), "compute_ns": int(infer.get("compute_infer", {}).get("ns", 0))}
