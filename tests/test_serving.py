@@ -22,6 +22,7 @@ from fastdaf.serving import (
     ServerProcess,
     answer_requests,
     decode_request,
+    free_port,
     model_config,
     write_model_repository,
 )
@@ -386,3 +387,39 @@ def test_serve_says_what_is_missing_before_starting_anything(monkeypatch, tmp_pa
     assert out.returncode == 2 and "CheckpointError" not in out.stdout and "no checkpoint directory" in out.stderr
     out = subprocess.run([BIN / "fastdaf", "serve", "--exit-timeout", "60"], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2 and "1..25" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"max_batch_size": 0}, "max_batch_size must be >= 1, got 0"),
+        ({"max_queue_delay_us": -1}, "max_queue_delay_us must be >= 0, got -1"),
+        ({"instances": 0}, "instances must be >= 1, got 0"),
+        ({"max_audio_seconds": 0}, "max_audio_seconds must be in (0, 600], got 0"),
+        ({"max_audio_seconds": 601}, "max_audio_seconds must be in (0, 600], got 601"),
+    ],
+)
+def test_serve_options_name_the_bad_value(options, says):
+    with pytest.raises(InputError) as err:
+        ServeOptions(**options)
+    assert says in str(err.value)
+
+
+def test_client_and_load_generator_refuse_bad_arguments_naming_them(tmp_path):
+    with pytest.raises(InputError, match="protocol 'udp' is not accepted"):
+        TritonClient("127.0.0.1:1", protocol="udp")
+    with pytest.raises(InputError, match="mix 'video' is not accepted"):
+        load_request(0, mix="video")
+    with pytest.raises(InputError, match="n_requests and concurrency must be >= 1, got 0 and 32"):
+        run_load("127.0.0.1:1", 0)
+    port = free_port()  # nothing listens there
+    with pytest.raises(ServerError, match=rf"no fastdaf model 'fastdaf' answers at 127.0.0.1:{port}"):
+        TritonClient(f"127.0.0.1:{port}", timeout_s=5).predict("hello")
+    out = subprocess.run([BIN / "fastdaf-bench", "serve", "--url", f"127.0.0.1:{port}", "--requests", "5"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2 and f"no fastdaf model 'fastdaf' answers at 127.0.0.1:{port}" in out.stderr
+    out = subprocess.run([BIN / "fastdaf-bench", "serve", "--bad-every", "-1"], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2 and "--bad-every must be >= 0" in out.stderr
+    with pytest.raises(ServeError, match="did not become ready") as err:
+        ServerProcess("--checkpoint", str(tmp_path / "nowhere"), env={"PYTRITON_HOME": str(tmp_path)}, startup_timeout_s=120)
+    assert "no checkpoint directory" in str(err.value)
