@@ -13,8 +13,9 @@ output up to 6e-2 (norm-wise) off the float64 reference on random heads where sm
 the dots run at the tf32 tensor-core rate, half of bf16's. fp32 inputs use tf32 dots by default
 (`precision="ieee"` for full fp32).
 
-On CUDA tensors it runs the autotuned kernel; on CPU tensors only under TRITON_INTERPRET=1 (the
-tests). With `check=False` and preallocated `out` buffers it does no host synchronisation, so a
+On CUDA tensors it runs the autotuned kernel, launched directly after the first call per shape;
+on CPU tensors only under TRITON_INTERPRET=1 (the tests) or, compiling for a GPU and launching
+nothing, inside `fastdaf.kernels.offline.offline_target` (compile checks, host-cost benchmark). With `check=False` and preallocated `out` buffers it does no host synchronisation, so a
 whole predict step can be captured in a CUDA graph; rows with no modality present then get weights
 0 and a NaN score instead of an error.
 """
@@ -31,12 +32,22 @@ from .errors import InputError, UnsupportedError
 from .head import DAFHead, DAFOutput, check_inputs, require_each_row_present
 
 SUPPORTED_FUSION = ("dynamic", "static", "mean")
+
+
+def _any_global_hook() -> bool:
+    m = torch.nn.modules.module
+    return bool(m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks or m._global_backward_pre_hooks)
+
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 PRECISIONS = ("tf32", "ieee")
 
 
 class FusedDAFHead(nn.Module):
     """Inference-only DAF head computed by the fused Triton kernel (see the module docstring)."""
+
+    # After its first call per shape, the kernel is launched directly, past Triton's dispatch
+    # (fastdaf.kernels.daf_head.DAFHeadLaunch); False keeps Triton's dispatch on every call.
+    direct_launch: bool = True
 
     def __init__(
         self, config: DAFConfig, tensors: Mapping[str, Tensor], *, precision: str = "tf32", block_config: Mapping[str, int] | None = None
@@ -61,6 +72,7 @@ class FusedDAFHead(nn.Module):
             self.register_buffer(name, value.float().contiguous())
         self._by_dtype: dict[tuple[torch.dtype, torch.device], dict[str, Tensor]] = {}
         self._plans: dict[tuple, object] = {}
+        self._sizes = (config.n_outputs, config.n_modalities)  # read on every call
 
     @classmethod
     def from_head(cls, head: DAFHead, *, precision: str = "tf32", block_config: Mapping[str, int] | None = None) -> "FusedDAFHead":
@@ -115,6 +127,13 @@ class FusedDAFHead(nn.Module):
         return self._by_dtype[key]
 
     # --------------------------------------------------------------------------------- forward
+    def __call__(self, *args, **kwargs) -> DAFOutput:
+        # nn.Module's dispatch costs about 1.5 us a call, as much as a tenth of a batch-1 call's
+        # host time; with no hook registered anywhere it would only call forward
+        if self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or self._backward_pre_hooks or _any_global_hook():
+            return super().__call__(*args, **kwargs)
+        return self.forward(*args, **kwargs)
+
     def forward(
         self,
         features: Mapping[str, Tensor],
@@ -131,38 +150,42 @@ class FusedDAFHead(nn.Module):
         cfg = self.config
         tensors, mask = check_inputs(cfg, features, present)
         given = [x for x in tensors if x is not None]
-        dtype, device = given[0].dtype, given[0].device
+        first = given[0]
+        dtype, device = first.dtype, first.device
         key = (dtype, device, tuple(x is not None for x in tensors), mask is not None)
         launch = self._plans.get(key)
         if launch is None:
             if dtype not in SUPPORTED_DTYPES:
                 raise UnsupportedError(f"the fused head takes fp32, fp16 or bf16 features, got {dtype}")
             launch = self._plans[key] = self._make_plan(key)
-        if any(x.dtype != dtype or x.device != device for x in given):
-            raise UnsupportedError(
-                f"the fused head takes features of one dtype and device; got {[f'{x.dtype} on {x.device}' for x in given]}"
-            )
+        for x in given[1:]:
+            if x.dtype != dtype or x.device != device:
+                raise UnsupportedError(
+                    f"the fused head takes features of one dtype and device; got {[f'{x.dtype} on {x.device}' for x in given]}"
+                )
         if check and mask is not None:
             require_each_row_present(mask)
-        B = given[0].shape[0]
+        B = first.shape[0]
+        n_outputs, n_modalities = self._sizes
         if out is None:
-            score = torch.empty(B, cfg.n_outputs, device=device, dtype=torch.float32)
-            weights = torch.empty(B, cfg.n_modalities, device=device, dtype=torch.float32)
+            score = torch.empty(B, n_outputs, device=device, dtype=torch.float32)
+            weights = torch.empty(B, n_modalities, device=device, dtype=torch.float32)
         else:
             score, weights = out
-            if score.shape != (B, cfg.n_outputs) or weights.shape != (B, cfg.n_modalities) or score.dtype != torch.float32 or weights.dtype != torch.float32:
-                raise InputError(f"out must be fp32 tensors of shapes [{B}, {cfg.n_outputs}] and [{B}, {cfg.n_modalities}]")
+            if score.shape != (B, n_outputs) or weights.shape != (B, n_modalities) or score.dtype != torch.float32 or weights.dtype != torch.float32:
+                raise InputError(f"out must be fp32 tensors of shapes [{B}, {n_outputs}] and [{B}, {n_modalities}]")
         if B > 0:
-            xs = [None if x is None else (x if x.stride(1) == 1 else x.contiguous()) for x in tensors]
+            xs = [x if x is None or x.stride(1) == 1 else x.contiguous() for x in tensors]
             launch(xs, None if mask is None else mask.contiguous().view(torch.uint8), score, weights)
-        return DAFOutput(score=score.squeeze(-1) if cfg.n_outputs == 1 else score, weights=weights)
+        return DAFOutput(score=score.squeeze(-1) if n_outputs == 1 else score, weights=weights)
 
     def _make_plan(self, key: tuple):
         """Build the kernel launch for one (dtype, device, given modalities, mask) combination."""
         from .kernels.daf_head import DAFHeadLaunch, interpreting
+        from .kernels.offline import offline_active
 
         dtype, device, given, has_mask = key
-        if device.type == "cpu" and not interpreting():
+        if device.type == "cpu" and not interpreting() and not offline_active():
             raise UnsupportedError(
                 "the fused Triton head runs on CUDA tensors; on CPU it runs only under TRITON_INTERPRET=1 "
                 "(slow, for tests). Use fastdaf.DAFHead on CPU."
@@ -183,4 +206,5 @@ class FusedDAFHead(nn.Module):
             precision={torch.float32: self.precision, torch.bfloat16: "tf32", torch.float16: "ieee"}[dtype],  # fp16 operands ignore it
             second_precision={torch.float32: self.precision, torch.bfloat16: "tf32", torch.float16: "ieee"}[dtype],
             block_config=self.block_config,
+            direct=self.direct_launch,
         )
