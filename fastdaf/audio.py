@@ -2,7 +2,8 @@
 
 Accepted inputs: a path (str or os.PathLike) to a file soundfile reads (WAV, FLAC, OGG/Vorbis/Opus,
 AIFF, MP3 and the other libsndfile formats; int or float samples; any channel count), raw bytes of
-such a file, or a numpy array / torch tensor of samples with its `sampling_rate` ([T] mono,
+such a file (files and bytes need the `soundfile` package, imported only when one is decoded, so
+`import fastdaf` works where it is missing, e.g. a bare GPU machine), or a numpy array / torch tensor of samples with its `sampling_rate` ([T] mono,
 [T, C] or [C, T] with C <= 8 channels). Channels are averaged; integer arrays are scaled to [-1, 1).
 
 Limits (module constants): sampling rates MIN_SAMPLING_RATE..MAX_SAMPLING_RATE Hz; at least
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-import soundfile
 import torch
 import torchaudio
 
@@ -32,6 +32,7 @@ from .errors import (
     NonFiniteAudioError,
     SamplingRateError,
     UnsupportedAudioFormatError,
+    UnsupportedError,
 )
 
 MIN_SAMPLING_RATE = 4_000
@@ -56,8 +57,20 @@ class Waveform:
         return self.samples.numel() / self.sampling_rate
 
 
+def _soundfile():
+    """The soundfile module, imported on first use: only files and bytes need it."""
+    try:
+        import soundfile
+    except ImportError as exc:  # OSError (libsndfile missing) propagates with its own message
+        raise UnsupportedError(
+            "reading audio files or bytes needs the Python package 'soundfile' (pip install soundfile), which is not "
+            "installed; pass a numpy array or torch tensor of samples with sampling_rate instead"
+        ) from exc
+    return soundfile
+
+
 def readable_formats() -> list[str]:
-    return sorted(soundfile.available_formats())
+    return sorted(_soundfile().available_formats())
 
 
 def describe(audio: AudioInput) -> str:
@@ -87,6 +100,7 @@ _MAGIC = (b"RIFF", b"RF64", b"fLaC", b"OggS", b"FORM", b"ID3", b"\xff\xfb", b"\x
 
 def _decode(data: Union[str, io.BytesIO], name: str, *, known_format: bool) -> tuple[np.ndarray, int]:
     """Decode with soundfile. A failure on an input of a known format means it is corrupt."""
+    soundfile = _soundfile()
     try:
         samples, rate = soundfile.read(data, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:

@@ -10,11 +10,16 @@ vector runs inside the compiled or captured region. A `Runner` wraps a core:
   per bucket on first use (or at load, `warm=`) and replayed after copying the inputs into its static
   buffers; at most `max_graphs` graphs are kept (least recently used evicted). Bigger inputs than the
   largest bucket run eagerly. Padding uses each input's pad value (an attention mask of 0, a length
-  of the padded size, ...), so cores must be padding-invariant; the encoders declare that.
+  of the padded size, ...), so this needs padding-invariant cores; the encoders declare that
+  (`graph_safe`). Cores that are not (group-norm speech feature encoders such as HuBERT see zero
+  padding as signal) get one graph per *exact* input shape instead (`ExactShapes`: nothing is
+  padded, so the graph computes what eager computes), in the same bounded pool and under the same
+  largest batch and length; each new shape costs a capture, so `auto` keeps such cores eager.
 - `tensorrt` (CUDA, needs the `tensorrt` package): ONNX export of the core, a TensorRT engine with one
   optimisation profile spanning the buckets, cached on disk keyed by the core's weights, shapes,
-  dtype and the versions of torch, TensorRT and fastdaf.
-- `auto`: TensorRT if importable, else CUDA graphs on CUDA, else eager.
+  dtype and the versions of torch, TensorRT and fastdaf. Refused for cores that are not padding-invariant.
+- `auto`: TensorRT if importable, else CUDA graphs on CUDA, else eager (eager for cores that are
+  not padding-invariant).
 """
 
 from __future__ import annotations
@@ -61,6 +66,26 @@ class Buckets:
         return None if n is None else (b, n)
 
 
+@dataclasses.dataclass(frozen=True)
+class ExactShapes:
+    """The bucket policy of cores whose outputs depend on padding: every input shape is its own bucket.
+
+    Nothing is padded, so a graph captured for a shape computes exactly what eager does on that input.
+    Shapes beyond `max_batch` rows or `max_length` (None: no limit) run eagerly, as with Buckets.
+    """
+
+    max_batch: int = 64
+    max_length: int | None = None
+
+    def pick(self, batch: int, length: int | None) -> tuple[int, int | None] | None:
+        if batch > self.max_batch or (length is not None and self.max_length is not None and length > self.max_length):
+            return None
+        return batch, length
+
+
+BucketPolicy = Buckets | ExactShapes
+
+
 def tensorrt_available() -> bool:
     try:
         import tensorrt  # noqa: F401
@@ -72,7 +97,9 @@ def tensorrt_available() -> bool:
 def resolve_backend(backend: str, device: torch.device, *, graph_safe: bool = True, exportable: bool = True) -> str:
     """The concrete backend for `backend` on `device`.
 
-    graph_safe: the core's outputs do not depend on padding (bucketed backends allowed).
+    graph_safe: the core's outputs do not depend on padding (bucketed backends allowed). A core that
+    is not graph-safe still gets 'cudagraph' when asked for it (make_runner then captures one graph
+    per exact input shape), never TensorRT, and 'auto' keeps it eager (a capture per new shape).
     exportable: the core exports to ONNX that TensorRT can build (the built-in acoustic features are
     FFT work, which TensorRT has no layer for: they use CUDA graphs).
     """
@@ -84,10 +111,10 @@ def resolve_backend(backend: str, device: torch.device, *, graph_safe: bool = Tr
         return "tensorrt" if exportable and tensorrt_available() else "cudagraph"
     if backend in ("cudagraph", "tensorrt") and device.type != "cuda":
         raise UnsupportedError(f"backend {backend!r} runs on CUDA devices; on {device} use 'eager' or 'compile'")
-    if backend in ("cudagraph", "tensorrt") and not graph_safe:
+    if backend == "tensorrt" and not graph_safe:
         raise UnsupportedError(
-            f"backend {backend!r} pads inputs to fixed buckets, and this encoder's features change with padding "
-            "(a feature encoder that normalises over time); use 'eager' or 'compile'"
+            "backend 'tensorrt' builds one engine over padded buckets, and this encoder's features change with padding "
+            "(a feature encoder that normalises over time); use 'cudagraph' (one graph per exact input shape), 'eager' or 'compile'"
         )
     if backend == "tensorrt" and not exportable:
         raise UnsupportedError("this encoder cannot be exported to TensorRT (its FFTs have no TensorRT layer); use 'cudagraph'")
@@ -141,6 +168,11 @@ def pad_to(inputs: Inputs, specs: dict[str, InputSpec], batch: int, length: int 
     return out
 
 
+def _has_shape(inputs: Inputs, specs: dict[str, InputSpec], batch: int, length: int | None) -> bool:
+    """Whether every input already has the bucket's batch (and length): then padding would copy it unchanged."""
+    return all(t.shape[0] == batch and (length is None or not specs[n].has_length or t.shape[1] == length) for n, t in inputs.items())
+
+
 def _slice_rows(out: Any, n: int) -> Any:
     if isinstance(out, torch.Tensor):
         return out[:n]
@@ -150,12 +182,13 @@ def _slice_rows(out: Any, n: int) -> Any:
 class BucketedRunner(Runner):
     """Pads inputs up to a bucket and runs a per-bucket callable made by `make` (kept in an LRU pool).
 
-    With `make` = eager this checks padding invariance on any device; CudaGraphRunner makes captured graphs.
+    With `make` = eager this checks padding invariance on any device; CudaGraphRunner makes captured
+    graphs. `buckets` is the policy: Buckets (padded sizes) or ExactShapes (no padding).
     """
 
     name = "bucketed"
 
-    def __init__(self, core: nn.Module, specs: dict[str, InputSpec], buckets: Buckets = Buckets(), *, max_graphs: int = 16) -> None:
+    def __init__(self, core: nn.Module, specs: dict[str, InputSpec], buckets: BucketPolicy = Buckets(), *, max_graphs: int = 16) -> None:
         super().__init__(core)
         self.specs, self.buckets, self.max_graphs = specs, buckets, max_graphs
         self.pool: collections.OrderedDict[tuple, Callable[[Inputs], Any]] = collections.OrderedDict()
@@ -182,30 +215,43 @@ class BucketedRunner(Runner):
         key = self.buckets.pick(batch, length)
         if key is None:  # larger than every bucket: run as it is
             return self.core(**inputs)
-        padded = pad_to(inputs, self.specs, *key)
+        padded = inputs if _has_shape(inputs, self.specs, *key) else pad_to(inputs, self.specs, *key)
         return _slice_rows(self.entry(key, padded)(padded), batch)
 
 
+def capture_cuda_graph(fn: Callable[[], Any], *, warmup: int = 2, pool: Any = None) -> tuple[Any, Any]:
+    """Run fn `warmup` times on a side stream (lazy init and autotuning stay out of the graph), then
+    capture one call; returns (graph, that call's output, which replays overwrite in place)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        output = fn()
+    return graph, output
+
+
 class CudaGraphRunner(BucketedRunner):
-    """Replays one captured CUDA graph per (batch, length) bucket."""
+    """Replays one captured CUDA graph per bucket: a padded (batch, length) bucket, or with
+    ExactShapes one exact input shape (for cores that are not padding-invariant)."""
 
     name = "cudagraph"
 
-    def __init__(self, core: nn.Module, specs: dict[str, InputSpec], buckets: Buckets = Buckets(), *, max_graphs: int = 16) -> None:
+    def __init__(self, core: nn.Module, specs: dict[str, InputSpec], buckets: BucketPolicy = Buckets(), *, max_graphs: int = 16) -> None:
         super().__init__(core, specs, buckets, max_graphs=max_graphs)
         self.memory_pool = torch.cuda.graph_pool_handle()
 
     def make(self, example: Inputs) -> Callable[[Inputs], Any]:
         static = {n: t.clone() for n, t in example.items()}
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(2):  # warm-up outside the graph (lazy init, autotuning)
-                self.core(**static)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.memory_pool), torch.inference_mode():
-            output = self.core(**static)
+
+        def run() -> Any:
+            with torch.inference_mode():
+                return self.core(**static)
+
+        graph, output = capture_cuda_graph(run, pool=self.memory_pool)
 
         def replay(padded: Inputs) -> Any:
             for n, t in padded.items():
@@ -340,6 +386,11 @@ class TensorRTRunner(Runner):
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
+def graph_policy(buckets: Buckets, graph_safe: bool) -> BucketPolicy:
+    """Padded buckets for padding-invariant cores; otherwise exact shapes up to the same largest batch and length."""
+    return buckets if graph_safe else ExactShapes(max_batch=buckets.batch[-1], max_length=buckets.length[-1])
+
+
 def make_runner(core: nn.Module, backend: str, device: torch.device, *, specs: dict[str, InputSpec], example: Inputs | None = None,
                 output_names: Sequence[str] = ("output",), buckets: Buckets = Buckets(), graph_safe: bool = True,
                 exportable: bool = True, dtype: torch.dtype = torch.float32, max_graphs: int = 16) -> Runner:
@@ -350,7 +401,7 @@ def make_runner(core: nn.Module, backend: str, device: torch.device, *, specs: d
     if chosen == "compile":
         return CompiledRunner(core)
     if chosen == "cudagraph":
-        return CudaGraphRunner(core, specs, buckets, max_graphs=max_graphs)
+        return CudaGraphRunner(core, specs, graph_policy(buckets, graph_safe), max_graphs=max_graphs)
     if example is None:
         raise EncoderError("the tensorrt backend needs an example input to export the encoder")
     return TensorRTRunner(core, specs, example, output_names=output_names, buckets=buckets, dtype=dtype)

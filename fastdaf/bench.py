@@ -4,7 +4,9 @@
 encoder and head separately and in sequence (total), for given batch sizes, text lengths (tokens)
 and audio durations. Encoders are built with random weights from their configurations (latency does
 not depend on the weights, and the GPU machine lacks the MiniLM package); inputs are random token
-ids and random audio, never zeros.
+ids and random audio, never zeros. `--head` picks the head behind the encoders: `auto` (the
+predictor's choice: the fused head on CUDA) or a head backend below (`eager` with `--backends eager`
+is the all-eager baseline).
 
 `serve` sends a load to a served model (`fastdaf serve`, or Triton with an `export-triton`
 repository) from concurrent clients and reports requests/s and latency percentiles
@@ -95,16 +97,11 @@ def random_features(config: DAFConfig, batch: int, dtype: torch.dtype, device: t
 
 
 def capture_graph(fn: Callable[[], Any], device: torch.device) -> Callable[[], None]:
-    """Capture fn (already warmed up) in a CUDA graph and return its replay."""
-    stream = torch.cuda.Stream(device)
-    stream.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream(device).wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
+    """Capture fn in a CUDA graph (after warm-up, as the encoders' graph runner does) and return its replay."""
+    from .backends import capture_cuda_graph
+
+    with torch.cuda.device(device):
+        graph, _ = capture_cuda_graph(fn, warmup=3)
     return graph.replay
 
 
@@ -188,6 +185,10 @@ def parse_modalities(text: str) -> dict[str, int]:
     return out
 
 
+# The head behind each end-to-end row: "auto" is the product's choice (the fused head on CUDA, under
+# the row's CUDA graph for graph backends; the reference head on CPU, compiled for "compile"); any
+# head_callables backend pins it ("eager" for the all-eager baseline).
+E2E_HEADS = ("auto", *BACKENDS)
 MINILM_L6 = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
                  max_position_embeddings=512)
 E2E_BACKENDS = ("eager", "compile", "cudagraph", "tensorrt")
@@ -246,12 +247,18 @@ def audio_core(name: str, device: torch.device, dtype: torch.dtype, backend: str
 def bench_e2e(
     device: torch.device, backends: Sequence[str], batch_sizes: Sequence[int], *, text_model: str = "minilm",
     audio_model: str = "acoustic", tokens: int = 64, seconds: float = 10.0, dtype: torch.dtype | None = None,
-    warmup: int = 10, iters: int = 100,
+    warmup: int = 10, iters: int = 100, head: str = "auto",
 ) -> list[dict[str, Any]]:
-    """Rows of {backend, batch, text/audio/head/total p50/p90/p99 (us), utterances/s, peak memory}."""
+    """Rows of {backend, head, batch, text/audio/head/total p50/p90/p99 (us), utterances/s, peak memory}.
+
+    head: which head runs after the encoders (E2E_HEADS): "auto" as a predictor would, "eager" for an
+    all-eager row (eager encoders and the reference head), or any other head_callables backend.
+    """
     from .config import DAFConfig
     from .errors import UnsupportedError
 
+    if head not in E2E_HEADS:
+        raise InputError(f"head {head!r} is not accepted; choose one of {list(E2E_HEADS)}")
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     rows = []
     for backend in backends:
@@ -261,9 +268,10 @@ def bench_e2e(
         except UnsupportedError as exc:
             rows.append({"backend": backend, "skipped": str(exc)})
             continue
-        head = random_head(DAFConfig({"text": text_dim, "audio": audio_dim}, projection_size=128), device)
-        head_backend = ("fused-cudagraph" if backend in ("cudagraph", "tensorrt") else "fused") if device.type == "cuda" else (
-            "compile" if backend == "compile" else "eager")
+        dafhead = random_head(DAFConfig({"text": text_dim, "audio": audio_dim}, projection_size=128), device)
+        head_backend = head if head != "auto" else (
+            ("fused-cudagraph" if backend in ("cudagraph", "tensorrt") else "fused") if device.type == "cuda" else (
+                "compile" if backend == "compile" else "eager"))
         for batch in batch_sizes:
             g = torch.Generator(device=device).manual_seed(batch)
             ids = torch.randint(1000, vocab - 1, (batch, tokens), generator=g, device=device)
@@ -278,7 +286,7 @@ def bench_e2e(
             feats = {"text": torch.randn(batch, text_dim, device=device), "audio": torch.randn(batch, audio_dim, device=device)}
             present = torch.ones(batch, 2, dtype=torch.bool, device=device)
             with torch.inference_mode():
-                head_call = head_callables(head, feats, present, [head_backend])[head_backend]
+                head_call = head_callables(dafhead, feats, present, [head_backend])[head_backend]
                 text_call = lambda: text_run({"input_ids": ids, "attention_mask": mask})  # noqa: E731
                 audio_call = lambda: audio_run(audio_inputs)  # noqa: E731
 
@@ -364,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--dtype", choices=DTYPES, default=None, help="default: fp16 on CUDA, fp32 on CPU")
     e2e.add_argument("--warmup", type=int, default=10)
     e2e.add_argument("--iters", type=int, default=100)
+    e2e.add_argument("--head", choices=E2E_HEADS, default="auto",
+                     help="head after the encoders: auto (fused on CUDA, reference on CPU) or a head backend; eager for an all-eager row")
     e2e.add_argument("--plot", default=None, help="write a PNG of latency vs batch per backend")
     e2e.add_argument("--json", action="store_true")
 
@@ -424,8 +434,9 @@ def main(argv: list[str] | None = None) -> int:
             backends = args.backends or (list(E2E_BACKENDS) if device.type == "cuda" else ["eager", "compile"])
             rows = bench_e2e(device, backends, args.batch_sizes, text_model=args.text_model, audio_model=args.audio_model,
                              tokens=args.tokens, seconds=args.audio_seconds, dtype=DTYPES[args.dtype] if args.dtype else None,
-                             warmup=args.warmup, iters=args.iters)
-            config = {"text_model": args.text_model, "audio_model": args.audio_model, "tokens": args.tokens, "audio_seconds": args.audio_seconds}
+                             warmup=args.warmup, iters=args.iters, head=args.head)
+            config = {"text_model": args.text_model, "audio_model": args.audio_model, "tokens": args.tokens, "audio_seconds": args.audio_seconds,
+                      "head": args.head}
         else:
             backends = args.backends or (list(BACKENDS) if device.type == "cuda" else ["eager", "compile"])
             head_config = DAFConfig(parse_modalities(args.modalities), projection_size=args.projection_size, attention_size=args.attention_size,

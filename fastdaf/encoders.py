@@ -299,7 +299,8 @@ class SpeechEncoder:
         from .backends import Buckets, InputSpec, make_runner
 
         # Whisper always sees 30 s of (padded) log-mel; masked wav2vec2-style models ignore padding;
-        # group-norm feature encoders do not, so bucketed backends (graphs, TensorRT) are refused for them
+        # group-norm feature encoders do not: TensorRT is refused for them, and CUDA graphs are captured per
+        # exact input shape (they batch only equal-length windows, see _batches)
         graph_safe = self.is_whisper or self.pass_mask
         specs = {"inputs": InputSpec(pad=0.0, has_length=not self.is_whisper), "frames": InputSpec(has_length=False, pad=1)}
         if self.pass_mask and not self.is_whisper:

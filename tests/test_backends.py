@@ -7,7 +7,8 @@ import soundfile
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fastdaf.backends import BucketedRunner, Buckets, InputSpec, export_onnx, make_runner, pad_to, resolve_backend
+import fastdaf.backends as backends
+from fastdaf.backends import BucketedRunner, Buckets, ExactShapes, InputSpec, export_onnx, graph_policy, make_runner, pad_to, resolve_backend
 from fastdaf.encoders import AcousticEncoder, SpeechEncoder, TextEncoder
 from fastdaf.errors import EncoderError, UnsupportedError
 from fastdaf.head import DAFHead
@@ -139,8 +140,9 @@ def test_backend_choices_and_refusals(tiny_models):
     assert resolve_backend("auto", cuda, exportable=False) == "cudagraph"
     with pytest.raises(UnsupportedError, match="runs on CUDA"):
         resolve_backend("cudagraph", cpu)
+    assert resolve_backend("cudagraph", cuda, graph_safe=False) == "cudagraph"  # per exact shape (make_runner)
     with pytest.raises(UnsupportedError, match="features change with padding"):
-        resolve_backend("cudagraph", cuda, graph_safe=False)
+        resolve_backend("tensorrt", cuda, graph_safe=False)
     with pytest.raises(UnsupportedError, match="Python package 'tensorrt'"):
         resolve_backend("tensorrt", cuda)  # TensorRT cannot be installed on these machines
     with pytest.raises(UnsupportedError, match="cannot be exported"):
@@ -156,3 +158,59 @@ def test_compile_backend_matches_eager(tiny_models):
     compiled = TextEncoder(tiny_models["bert"], backend="compile")
     torch.testing.assert_close(compiled.encode(SENTENCES).vectors, eager.encode(SENTENCES).vectors, rtol=1e-4, atol=1e-5)
     assert isinstance(make_runner(eager.core, "eager", torch.device("cpu"), specs={}).core, torch.nn.Module)
+
+
+class TimeNormalised(torch.nn.Module):
+    """Like a group-norm feature encoder: zero padding changes every output."""
+
+    def forward(self, inputs, frames):
+        return (inputs - inputs.mean(dim=1, keepdim=True)).pow(2).mean(dim=1) + frames
+
+
+def test_exact_shapes_run_cores_that_padding_would_change_unpadded_in_a_bounded_pool():
+    specs = {"inputs": InputSpec(pad=0.0), "frames": InputSpec(has_length=False, pad=1)}
+    policy = graph_policy(Buckets(batch=(1, 2, 4), length=(100, 200)), graph_safe=False)
+    assert policy == ExactShapes(max_batch=4, max_length=200)
+    assert policy.pick(3, 150) == (3, 150) and policy.pick(5, 150) is None and policy.pick(3, 201) is None
+    assert policy.pick(2, None) == (2, None)
+    assert graph_policy(Buckets(), graph_safe=True) == Buckets()
+    core = TimeNormalised()
+    made = []
+
+    class Recording(BucketedRunner):  # the eager stand-in for CudaGraphRunner: same pool, same policy
+        def make(self, example):
+            made.append({n: tuple(t.shape) for n, t in example.items()})
+            return super().make(example)
+
+    runner = Recording(core, specs, policy, max_graphs=2)
+    padded = BucketedRunner(core, specs, Buckets(batch=(4,), length=(200,)))
+    g = torch.Generator().manual_seed(0)
+    for batch, length in ((1, 150), (3, 150), (1, 150), (2, 120)):
+        inputs = {"inputs": torch.randn(batch, length, generator=g), "frames": torch.full((batch,), 7)}
+        want = core(**inputs)
+        torch.testing.assert_close(runner(inputs), want, rtol=0, atol=0)
+        assert not torch.allclose(padded(inputs), want)  # buckets would have changed the result
+    assert made == [{"inputs": (1, 150), "frames": (1,)}, {"inputs": (3, 150), "frames": (3,)}, {"inputs": (2, 120), "frames": (2,)}]
+    assert list(runner.pool) == [(1, 150), (2, 120)]  # one entry per shape, least recently used evicted
+    big = {"inputs": torch.randn(5, 150, generator=g), "frames": torch.full((5,), 7)}
+    torch.testing.assert_close(runner(big), core(**big))  # beyond the bounds: eager, nothing captured
+    assert len(made) == 3
+
+
+def test_make_runner_gives_cudagraph_cores_that_padding_changes_exact_shapes(monkeypatch):
+    built = {}
+
+    class FakeGraphRunner:  # CudaGraphRunner needs a GPU; the choice of policy is what is tested
+        def __init__(self, core, specs, buckets, *, max_graphs):
+            built.update(buckets=buckets, max_graphs=max_graphs)
+
+    monkeypatch.setattr(backends, "CudaGraphRunner", FakeGraphRunner)
+    cuda = torch.device("cuda")
+    buckets = Buckets(batch=(1, 8), length=(16000, 32000))
+    make_runner(TimeNormalised(), "cudagraph", cuda, specs={}, buckets=buckets, graph_safe=False, max_graphs=3)
+    assert built == {"buckets": ExactShapes(max_batch=8, max_length=32000), "max_graphs": 3}
+    make_runner(TimeNormalised(), "cudagraph", cuda, specs={}, buckets=buckets)
+    assert built["buckets"] is buckets
+    assert isinstance(make_runner(TimeNormalised(), "auto", cuda, specs={}, buckets=buckets, graph_safe=False), backends.Runner)
+    with pytest.raises(UnsupportedError, match="features change with padding"):
+        make_runner(TimeNormalised(), "tensorrt", cuda, specs={}, graph_safe=False)

@@ -1,15 +1,11 @@
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from fastdaf import DAFConfig
-from fastdaf.bench import head_callables, main, random_features, random_head
-
-REPO = Path(__file__).resolve().parents[1]
+from fastdaf.bench import bench_e2e, head_callables, main, random_features, random_head
+from fastdaf.errors import InputError
 
 
 def test_bench_head_cli_json_on_cpu(capsys):
@@ -48,16 +44,6 @@ def test_bench_bad_arguments_exit_2(argv, words, capsys):
     assert words in capsys.readouterr().err
 
 
-def test_gpu_check_smoke_runs_its_code_paths(tmp_path):
-    env = {"TRITON_INTERPRET": "1", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--smoke", "--iters", "3", "--out", str(tmp_path)],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert report["validation"] and all(r["ok"] and r["all_written"] for r in report["validation"])
-    assert {r["batch"] for r in report["timing"]} == {1, 3}
-
-
 def test_bench_e2e_on_cpu(tiny_models, tmp_path, capsys):
     plot = tmp_path / "e2e.png"
     code = main(["e2e", "--device", "cpu", "--backends", "eager", "cudagraph", "--batch-sizes", "1", "2", "--tokens", "8",
@@ -74,3 +60,15 @@ def test_bench_e2e_on_cpu(tiny_models, tmp_path, capsys):
     skipped = [r for r in rows if r["backend"] == "cudagraph"]
     assert len(skipped) == 1 and "runs on CUDA" in skipped[0]["skipped"]
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_e2e_head_choice_gives_the_all_eager_row(tiny_models):
+    cpu = torch.device("cpu")
+    options = dict(text_model=tiny_models["bert"], tokens=8, seconds=0.5, warmup=1, iters=2)
+    (row,) = bench_e2e(cpu, ["eager"], [2], head="eager", **options)
+    assert (row["backend"], row["head"]) == ("eager", "eager") and row["head_p50_us"] > 0
+    with pytest.raises(InputError, match="head 'fast'"):
+        bench_e2e(cpu, ["eager"], [1], head="fast", **options)
+    code = main(["e2e", "--device", "cpu", "--backends", "eager", "--batch-sizes", "1", "--tokens", "8", "--audio-seconds", "0.5",
+                 "--text-model", tiny_models["bert"], "--head", "eager", "--warmup", "1", "--iters", "2", "--json"])
+    assert code == 0
