@@ -20,6 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .offline import SHARED_MEMORY_LIMIT
+
 ACTIVATION_IDS = {"gelu": 0, "relu": 1, "tanh": 2, "silu": 3}
 FUSION_IDS = {"dynamic": 0, "static": 1, "mean": 2}
 NEG_INIT = tl.constexpr(-1.0e30)  # finite start of the running max, so exp(running - new) never sees inf - inf
@@ -197,10 +199,12 @@ NUM_STAGES = 2
 # fp16 inputs (whose fused vector is fp16) and at most two modalities, 32 values spill nothing.
 MAX_VALUES_PER_THREAD = 16
 MAX_VALUES_PER_THREAD_FP16_TWO_MODALITIES = 32
+# Before Hopper (no wgmma), tiles of 64 or more rows spill 16-700 bytes even at 16 values a thread
+# (sm_80, measured the same way); 32 rows do not.
+MAX_ROWS_BEFORE_HOPPER = 32
 # Where no tile stays under it (P=512), the 16-row 8-warp tile: the least spilling one measured
 # (16 warps cap ptxas at 128 registers and spill more; one stage spills more).
 FALLBACK_ROWS, FALLBACK_WARPS = 16, 8
-H100_SHARED_MEMORY = 232_448
 
 
 def block_k_for(weight_bytes: int) -> int:
@@ -230,8 +234,10 @@ def shared_memory_estimate(block_b: int, block_k: int, p_pad: int, block_a: int,
 
 
 def tile_fits(block_b: int, num_warps: int, *, p_pad: int, block_a: int, block_h: int, no_pad: int, weight_bytes: int,
-              converts_input: bool, n_modalities: int, shared_limit: int = H100_SHARED_MEMORY) -> bool:
+              converts_input: bool, n_modalities: int, arch: int, shared_limit: int) -> bool:
     """A tile is kept when its big tiles stay in registers and its shared memory fits the device."""
+    if arch < 90 and block_b > MAX_ROWS_BEFORE_HOPPER:
+        return False
     block_k = block_k_for(weight_bytes)
     per_thread = (block_b * p_pad + (block_b * block_k if converts_input else 0)) // (32 * num_warps)
     limit = MAX_VALUES_PER_THREAD_FP16_TWO_MODALITIES if weight_bytes == 2 and n_modalities <= 2 else MAX_VALUES_PER_THREAD
@@ -248,13 +254,17 @@ def _all_tiles(weight_bytes: int) -> list[dict[str, int]]:
 
 
 def feasible_tiles(projection_size: int, dtype: torch.dtype, *, n_modalities: int = 4, attention_size: int = 64, hidden_size: int = 128,
-                   n_outputs: int = 1, shared_limit: int = H100_SHARED_MEMORY, batch: int | None = None) -> list[dict[str, int]]:
+                   n_outputs: int = 1, arch: int = 90, shared_limit: int | None = None, batch: int | None = None) -> list[dict[str, int]]:
     """The tiles the autotuner may choose for this head shape, input dtype and number of given
-    modalities (each usable as a pinned `block_config`); never empty: if none fits, the fallback tile."""
+    modalities on a GPU of compute capability `arch` x10 (each usable as a pinned `block_config`);
+    never empty: if none fits, the fallback tile. shared_limit: the device's per-block shared
+    memory (default: that of an H100 for arch >= 90, of an A100 below)."""
+    if shared_limit is None:
+        shared_limit = SHARED_MEMORY_LIMIT[90 if arch >= 90 else 80]
     p_pad = _pow2(projection_size)
     weight_bytes = 2 if dtype == torch.float16 else 4  # bf16 inputs run on fp32 weights (fastdaf.fused)
     shape = dict(p_pad=p_pad, block_a=chunk_size(attention_size, p_pad), block_h=chunk_size(hidden_size, p_pad),
-                 no_pad=_pow2(n_outputs), weight_bytes=weight_bytes, converts_input=dtype == torch.bfloat16, n_modalities=n_modalities, shared_limit=shared_limit)
+                 no_pad=_pow2(n_outputs), weight_bytes=weight_bytes, converts_input=dtype == torch.bfloat16, n_modalities=n_modalities, arch=arch, shared_limit=shared_limit)
     rows_cap = max(16, triton.next_power_of_2(batch)) if batch is not None else None
     kept = [t for t in _all_tiles(weight_bytes)
             if tile_fits(t["BLOCK_B"], t["num_warps"], **shape) and (rows_cap is None or t["BLOCK_B"] <= rows_cap)]
@@ -267,16 +277,14 @@ def _tuning_configs() -> list[triton.Config]:
             for weight_bytes in (4, 2) for t in _all_tiles(weight_bytes)]
 
 
-_SHARED_LIMITS: dict[int, int] = {}
-
-
-def _device_shared_limit() -> int:
+def _current_device() -> dict[str, int]:
+    """The current device's architecture and per-block shared memory (read per call: cheap, and
+    right when the target changes, as it does under fastdaf.kernels.offline)."""
     from triton.runtime.driver import driver
 
-    device = driver.active.get_current_device()
-    if device not in _SHARED_LIMITS:
-        _SHARED_LIMITS[device] = int(driver.active.utils.get_device_properties(device)["max_shared_mem"])
-    return _SHARED_LIMITS[device]
+    active = driver.active
+    device = active.get_current_device()
+    return {"arch": active.get_current_target().arch, "shared_limit": int(active.utils.get_device_properties(device)["max_shared_mem"])}
 
 
 def _prune(configs, named_args, **kwargs):
@@ -284,7 +292,7 @@ def _prune(configs, named_args, **kwargs):
     and are not far larger than the batch."""
     given = sum(bool(kwargs[f"USE{i}"]) for i in range(4))
     tiles = feasible_tiles(kwargs["P"], named_args["x0_ptr"].dtype, n_modalities=given, attention_size=kwargs["A"],
-                           hidden_size=kwargs["H"], n_outputs=kwargs["NO"], shared_limit=_device_shared_limit(), batch=named_args["B"])
+                           hidden_size=kwargs["H"], n_outputs=kwargs["NO"], batch=named_args["B"], **_current_device())
     wanted = {(t["BLOCK_B"], t["BLOCK_K"], t["num_warps"]) for t in tiles}
     return [c for c in configs if (c.kwargs["BLOCK_B"], c.kwargs["BLOCK_K"], c.num_warps) in wanted]
 

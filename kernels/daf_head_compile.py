@@ -65,9 +65,8 @@ def _torch_dtype(name: str):
 def densest_tile(projection_size: int, dtype: str, arch: int, **shape) -> dict:
     """The kept tile with the most values per thread (the one most likely to spill)."""
     from .daf_head import feasible_tiles
-    from .offline import SHARED_MEMORY_LIMIT
 
-    tiles = feasible_tiles(projection_size, _torch_dtype(dtype), shared_limit=SHARED_MEMORY_LIMIT[arch], **shape)
+    tiles = feasible_tiles(projection_size, _torch_dtype(dtype), arch=arch, **shape)
     return max(tiles, key=lambda t: (t["BLOCK_B"] / t["num_warps"], t["BLOCK_B"]))
 
 

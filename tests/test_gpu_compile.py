@@ -75,7 +75,7 @@ def test_every_tile_the_autotuner_may_choose_was_compiled(report, arch, dtype):
     for v in sweep:
         compiled = {(k["BLOCK_B"], k["BLOCK_K"], k["num_warps"], k["num_stages"]) for k in report[v.id]["kernels"]}
         expected = {(t["BLOCK_B"], t["BLOCK_K"], t["num_warps"], t["num_stages"])
-                    for t in feasible_tiles(v.projection_size, torch_dtype, n_modalities=v.n_modalities, shared_limit=SHARED_MEMORY_LIMIT[arch])}
+                    for t in feasible_tiles(v.projection_size, torch_dtype, n_modalities=v.n_modalities, arch=arch)}
         assert compiled == expected, (v.id, compiled, expected)
 
 
