@@ -1,6 +1,9 @@
 """The one fastdaf checkpoint format: a directory with `config.json` and `model.safetensors`.
 
 safetensors holds only raw tensors, so loading a checkpoint never runs code (nothing is unpickled).
+Nothing is allocated before it is validated: config.json (at most MAX_CONFIG_BYTES) must give head
+sizes within fastdaf.config's limits (MAX_INPUT_DIM, MAX_LAYER_SIZE, MAX_OUTPUTS, MAX_WEIGHTS), and
+model.safetensors's header (names, shapes, dtypes) must match them before any tensor is read.
 Every problem found while loading is a CheckpointError naming the file or tensor, and what was
 expected against what was found.
 """
@@ -13,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from .config import DAFConfig
 from .errors import CheckpointError, ConfigError
@@ -23,6 +26,7 @@ FORMAT = "fastdaf-daf-head"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+MAX_CONFIG_BYTES = 16 << 20  # config.json (the bundled model's is 4 KB); head sizes are bounded in fastdaf.config
 
 
 def save_checkpoint(
@@ -53,15 +57,42 @@ def _checkpoint_dir(directory: str | Path) -> Path:
     return directory
 
 
+def _read_json(path: Path) -> Any:
+    """config.json parsed, refusing oversized or too deeply nested files with a CheckpointError."""
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"{path} is {size:,} bytes; a checkpoint config.json is at most {MAX_CONFIG_BYTES:,}")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise CheckpointError(f"{path} nests JSON too deeply to read; a checkpoint config.json is a few levels deep") from exc
+
+
+def _check_encoders(path: Path, extra: Mapping[str, Any]) -> None:
+    """`extra.encoders`, when recorded, maps modality names to encoder specs (what FeatureExtractor.spec() writes)."""
+    encoders = extra.get("encoders")
+    if encoders is None:
+        return
+    accepted = ("an object mapping a modality name to an encoder spec: a string (e.g. 'default', 'acoustic', "
+                "'precomputed:74', a model path) or an object with 'kind' as FeatureExtractor.spec() writes")
+    if not isinstance(encoders, dict):
+        raise CheckpointError(f"{path}: 'extra.encoders' is a {type(encoders).__name__}; expected {accepted}")
+    for name, spec in encoders.items():
+        if not isinstance(spec, (str, dict)):
+            raise CheckpointError(f"{path}: 'extra.encoders.{name}' is a {type(spec).__name__}; expected {accepted}")
+
+
 def read_config(directory: str | Path) -> tuple[DAFConfig, dict[str, Any]]:
-    """Read and validate `config.json`; returns the head config and the `extra` record."""
+    """Read and validate `config.json`; returns the head config and the `extra` record.
+
+    The config's sizes are checked against fastdaf.config's limits here, before any weight exists.
+    """
     path = _checkpoint_dir(directory) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(directory)!r} has no {CONFIG_FILE}")
-    try:
-        meta = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    meta = _read_json(path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(f"{path}: expected format {FORMAT!r}, found {found!r}")
@@ -77,7 +108,29 @@ def read_config(directory: str | Path) -> tuple[DAFConfig, dict[str, Any]]:
     extra = meta.get("extra", {})
     if not isinstance(extra, dict):
         raise CheckpointError(f"{path}: 'extra' must be an object, found {type(extra).__name__}")
+    _check_encoders(path, extra)
     return config, extra
+
+
+def _check_header(path: Path, f: Any, expected: Mapping[str, torch.Tensor]) -> None:
+    """Names, shapes and dtypes from the safetensors header against `expected`, before any tensor is read.
+
+    The header is metadata: a file claiming a huge tensor is refused without allocating it.
+    """
+    names = set(f.keys())
+    missing = sorted(set(expected) - names)
+    extra = sorted(names - set(expected))
+    if missing:
+        raise CheckpointError(f"{path}: missing tensor(s) {missing} that the config requires")
+    if extra:
+        raise CheckpointError(f"{path}: unexpected tensor(s) {extra} that the config does not define")
+    for name, want in expected.items():
+        info = f.get_slice(name)
+        shape, dtype = list(info.get_shape()), info.get_dtype()
+        if shape != list(want.shape):
+            raise CheckpointError(f"{path}: tensor {name!r} has shape {shape}, expected {list(want.shape)}")
+        if not (dtype.startswith("F") or dtype == "BF16"):
+            raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype}, expected a floating-point dtype (F16, BF16, F32, F64)")
 
 
 def read_state(directory: str | Path, expected: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -86,22 +139,13 @@ def read_state(directory: str | Path, expected: Mapping[str, torch.Tensor]) -> d
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(directory)!r} has no {WEIGHTS_FILE}")
     try:
-        state = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            _check_header(path, f, expected)
+            state = {name: f.get_tensor(name) for name in expected}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is corrupt or not a safetensors file: {exc}") from exc
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    if missing:
-        raise CheckpointError(f"{path}: missing tensor(s) {missing} that the config requires")
-    if extra:
-        raise CheckpointError(f"{path}: unexpected tensor(s) {extra} that the config does not define")
     for name, want in expected.items():
-        got = state[name]
-        if tuple(got.shape) != tuple(want.shape):
-            raise CheckpointError(f"{path}: tensor {name!r} has shape {list(got.shape)}, expected {list(want.shape)}")
-        if not got.is_floating_point():
-            raise CheckpointError(f"{path}: tensor {name!r} has dtype {got.dtype}, expected a floating-point dtype")
-        if not bool(torch.isfinite(got).all()):
+        if not bool(torch.isfinite(state[name]).all()):
             raise CheckpointError(f"{path}: tensor {name!r} holds NaN or infinite values")
-        state[name] = got.to(want.dtype)
+        state[name] = state[name].to(want.dtype)
     return state

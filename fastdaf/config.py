@@ -14,6 +14,12 @@ from .errors import ConfigError
 FUSION_MODES = ("dynamic", "static", "mean", "concat")
 ACTIVATIONS = ("gelu", "relu", "tanh", "silu")
 MAX_MODALITIES = 4
+# Size limits, checked before any weight is allocated (a checkpoint's config.json is untrusted input).
+# Generous for real models: encoders give 35..4096-d features and the heads use layers of 64..1024.
+MAX_INPUT_DIM = 65_536  # input dimension of one modality
+MAX_LAYER_SIZE = 8_192  # projection_size, attention_size, hidden_size
+MAX_OUTPUTS = 64  # n_outputs
+MAX_WEIGHTS = 1 << 26  # numbers in the head's parameters and buffers (67,108,864: 256 MiB as float32)
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
@@ -77,6 +83,11 @@ class DAFConfig:
     def n_modalities(self) -> int:
         return len(self.modalities)
 
+    @property
+    def n_weights(self) -> int:
+        """Numbers the head stores (parameters and standardisation buffers); at most MAX_WEIGHTS."""
+        return n_weights(self.modalities, self.projection_size, self.attention_size, self.hidden_size, self.n_outputs, self.fusion)
+
     # --------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -126,12 +137,11 @@ def _validated(v: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(
                 f"modality name {name!r} is not accepted: use lower-case letters, digits and '_', starting with a letter"
             )
-        clean[name] = _positive_int(f"input dimension of modality {name!r}", dim)
+        clean[name] = _positive_int(f"input dimension of modality {name!r}", dim, high=MAX_INPUT_DIM)
     v["modalities"] = clean
-    v["projection_size"] = _positive_int("projection_size", v["projection_size"])
-    v["attention_size"] = _positive_int("attention_size", v["attention_size"])
-    v["hidden_size"] = _positive_int("hidden_size", v["hidden_size"])
-    v["n_outputs"] = _positive_int("n_outputs", v["n_outputs"], high=64)
+    for size in ("projection_size", "attention_size", "hidden_size"):
+        v[size] = _positive_int(size, v[size], high=MAX_LAYER_SIZE)
+    v["n_outputs"] = _positive_int("n_outputs", v["n_outputs"], high=MAX_OUTPUTS)
 
     names = v["output_names"]
     if names is None:
@@ -155,4 +165,25 @@ def _validated(v: dict[str, Any]) -> dict[str, Any]:
     v["temperature"] = float(temp)
     if v["fusion"] not in FUSION_MODES:
         raise ConfigError(f"fusion {v['fusion']!r} is not accepted; choose one of {list(FUSION_MODES)}")
+    weights = n_weights(clean, v["projection_size"], v["attention_size"], v["hidden_size"], v["n_outputs"], v["fusion"])
+    if weights > MAX_WEIGHTS:
+        raise ConfigError(
+            f"this head would hold {weights:,} weights, more than the {MAX_WEIGHTS:,} accepted; "
+            "use smaller input dimensions or projection_size/hidden_size"
+        )
     return v
+
+
+def n_weights(modalities: Mapping[str, int], projection: int, attention: int, hidden: int, n_outputs: int, fusion: str) -> int:
+    """Numbers in a DAF head's parameters and buffers, as `fastdaf.head.DAFHead` lays them out.
+
+    Lets a config be refused for its size before any memory is allocated for it.
+    """
+    dims = modalities.values()
+    count = sum((d + 1) * projection + 2 * d for d in dims)  # projection layers + standardisation mean/std
+    if fusion == "dynamic":
+        count += (projection + 1) * attention + attention  # score_hidden + score_out (no bias)
+    elif fusion == "static":
+        count += len(modalities)  # static_logits
+    fused = projection * len(modalities) if fusion == "concat" else projection
+    return count + (fused + 1) * hidden + (hidden + 1) * n_outputs  # mlp_hidden + mlp_out

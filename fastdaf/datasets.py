@@ -44,7 +44,11 @@ bad arguments raise `InputError`.
    Reading a pickle can run code, so the file is read by `SafeUnpickler`, which admits only what numpy
    arrays, lists, dicts, sets, tuples, strings and numbers need and refuses every other global with an
    `UnsafePickleError` naming the refused `module.name`, before anything of it runs. Object-dtype arrays
-   holding anything but `str` are refused too.
+   holding anything but `str` are refused too. Admitted constructors build only from data in the file
+   (`bytes(n)`, `bytearray(n)`, `numpy.ndarray(shape)` would allocate from a count and are refused). The
+   loaded structure is then walked once, each shared sub-object once, and refused if it has a cycle,
+   nests deeper than `MAX_PICKLE_DEPTH` (64) or holds more than `MAX_PICKLE_ITEMS` (10,000,000)
+   list/tuple/set/dict items counting a shared sub-object at each use (numpy and repr would expand it).
 
 3. CMU-MultimodalSDK computational sequences (`load_csd_folder`)
    Each `.csd` file is HDF5: one top-level group `<root>` holding `data/<video_id>/features` ([T, D]
@@ -71,6 +75,12 @@ bad arguments raise `InputError`.
    standard test fold is whatever remains. The default folder is `../shared/data/cmu-mosei-text`
    relative to the repository root; if it is missing (and no folds or folder were given), every video is
    put in "train" and `info["folds"]` says so. A folder passed explicitly must exist.
+   Limits, checked from the HDF5 metadata before anything is read (a small file can claim huge
+   datasets): no soft or external links and no dataset stored outside the file (external storage,
+   virtual datasets), anywhere in the file; per video at most `MAX_CSD_VALUES` (2**26) feature values
+   and `MAX_INPUT_DIM` (65,536) columns; at most `MAX_CSD_SEGMENTS` (200,000) labelled segments and
+   `MAX_CSD_LABEL_COLUMNS` (64) label columns; segments x columns of a pooled modality at most
+   `MAX_CSD_POOLED_VALUES` (2**28). Metadata entries over `MAX_CSD_METADATA_BYTES` (1 MiB) are skipped.
 
 `detect_dataset_kind(path)` tells the CLI which of these readers (or `FeatureSet.load`) fits a path.
 """
@@ -87,6 +97,7 @@ import io
 import math
 import pickle
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,6 +105,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import MAX_INPUT_DIM
 from .errors import FeatureFileError, InputError
 from .features import FeatureSet
 
@@ -113,6 +125,18 @@ _TEXT_COLUMNS = ("sentence", "text")
 _LABEL_COLUMNS = ("polarity", "label")
 _SEGMENT_ID = re.compile(r"^(.+)\[(\d+)\]$")
 _POOL_BYTES = 1 << 26  # float64 working set per pooling chunk
+MAX_PICKLE_DEPTH = 64  # nesting of containers in a data pickle (MMSA files nest 3 levels)
+MAX_PICKLE_ITEMS = 10_000_000  # list/dict/set items, shared sub-objects counted at each use (MMSA: ~10**5)
+# .csd limits, checked from HDF5 metadata before anything is read (a small file can claim huge datasets).
+# CMU-MOSEI: 23,453 segments, 7 label columns, <= 709 feature columns, videos of <= ~60k rows.
+MAX_CSD_VALUES = 1 << 26  # values in one video's features (67,108,864: 512 MiB as float64)
+MAX_CSD_SEGMENTS = 200_000  # labelled segments in a folder
+MAX_CSD_LABEL_COLUMNS = 64  # columns of the labels file
+MAX_CSD_POOLED_VALUES = 1 << 28  # segments x feature columns of one pooled modality (1 GiB as float32)
+MAX_CSD_METADATA_BYTES = 1 << 20  # one metadata entry; larger ones are skipped (metadata is informational)
+_CSD_PLAIN = ".csd entries must be plain groups and datasets inside the file (links are never followed)"
+_SHORT = reprlib.Repr()  # bounded reprs of pickle data in messages: a key may be a huge nested tuple
+_SHORT.maxstring = _SHORT.maxother = 60
 
 
 class UnsafePickleError(FeatureFileError):
@@ -278,16 +302,56 @@ def _latin1_bytes(text: Any, encoding: Any = "latin1") -> bytes:
     return text.encode("latin-1")
 
 
+def _from_bytes(kind: type) -> Any:
+    """`bytes` / `bytearray` rebuilt from data in the file; `bytes(n)` would allocate n bytes from a few."""
+
+    def build(*args: Any) -> Any:
+        if args and isinstance(args[0], int):
+            raise pickle.UnpicklingError(f"{kind.__name__}({args[0]}) allocates from a count, not data; refused")
+        return kind(*args)
+
+    return build
+
+
+class _ArrayType:
+    """Stands in for `numpy.ndarray`, which a data pickle names only as `_reconstruct`'s first argument."""
+
+    def __call__(self, *args: Any) -> Any:
+        raise pickle.UnpicklingError("numpy.ndarray(...) allocates from a shape, not data; refused")
+
+
+_ARRAY_TYPE = _ArrayType()
+
+
+def _empty_array(numpy_reconstruct: Any) -> Any:
+    """numpy's `_reconstruct`, admitted as numpy pickles use it: an empty array that the file's bytes then fill.
+
+    A non-empty shape would allocate memory the file does not hold (a few bytes asking for gigabytes).
+    """
+
+    def build(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        if subtype is not _ARRAY_TYPE or not isinstance(shape, tuple) or 0 not in shape:
+            raise pickle.UnpicklingError(f"_reconstruct is admitted only for an empty numpy.ndarray, got shape {shape!r}")
+        return numpy_reconstruct(np.ndarray, shape, dtype)
+
+    return build
+
+
 def _safe_globals() -> dict[tuple[str, str], Any]:
-    """The only globals a data pickle may name: numpy array rebuilding, plain containers, numbers, strings."""
+    """The only globals a data pickle may name: numpy array rebuilding, plain containers, numbers, strings.
+
+    Each admitted callable builds only from data present in the file, so memory use stays bounded by it.
+    """
     np_int = _numpy_internals()
-    table: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    table: dict[tuple[str, str], Any] = {("numpy", "ndarray"): _ARRAY_TYPE, ("numpy", "dtype"): np.dtype}
     for core in ("numpy.core", "numpy._core"):
-        table[(f"{core}.multiarray", "_reconstruct")] = np_int["_reconstruct"]
+        table[(f"{core}.multiarray", "_reconstruct")] = _empty_array(np_int["_reconstruct"])
         table[(f"{core}.multiarray", "scalar")] = np_int["scalar"]
         table[(f"{core}.numeric", "_frombuffer")] = np_int["_frombuffer"]
-    for name in ("list", "dict", "set", "frozenset", "tuple", "str", "int", "float", "complex", "bool", "bytes", "bytearray"):
+    for name in ("list", "dict", "set", "frozenset", "tuple", "str", "int", "float", "complex", "bool"):
         table[("builtins", name)] = getattr(builtins, name)
+    table[("builtins", "bytes")] = _from_bytes(bytes)
+    table[("builtins", "bytearray")] = _from_bytes(bytearray)
     table[("collections", "OrderedDict")] = collections.OrderedDict
     table[("_codecs", "encode")] = _latin1_bytes
     return table
@@ -321,25 +385,95 @@ class SafeUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"{self.source}: refused a persistent reference {pid!r}: only plain data is admitted")
 
 
-def _check_plain_data(obj: Any, source: str, where: str, depth: int = 0) -> None:
-    """Walk the loaded structure; object arrays may hold only strings (anything else is not plain data)."""
-    if depth > 64:
-        raise FeatureFileError(f"{source}: data nested deeper than 64 levels at {where}")
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.kind == "O":
-            for i, item in enumerate(obj.reshape(-1).tolist()):
-                if not isinstance(item, str):
-                    raise UnsafePickleError(
-                        f"{source}: object array at {where} holds a {type(item).__name__} at flat index {i}; "
-                        "object arrays may hold only strings"
-                    )
-        return
+def _check_object_array(arr: np.ndarray, source: str, where: str) -> None:
+    """Object arrays may hold only strings (anything else is not plain data)."""
+    for i, item in enumerate(arr.reshape(-1).tolist()):
+        if not isinstance(item, str):
+            raise UnsafePickleError(
+                f"{source}: object array at {where} holds a {type(item).__name__} at flat index {i}; "
+                "object arrays may hold only strings"
+            )
+
+
+def _members(obj: Any) -> Any:
+    """(child, step) of a container, the step naming it lazily; dict keys are walked too (a key can be a nested tuple)."""
     if isinstance(obj, Mapping):
         for key, value in obj.items():
-            _check_plain_data(value, source, f"{where}/{key}", depth + 1)
-    elif isinstance(obj, (list, tuple, set, frozenset)):
+            yield key, (" key ", key)
+            yield value, ("/", key)
+    else:
         for i, value in enumerate(obj):
-            _check_plain_data(value, source, f"{where}[{i}]", depth + 1)
+            yield value, ("[", i)
+
+
+def _place(where: str, step: tuple[str, Any] | None) -> str:
+    """`where` extended by one step (if any), with a bounded rendering of the key."""
+    if step is None:
+        return where
+    sep, name = step
+    if sep == "[":
+        return f"{where}[{name}]"
+    return where + sep + (name if isinstance(name, str) and len(name) <= 60 else _SHORT.repr(name))
+
+
+def _check_plain_data(obj: Any, source: str, where: str) -> None:
+    """Check a loaded pickle is plain data that readers can walk: no cycles, bounded depth and size.
+
+    A pickle stores a shared sub-object once, so 40 levels of `[x, x]` fit in a few hundred bytes but
+    stand for 2**40 items to anything that walks them as a tree (numpy, repr). Each container is
+    therefore visited once (by id, with an explicit stack, so depth cannot exhaust Python's), and its
+    depth and unshared size are computed from its members' and bounded by `MAX_PICKLE_DEPTH` and
+    `MAX_PICKLE_ITEMS`. Object arrays may hold only strings.
+    """
+    done: dict[int, tuple[int, int]] = {}  # id -> (depth, unshared size) of each finished container
+    open_ids: set[int] = set()  # containers on the current path: meeting one again is a cycle
+    frames: list[list[Any]] = []  # [container, where, members, depth, size]
+
+    def visit(node: Any, where: str, step: tuple[str, Any] | None) -> tuple[int, int] | None:
+        """(depth, size) of a leaf or a finished container; None once a new container is pushed.
+
+        The place is put into words only when needed: most members are leaves."""
+        if isinstance(node, np.ndarray):
+            if node.dtype.kind == "O" and id(node) not in done:
+                _check_object_array(node, source, _place(where, step))
+                done[id(node)] = (0, 1)
+            return 0, 1
+        if not isinstance(node, (Mapping, list, tuple, set, frozenset)):
+            return 0, 1
+        if id(node) in done:
+            return done[id(node)]
+        if id(node) in open_ids:
+            raise FeatureFileError(f"{source}: {_place(where, step)} contains itself; plain data holds no cycles")
+        if len(frames) >= MAX_PICKLE_DEPTH:
+            raise FeatureFileError(f"{source}: data nested deeper than {MAX_PICKLE_DEPTH} levels at {_place(where, step)}")
+        open_ids.add(id(node))
+        frames.append([node, _place(where, step), _members(node), 0, 1])
+        return None
+
+    visit(obj, where, None)
+    while frames:
+        frame = frames[-1]
+        child, step = next(frame[2], (None, None))
+        if step is not None:
+            found = visit(child, frame[1], step)
+        else:
+            frames.pop()
+            open_ids.discard(id(frame[0]))
+            found = done[id(frame[0])] = (frame[3] + 1, frame[4])
+            if not frames:
+                return
+            frame = frames[-1]
+        if found is None:
+            continue
+        depth, size = found
+        frame[3], frame[4] = max(frame[3], depth), frame[4] + size
+        if len(frames) + depth > MAX_PICKLE_DEPTH:
+            raise FeatureFileError(f"{source}: data nested deeper than {MAX_PICKLE_DEPTH} levels at {frame[1]}")
+        if frame[4] > MAX_PICKLE_ITEMS:
+            raise FeatureFileError(
+                f"{source}: {frame[1]} stands for more than {MAX_PICKLE_ITEMS:,} items once the sub-objects it shares "
+                "are counted each time they are used; data pickles hold numpy arrays, not such lists"
+            )
 
 
 def safe_load_pickle(path: str | Path) -> Any:
@@ -443,7 +577,7 @@ def _pool_mmsa_split(path: Path, split: str, part: Mapping[str, Any]) -> dict[st
         raise FeatureFileError(f"{path}: split {split!r} has {len(ids_list)} ids for {n} rows of 'text'")
     for i, v in enumerate(ids_list):
         if not isinstance(v, str):
-            raise FeatureFileError(f"{path}: split {split!r}, id of row {i} is a {type(v).__name__} ({v!r}), expected a string")
+            raise FeatureFileError(f"{path}: split {split!r}, id of row {i} is a {type(v).__name__} ({_SHORT.repr(v)}), expected a string")
     labels = _mmsa_array(part, "regression_labels", path, split).astype(np.float64)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
@@ -590,6 +724,55 @@ def _metadata_text(value: Any) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
+def _csd_nbytes(shape: Any, dtype: np.dtype) -> int:
+    """Bytes that reading an HDF5 dataset or attribute of this shape would take (shape is metadata)."""
+    return math.prod(shape or ()) * dtype.itemsize
+
+
+def _csd_entry(group: Any, name: str, path: Path) -> Any:
+    """`group[name]` (None when absent), refusing links and data kept outside the file before following them.
+
+    Following them would read another file (another HDF5 file silently, /etc/passwd, any file named by
+    an external storage list); the CMU-MultimodalSDK writes only plain groups and datasets. The link
+    is inspected with the low-level API, which (unlike `name in group`) never resolves it.
+    """
+    h5py = _h5py()
+    key = name.encode("utf-8")
+    if not group.id.links.exists(key):
+        return None
+    kind = group.id.links.get_info(key).type
+    if kind != h5py.h5l.TYPE_HARD:
+        where = f"{group.name.rstrip('/')}/{name}"
+        if kind == h5py.h5l.TYPE_EXTERNAL:
+            filename, target = (v.decode("utf-8", "replace") for v in group.id.links.get_val(key))
+            raise FeatureFileError(f"{path}: {where} is an external link to {filename}:{target}; {_CSD_PLAIN}")
+        if kind == h5py.h5l.TYPE_SOFT:
+            raise FeatureFileError(f"{path}: {where} is a soft link to {group.id.links.get_val(key).decode('utf-8', 'replace')}; {_CSD_PLAIN}")
+        raise FeatureFileError(f"{path}: {where} is a user-defined link (type {kind}); {_CSD_PLAIN}")
+    entry = group[name]
+    if isinstance(entry, h5py.Dataset) and (entry.is_virtual or entry.external):
+        raise FeatureFileError(
+            f"{path}: dataset {entry.name} keeps its data in other files (external storage or a virtual dataset); {_CSD_PLAIN}"
+        )
+    return entry
+
+
+@dataclasses.dataclass
+class _CsdVideo:
+    """One video's `features` [T, D] and `intervals` [T, 2] datasets, shapes and dtypes checked but not read."""
+
+    features: Any
+    intervals: Any
+    where: str
+
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        """features (float64) and intervals (float64, finite)."""
+        feats, intervals = self.features[()].astype(np.float64), self.intervals[()].astype(np.float64)
+        if not np.all(np.isfinite(intervals)):
+            raise FeatureFileError(f"{self.where}/intervals row {int(np.argwhere(~np.isfinite(intervals))[0, 0])} is not finite")
+        return feats, intervals
+
+
 @dataclasses.dataclass
 class _CsdFile:
     """An open computational sequence: its `data` group, root name and metadata strings."""
@@ -599,25 +782,48 @@ class _CsdFile:
     data: Any
     metadata: dict[str, str]
 
-    def video(self, vid: str) -> tuple[np.ndarray, np.ndarray]:
-        """features [T, D] (float64) and intervals [T, 2] of one video, shape-checked."""
-        group = self.data[vid]
+    def open(self, vid: str) -> _CsdVideo:
+        """A video's datasets (a name under `data`), checked from HDF5 metadata before anything is read."""
+        group = _csd_entry(self.data, vid, self.path)
         where = f"{self.path}: /{self.root}/data/{vid}"
         h5py = _h5py()
-        if not isinstance(group, h5py.Group) or "features" not in group or "intervals" not in group:
+        feats = _csd_entry(group, "features", self.path) if isinstance(group, h5py.Group) else None
+        intervals = _csd_entry(group, "intervals", self.path) if isinstance(group, h5py.Group) else None
+        if feats is None or intervals is None:
             found = sorted(group.keys()) if isinstance(group, h5py.Group) else type(group).__name__
             raise FeatureFileError(f"{where} must be a group with 'features' and 'intervals', found {found}")
-        feats, intervals = group["features"][()], group["intervals"][()]
+        for name, ds, expected in (("features", feats, "numbers [T, D]"), ("intervals", intervals, "numbers [T, 2] (start, end seconds)")):
+            if not isinstance(ds, h5py.Dataset):
+                raise FeatureFileError(f"{where}/{name} is a {type(ds).__name__}, expected a dataset of {expected}")
         if feats.dtype.kind not in "biuf" or feats.ndim != 2:
             raise FeatureFileError(f"{where}/features is {feats.dtype} with shape {list(feats.shape)}, expected numbers [T, D]")
         if intervals.dtype.kind not in "biuf" or intervals.ndim != 2 or intervals.shape != (feats.shape[0], 2):
             raise FeatureFileError(
                 f"{where}/intervals is {intervals.dtype} {list(intervals.shape)}, expected numbers [{feats.shape[0]}, 2] (start, end seconds)"
             )
-        intervals = intervals.astype(np.float64)
-        if not np.all(np.isfinite(intervals)):
-            raise FeatureFileError(f"{where}/intervals row {int(np.argwhere(~np.isfinite(intervals))[0, 0])} is not finite")
-        return feats.astype(np.float64), intervals
+        if feats.shape[1] > MAX_INPUT_DIM or feats.size > MAX_CSD_VALUES:
+            raise FeatureFileError(
+                f"{where}/features has shape {list(feats.shape)}; accepted: at most {MAX_INPUT_DIM:,} columns and "
+                f"{MAX_CSD_VALUES:,} values per video (checked before reading)"
+            )
+        return _CsdVideo(feats, intervals, where)
+
+
+def _csd_metadata(meta: Any, path: Path) -> dict[str, str]:
+    """Metadata strings of a .csd; informational, so unreadable or oversized entries are skipped (links are refused)."""
+    h5py = _h5py()
+    out: dict[str, str] = {}
+    with contextlib.suppress(Exception):  # never fail a load over metadata attributes
+        for k in meta.attrs:
+            attr = meta.attrs.get_id(k)
+            if _csd_nbytes(attr.shape, attr.dtype) <= MAX_CSD_METADATA_BYTES:
+                out[str(k)] = _metadata_text(meta.attrs[k])
+    for k in meta:
+        entry = _csd_entry(meta, k, path)
+        if isinstance(entry, h5py.Dataset) and _csd_nbytes(entry.shape, entry.dtype) <= MAX_CSD_METADATA_BYTES:
+            with contextlib.suppress(Exception):
+                out[str(k)] = _metadata_text(entry[()])
+    return out
 
 
 def _open_csd(path: Path, stack: contextlib.ExitStack) -> _CsdFile:
@@ -629,46 +835,53 @@ def _open_csd(path: Path, stack: contextlib.ExitStack) -> _CsdFile:
         handle = stack.enter_context(h5py.File(path, "r"))
     except OSError as exc:
         raise FeatureFileError(f"{path} is not a readable HDF5 (.csd) file: {exc}") from exc
-    roots = [k for k in handle if isinstance(handle[k], h5py.Group) and isinstance(handle[k].get("data"), h5py.Group)]
+    roots = {}
+    for name in handle:
+        top = _csd_entry(handle, name, path)
+        data = _csd_entry(top, "data", path) if isinstance(top, h5py.Group) else None
+        if isinstance(data, h5py.Group):
+            roots[name] = (top, data)
     if len(roots) != 1:
         raise FeatureFileError(
             f"{path}: expected exactly one top-level group holding 'data' (/<root>/data/<video>/features), "
             f"found top-level keys {list(handle.keys())}"
         )
-    root = roots[0]
-    metadata: dict[str, str] = {}
-    meta = handle[root].get("metadata")
-    if isinstance(meta, h5py.Group):
-        with contextlib.suppress(Exception):  # informational only: never fail a load over it
-            metadata.update({str(k): _metadata_text(v) for k, v in meta.attrs.items()})
-            for k, v in meta.items():
-                if isinstance(v, h5py.Dataset):
-                    metadata[str(k)] = _metadata_text(v[()])
-    return _CsdFile(path, root, handle[root]["data"], metadata)
+    root, (top, data) = next(iter(roots.items()))
+    meta = _csd_entry(top, "metadata", path)
+    return _CsdFile(path, root, data, _csd_metadata(meta, path) if isinstance(meta, h5py.Group) else {})
+
+
+def _overlap_masks(seg: np.ndarray, intervals: np.ndarray) -> Any:
+    """(first segment, mask [segments, T]) in chunks of about 4M cells: which rows overlap each segment by > 0 s."""
+    step = max(1, (1 << 22) // max(1, intervals.shape[0]))
+    for lo in range(0, seg.shape[0], step):
+        s = seg[lo : lo + step]
+        yield lo, np.minimum(s[:, 1:2], intervals[None, :, 1]) - np.maximum(s[:, 0:1], intervals[None, :, 0]) > 0
 
 
 def _overlap_means(seg: np.ndarray, feats: np.ndarray, intervals: np.ndarray, describe: Any, zero_neg_inf: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of the feature rows overlapping each segment by > 0 s; segments with none are absent."""
-    k, t = seg.shape[0], feats.shape[0]
+    """Mean of the feature rows overlapping each segment by > 0 s; segments with none are absent.
+
+    Works chunk by chunk, so memory stays bounded however many segments and rows a video has.
+    """
     if zero_neg_inf:
         feats[feats == -np.inf] = 0.0
-    step = max(1, (1 << 22) // max(1, t))
-    masks = []
-    for lo in range(0, k, step):
-        s = seg[lo : lo + step]
-        overlap = np.minimum(s[:, 1:2], intervals[None, :, 1]) - np.maximum(s[:, 0:1], intervals[None, :, 0])
-        masks.append(overlap > 0)
-    mask = np.concatenate(masks) if masks else np.zeros((0, t), dtype=bool)
-    used = mask.any(axis=0)
+    used = np.zeros(feats.shape[0], dtype=bool)
+    for _, mask in _overlap_masks(seg, intervals):
+        used |= mask.any(axis=0)
     bad = ~np.isfinite(feats)
     bad_used = np.argwhere(bad & used[:, None])
     if bad_used.size:
         r, c = (int(v) for v in bad_used[0])
         raise FeatureFileError(describe(r, c, feats[r, c]))
     feats[bad] = 0.0  # rows no segment uses: keep them out of the matrix product (0 * nan = nan)
-    counts = mask.sum(axis=1)
-    sums = mask.astype(np.float64) @ feats
-    return np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], 0.0), counts > 0
+    means = np.zeros((seg.shape[0], feats.shape[1]))
+    counts = np.zeros(seg.shape[0], dtype=np.int64)
+    for lo, mask in _overlap_masks(seg, intervals):
+        hits = mask.sum(axis=1)
+        counts[lo : lo + len(hits)] = hits
+        means[lo : lo + len(hits)] = (mask.astype(np.float64) @ feats) / np.maximum(hits, 1)[:, None]
+    return means, counts > 0
 
 
 def _default_folds(transcripts: Path, explicit: bool) -> tuple[dict[str, str] | None, str]:
@@ -684,6 +897,15 @@ def _default_folds(transcripts: Path, explicit: bool) -> tuple[dict[str, str] | 
             raise FeatureFileError(f"{transcripts}: video {row.video!r} has segments in both split {prev!r} and {row.split!r} ({row.id})")
     names = sorted(set(video_split.values()))
     return video_split, f"from the transcript CSVs in {transcripts} ({', '.join(names)}); other videos are 'test'"
+
+
+def _pooled_matrix(n: int, width: int, path: Path) -> np.ndarray:
+    """The zeroed [segments, width] float32 result of one modality, refused before allocation when too big."""
+    if n * width > MAX_CSD_POOLED_VALUES:
+        raise FeatureFileError(
+            f"{path}: {n:,} segments x {width:,} feature columns exceed the {MAX_CSD_POOLED_VALUES:,} pooled values accepted"
+        )
+    return np.zeros((n, width), dtype=np.float32)
 
 
 def load_csd_folder(
@@ -751,7 +973,14 @@ def load_csd_folder(
             if split is None:
                 left_out.append(vid)
                 continue
-            vec, intervals = labels_file.video(vid)
+            video = labels_file.open(vid)
+            rows, columns = video.features.shape
+            if len(seg_ids) + rows > MAX_CSD_SEGMENTS or columns > MAX_CSD_LABEL_COLUMNS:
+                raise FeatureFileError(
+                    f"{labels_file.path}: video {vid!r} has labels [{rows}, {columns}] after {len(seg_ids):,} segments; "
+                    f"accepted: at most {MAX_CSD_SEGMENTS:,} labelled segments in all and {MAX_CSD_LABEL_COLUMNS} label columns"
+                )
+            vec, intervals = video.read()
             if width is None:
                 width = vec.shape[1]
             elif vec.shape[1] != width:
@@ -775,12 +1004,13 @@ def load_csd_folder(
             csd = files[modality]
             out: np.ndarray | None = None
             has = np.zeros(n, dtype=bool)
+            videos = set(csd.data)  # names only: nothing is followed or read
             for vid, seg, first in seg_video:
-                if vid not in csd.data:
+                if vid not in videos:
                     continue
-                feats, intervals = csd.video(vid)
+                feats, intervals = csd.open(vid).read()
                 if out is None:
-                    out = np.zeros((n, feats.shape[1]), dtype=np.float32)
+                    out = _pooled_matrix(n, feats.shape[1], csd.path)
                 elif feats.shape[1] != out.shape[1]:
                     raise FeatureFileError(f"{csd.path}: video {vid!r} has {feats.shape[1]} feature columns, earlier videos {out.shape[1]}")
 
@@ -792,10 +1022,10 @@ def load_csd_folder(
                 out[first : first + seg.shape[0]] = means
                 has[first : first + seg.shape[0]] = ok
             if out is None:
-                dims = {csd.video(v)[0].shape[1] for v in list(csd.data)[:1]}
-                if not dims:
+                first_video = next(iter(csd.data), None)
+                if first_video is None:
                     raise FeatureFileError(f"{csd.path}: no videos under /{csd.root}/data")
-                out = np.zeros((n, dims.pop()), dtype=np.float32)
+                out = _pooled_matrix(n, csd.open(first_video).features.shape[1], csd.path)
             features[modality], present[modality] = out, has
         metadata = {role: f.metadata for role, f in files.items() if f.metadata}
         file_names = {role: f.path.name for role, f in files.items()}

@@ -68,7 +68,7 @@ def rewrite_weights(path, change):
         (lambda p: rewrite_weights(p, lambda s: s.update(extra_tensor=torch.zeros(2))), r"unexpected tensor\(s\) \['extra_tensor'\]"),
         (lambda p: rewrite_weights(p, lambda s: s.update({"projections.audio.weight": torch.zeros(128, 7)})),
          r"'projections.audio.weight' has shape \[128, 7\], expected \[128, 6\]"),
-        (lambda p: rewrite_weights(p, lambda s: s.update({"mlp_out.bias": torch.zeros(2, dtype=torch.int64)})), "'mlp_out.bias' has dtype torch.int64"),
+        (lambda p: rewrite_weights(p, lambda s: s.update({"mlp_out.bias": torch.zeros(2, dtype=torch.int64)})), "'mlp_out.bias' has dtype I64, expected a floating-point dtype"),
         (lambda p: rewrite_weights(p, lambda s: s["input_std_audio"].fill_(float("nan"))), "'input_std_audio' holds NaN"),
         (lambda p: rewrite_config(p, lambda m: m["config"]["modalities"].update(audio=74)), r"'input_mean_audio' has shape \[6\], expected \[74\]"),
     ],
