@@ -1,15 +1,16 @@
 """The audio front-end: anything a user may hand us -> one mono float32 waveform at the encoder's rate.
 
 Accepted inputs: a path (str or os.PathLike) to a file soundfile reads (WAV, FLAC, OGG/Vorbis/Opus,
-AIFF, MP3 and the other libsndfile formats; int or float samples; any channel count), raw bytes of
-such a file (files and bytes need the `soundfile` package, imported only when one is decoded, so
+AIFF, MP3 and the other libsndfile formats; int or float samples; up to MAX_CHANNELS channels), raw
+bytes of such a file (files and bytes need the `soundfile` package, imported only when one is decoded, so
 `import fastdaf` works where it is missing, e.g. a bare GPU machine), or a numpy array / torch tensor of samples with its `sampling_rate` ([T] mono,
 [T, C] or [C, T] with C <= 8 channels). Channels are averaged; integer arrays are scaled to [-1, 1).
 
 Limits (module constants): sampling rates MIN_SAMPLING_RATE..MAX_SAMPLING_RATE Hz; at least
-MIN_SECONDS and at most MAX_SECONDS of audio. Longer clips are refused, never cut; encoders process
-long clips in windows. Every problem raises a specific `fastdaf.errors.AudioError` subclass whose
-message names the input.
+MIN_SECONDS and at most MAX_SECONDS of audio; at most MAX_CHANNELS channels. Longer clips are refused,
+never cut; encoders process long clips in windows. For files and bytes the rate, channel count and
+duration are read from the header and refused before anything is decoded. Every problem raises a
+specific `fastdaf.errors.AudioError` subclass whose message names the input.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torchaudio
 
 from .errors import (
     AudioDecodeError,
+    AudioError,
     AudioNotFoundError,
     AudioTooLongError,
     AudioTooShortError,
@@ -95,21 +97,48 @@ def _check_rate(rate, name: str) -> int:
     return rate
 
 
+def _check_channels(channels: int, name: str) -> None:
+    if channels > MAX_CHANNELS:
+        raise AudioDecodeError(f"{name}: {channels} channels; at most {MAX_CHANNELS} are accepted")
+
+
+def _check_duration(seconds: float, name: str) -> None:
+    """The upper limit only: it is what saves work when checked from a header before decoding."""
+    if seconds > MAX_SECONDS:
+        raise AudioTooLongError(f"{name}: {seconds:.1f} s of audio; at most {MAX_SECONDS:.0f} s is accepted (split longer recordings)")
+
+
 _MAGIC = (b"RIFF", b"RF64", b"fLaC", b"OggS", b"FORM", b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2", b".snd", b"caff")
+_BLOCK_FRAMES = 1 << 16  # decoded and downmixed a block at a time: peak memory is the mono result, not C times it
+
+
+def _decode_failure(exc: Exception, name: str, known_format: bool) -> AudioError:
+    """What a soundfile failure means: corrupt for an input of a known format, else an unsupported format."""
+    if not known_format:
+        return UnsupportedAudioFormatError(f"{name}: not an audio format fastdaf reads ({exc}); accepted: {', '.join(readable_formats())}")
+    return AudioDecodeError(f"{name}: cannot decode the audio, it looks corrupt or truncated ({exc})")
 
 
 def _decode(data: Union[str, io.BytesIO], name: str, *, known_format: bool) -> tuple[np.ndarray, int]:
-    """Decode with soundfile. A failure on an input of a known format means it is corrupt."""
+    """Decode with soundfile to mono float32. Rate, channel count and duration come from the header and
+    are checked before any sample is decoded: a 30-minute 8-channel file is refused at once, not after 3.7 GB."""
     soundfile = _soundfile()
+    errors = (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError)
     try:
-        samples, rate = soundfile.read(data, dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        if not known_format:
-            raise UnsupportedAudioFormatError(
-                f"{name}: not an audio format fastdaf reads ({exc}); accepted: {', '.join(readable_formats())}"
-            ) from exc
-        raise AudioDecodeError(f"{name}: cannot decode the audio, it looks corrupt or truncated ({exc})") from exc
-    return samples, rate
+        f = soundfile.SoundFile(data)
+    except errors as exc:
+        raise _decode_failure(exc, name, known_format) from exc
+    with f:
+        rate = _check_rate(f.samplerate, name)
+        _check_channels(f.channels, name)
+        _check_duration(f.frames / rate, name)
+        blocks = []
+        try:
+            while len(block := f.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)):
+                blocks.append(block.mean(axis=1))
+        except errors as exc:
+            raise _decode_failure(exc, name, known_format) from exc
+    return (np.concatenate(blocks) if blocks else np.zeros(0, np.float32)), rate
 
 
 def _as_float_array(audio: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
@@ -137,8 +166,7 @@ def _downmix(samples: np.ndarray, name: str, *, channels_last: bool | None) -> n
         channels_last = samples.shape[1] <= samples.shape[0]
     if not channels_last:
         samples = samples.T
-    if samples.shape[1] > MAX_CHANNELS:
-        raise AudioDecodeError(f"{name}: {samples.shape[1]} channels; at most {MAX_CHANNELS} are accepted")
+    _check_channels(samples.shape[1], name)
     return samples.mean(axis=1)
 
 
@@ -154,12 +182,10 @@ def load_audio(audio: AudioInput, sampling_rate: int | None = None, *, target_ra
                 f"{name}: the extension {path.suffix or '(none)'!r} is not an audio format fastdaf reads; accepted: {', '.join(readable_formats())}"
             )
         samples, rate = _decode(str(path), name, known_format=True)
-        samples = samples.mean(axis=1)
     elif isinstance(audio, (bytes, bytearray)):
         if not audio:
             raise AudioTooShortError(f"{name}: empty byte string")
         samples, rate = _decode(io.BytesIO(bytes(audio)), name, known_format=bytes(audio[:4]).startswith(_MAGIC))
-        samples = samples.mean(axis=1)
     elif isinstance(audio, (np.ndarray, torch.Tensor)):
         rate = _check_rate(sampling_rate, name)
         samples = _downmix(_as_float_array(audio, name), name, channels_last=None)
@@ -176,8 +202,7 @@ def load_audio(audio: AudioInput, sampling_rate: int | None = None, *, target_ra
     seconds = samples.size / rate
     if seconds < MIN_SECONDS:
         raise AudioTooShortError(f"{name}: {seconds:.3f} s of audio; at least {MIN_SECONDS} s is needed")
-    if seconds > MAX_SECONDS:
-        raise AudioTooLongError(f"{name}: {seconds:.1f} s of audio; at most {MAX_SECONDS:.0f} s is accepted (split longer recordings)")
+    _check_duration(seconds, name)
     wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
     if target_rate is not None and target_rate != rate:
         wave = torchaudio.functional.resample(wave, rate, target_rate)

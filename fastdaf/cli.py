@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +17,56 @@ from .errors import FastDAFError, InputError
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, allow_nan=True))
+
+
+# Option types: argparse reports their errors as "argument --name: message" with exit code 2, before any work.
+def _device(value: str) -> str:
+    if value in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", value):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is not a device; use cpu, cuda or cuda:N (or auto)")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not accepted; give an integer >= 1")
+    return number
+
+
+def _fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0.0 <= number < 1.0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not accepted; give a number in [0, 1)")
+    return number
+
+
+def _check_out(path: Path, suffixes: tuple[str, ...], accepted: str, *, create_folder: bool = False) -> None:
+    """Refuse an --out that cannot be written before any work (it used to fail after the last row)."""
+    if path.suffix.lower() not in suffixes:
+        raise InputError(f"--out must end in {accepted}, got {path.name!r}")
+    if path.is_dir():
+        raise InputError(f"--out {str(path)!r} is a folder; give a file name ending in {accepted}")
+    if create_folder:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"--out {str(path)!r}: cannot create the folder {str(path.parent)!r} ({exc.strerror})") from exc
+    if not path.parent.is_dir():
+        raise InputError(f"--out {str(path)!r}: the folder {str(path.parent)!r} does not exist; create it first")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"--out {str(path)!r} is not writable")
+
+
+def _check_out_folder(path: Path) -> None:
+    """A checkpoint/report folder: refused up front if a file is in the way (it used to fail after training)."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out {str(path)!r} is a file; give a folder (it is created if missing)")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -79,6 +133,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .datasets import load_data
     from .train import TrainOptions, train_head
 
+    _check_out_folder(args.out)
+    options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,  # checked before loading
+                           modality_dropout=args.modality_dropout, patience=args.patience, weight_decay=args.weight_decay)
     data = load_data(args.data, progress=not args.json)
     train, valid = data.split(args.train_split), data.split(args.valid_split)
     n_outputs = 1 if data.labels is None or data.labels.dim() == 1 else data.labels.shape[1]
@@ -87,8 +144,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         hidden_size=args.hidden_size, dropout=args.dropout, n_outputs=n_outputs,
         output_names=data.label_names if data.label_names and len(data.label_names) == n_outputs else None,
     )
-    options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                           modality_dropout=args.modality_dropout, patience=args.patience, weight_decay=args.weight_decay)
     result = train_head(cfg, train, valid, options, progress=not args.json)
     extra = {**result.record(), "data": str(args.data), **({"encoders": data.info["encoders"]} if data.info and "encoders" in data.info else {})}
     result.head.save_pretrained(args.out, extra=extra)
@@ -141,11 +196,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from .datasets import load_data
     from .train import TrainOptions
 
+    _check_out_folder(args.out)
+    options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,  # checked before loading
+                           modality_dropout=args.modality_dropout)
     data = load_data(args.data, progress=not args.json)
     train, valid = data.split(args.train_split), data.split(args.valid_split)
     evaluate, split = _split_or_all(data, args.eval_split, default=(args.valid_split,))
-    options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                           modality_dropout=args.modality_dropout)
     head_options = {"projection_size": args.projection_size, "attention_size": args.attention_size, "hidden_size": args.hidden_size}
     results = run_ablation(train, valid, evaluate, seeds=list(range(args.seeds)), options=options, head_options=head_options,
                            progress=not args.json)
@@ -168,14 +224,17 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     """Encode every row of a manifest into a fastdaf feature file (resumable, bad rows reported)."""
-    from .extractor import FeatureExtractor, extract_manifest
+    from .extractor import FeatureExtractor, extract_manifest, read_manifest
 
+    _check_out(args.out, (".safetensors",), ".safetensors", create_folder=True)
+    read_manifest(args.manifest, allow_duplicate_ids=args.allow_duplicate_ids)  # a bad manifest is refused before the encoders load
     extractor = FeatureExtractor(
         None if args.text_encoder == "none" else {"kind": "text", "model": args.text_encoder, "normalizer": args.text_normalizer},
         None if args.audio_encoder == "none" else args.audio_encoder,
         device=args.device,
     )
-    summary = extract_manifest(args.manifest, args.out, extractor, batch_size=args.batch_size, progress=not args.json)
+    summary = extract_manifest(args.manifest, args.out, extractor, batch_size=args.batch_size, progress=not args.json,
+                               allow_duplicate_ids=args.allow_duplicate_ids)
     if args.json:
         _print_json(summary)
     else:
@@ -237,38 +296,132 @@ def cmd_export_triton(args: argparse.Namespace) -> int:
 
 
 def _add_head_and_training_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--projection-size", type=int, default=128)
-    parser.add_argument("--attention-size", type=int, default=64)
-    parser.add_argument("--hidden-size", type=int, default=128)
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--patience", type=int, default=10)
-    parser.add_argument("--modality-dropout", type=float, default=0.0)
+    parser.add_argument("--projection-size", type=_positive_int, default=128, help="per-modality projection width (default: 128)")
+    parser.add_argument("--attention-size", type=_positive_int, default=64, help="attention scorer width (default: 64)")
+    parser.add_argument("--hidden-size", type=_positive_int, default=128, help="regressor hidden width (default: 128)")
+    parser.add_argument("--dropout", type=_fraction, default=0.1, help="dropout in the head, in [0, 1) (default: 0.1)")
+    parser.add_argument("--epochs", type=_positive_int, default=100, help="most epochs (default: 100)")
+    parser.add_argument("--batch-size", type=_positive_int, default=256, help="training batch size (default: 256)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, > 0 (default: 0.001)")
+    parser.add_argument("--patience", type=_positive_int, default=10,
+                        help="stop after this many epochs without a better validation MAE (default: 10)")
+    parser.add_argument("--modality-dropout", type=_fraction, default=0.0,
+                        help="chance of hiding each modality of a training row, in [0, 1) (default: 0)")
 
 
-def _prediction_row(row_id: str, result, modalities: list[str]) -> dict[str, Any]:
-    """One output row of `fastdaf predict --manifest`: the id, then the result or the error."""
-    out: dict[str, Any] = {"id": row_id}
+def _result_columns(predictor) -> list[str]:
+    """The columns of `fastdaf predict --manifest` output, fixed up front so rows can be written as they finish."""
+    return ["id", "score", "label", *(f"weight_{m}" for m in predictor.modalities), *predictor.head.config.output_names[1:], "notes", "error"]
+
+
+def _prediction_row(row_id: str, result, columns: list[str]) -> dict[str, Any]:
+    """One output row of `fastdaf predict --manifest`: the id, then the result or the error (every row has every column)."""
+    out: dict[str, Any] = dict.fromkeys(columns)
+    out["id"] = row_id
     if isinstance(result, str):
-        out.update(score=None, label=None, **{f"weight_{m}": None for m in modalities}, error=result)
+        out["error"] = result
     else:
-        out.update(score=round(result.score, 4), label=result.label, **{f"weight_{m}": round(result.weights[m], 4) for m in modalities},
-                   **{k: round(v, 4) for k, v in result.outputs.items()}, error=None)
+        out.update(score=round(result.score, 4), label=result.label, **{f"weight_{m}": round(w, 4) for m, w in result.weights.items()},
+                   **{k: round(v, 4) for k, v in result.outputs.items()}, notes="; ".join(result.notes) or None)
     return out
+
+
+def _whole_records(data: bytes, *, quoted: bool) -> int:
+    """Length of the complete records at the start of `data`: a run killed mid-write leaves a partial last one.
+
+    A record ends at a newline; in CSV only at one outside quotes (an even number of quotes so far).
+    """
+    end = pos = quotes = 0
+    while (newline := data.find(b"\n", pos)) != -1:
+        if quoted:
+            quotes += data.count(b'"', pos, newline)
+        pos = newline + 1
+        if quotes % 2 == 0:
+            end = pos
+    return end
+
+
+class _Results:
+    """Where `predict --manifest` rows go, a batch at a time and flushed: JSONL on stdout, or a .csv/.jsonl
+    file that a rerun resumes (its rows are skipped; a partial last row left by a kill is cut off and redone)."""
+
+    def __init__(self, target: Path | None, columns: list[str]) -> None:
+        self.target, self.columns = target, columns
+        self.csv = target is not None and target.suffix.lower() == ".csv"
+        self.done_ids = self._resume() if target is not None and target.exists() else []
+        if target is None:
+            self.file = sys.stdout
+            return
+        fresh = target.stat().st_size == 0 if target.exists() else True
+        self.file = target.open("a", newline="", encoding="utf-8")
+        if self.csv and fresh:
+            self._write(self._header())
+
+    def _header(self) -> str:
+        buf = io.StringIO()
+        csv.writer(buf).writerow(self.columns)
+        return buf.getvalue()
+
+    def _resume(self) -> list[str]:
+        """Ids already in the output; the file is refused untouched unless it is this command's output with these columns."""
+        target = self.target
+        data = target.read_bytes()
+        start = self._header().encode() if self.csv else b'{"id": '
+        whole = _whole_records(data, quoted=self.csv)
+        try:
+            if not (data.startswith(start) or start.startswith(data)):
+                raise ValueError("it does not start like one")
+            text = data[:whole].decode("utf-8")
+            if self.csv:
+                records = list(csv.reader(io.StringIO(text)))[1:]
+                if any(len(r) != len(self.columns) for r in records):
+                    raise ValueError("a row has another number of columns")
+                ids = [r[0] for r in records]
+            else:
+                objects = [json.loads(line) for line in text.splitlines()]
+                if any(list(obj) != self.columns for obj in objects):
+                    raise ValueError(f"a row has other fields than {self.columns}")
+                ids = [obj["id"] for obj in objects]
+        except (ValueError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise InputError(f"--out {str(target)!r} exists but is not `fastdaf predict` output of this model ({exc}); "
+                             "give a new file, or delete it to start over") from exc
+        if whole < len(data):
+            os.truncate(target, whole)  # the partial row is redone (a partial CSV header is written again)
+        return ids
+
+    def _write(self, text: str) -> None:
+        self.file.write(text)
+        self.file.flush()
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        buf = io.StringIO()
+        if self.csv:
+            csv.DictWriter(buf, fieldnames=self.columns).writerows(rows)
+        else:
+            buf.writelines(json.dumps(r) + "\n" for r in rows)
+        self._write(buf.getvalue())
+
+    def close(self) -> None:
+        if self.file is not sys.stdout:
+            self.file.close()
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Sentiment of one utterance (--text/--audio) or of every row of a manifest."""
+    from .extractor import read_manifest
     from .pipeline import SentimentPredictor
 
     if args.manifest is None and args.text is None and args.audio is None:
         raise InputError("give --text and/or --audio for one utterance, or --manifest FILE for many")
     if args.manifest is not None and (args.text is not None or args.audio is not None):
         raise InputError("--manifest cannot be combined with --text/--audio")
+    if args.manifest is None and args.out is not None:
+        raise InputError("--out is for --manifest runs; the result for one utterance goes to stdout")
+    if args.out is not None:
+        _check_out(args.out, (".csv", ".jsonl", ".ndjson"), ".csv or .jsonl")
+    rows = None if args.manifest is None else read_manifest(args.manifest, allow_duplicate_ids=args.allow_duplicate_ids)
     predictor = SentimentPredictor(args.checkpoint, device=args.device, head_backend=args.head, backend=args.backend)
-    if args.manifest is None:
+    if rows is None:
         result = predictor.predict(args.text, args.audio, sampling_rate=args.sampling_rate)
         if args.json:
             _print_json(result.to_dict())
@@ -278,42 +431,39 @@ def cmd_predict(args: argparse.Namespace) -> int:
             for note in result.notes:
                 print(f"note: {note}")
         return 0
-    return _predict_manifest(predictor, args)
+    return _predict_manifest(predictor, rows, args.out, progress=not args.json)
 
 
-def _predict_manifest(predictor, args: argparse.Namespace) -> int:
-    import csv
-
-    from .extractor import read_manifest
-
-    rows = read_manifest(args.manifest)
-    results = []
+def _predict_manifest(predictor, rows: list, target: Path | None, *, progress: bool) -> int:
+    """Predict the rows not yet in `target`, writing each batch as it finishes (so a killed run loses at most one batch)."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(rows), desc="predicting", unit="utt", disable=None if not args.json else True)
-    for start in range(0, len(rows), predictor.batch_size):
-        chunk = rows[start : start + predictor.batch_size]
-        names = [f"id {r.id!r} (line {r.line})" for r in chunk]
-        results += predictor.predict_each([r.text for r in chunk], [r.audio for r in chunk], names=names)
-        bar.update(len(chunk))
-    bar.close()
-    out_rows = [_prediction_row(r.id, res, predictor.modalities) for r, res in zip(rows, results)]
-    failed = sum(1 for r in out_rows if r["error"])
-    target = args.out
-    if target is None or target.suffix.lower() in (".jsonl", ".ndjson"):
-        text = "".join(json.dumps(r) + "\n" for r in out_rows)
-        if target is None:
-            sys.stdout.write(text)
-        else:
-            target.write_text(text)
-    elif target.suffix.lower() == ".csv":
-        with target.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(out_rows[0]) if out_rows else ["id", "error"])
-            writer.writeheader()
-            writer.writerows(out_rows)
-    else:
-        raise InputError(f"--out must end in .csv or .jsonl, got {target.name!r}")
-    print(f"{len(out_rows) - failed} predicted, {failed} failed, of {len(out_rows)} rows" + (f" -> {target}" if target else ""), file=sys.stderr)
+    from .extractor import pending_rows
+
+    columns = _result_columns(predictor)
+    results = _Results(target, columns)
+    todo = {r.line for r in pending_rows(rows, results.done_ids)}
+    counts = {"predicted": 0, "failed": 0}
+    bar = tqdm(total=len(todo), desc="predicting", unit="utt", disable=None if progress else True)
+    try:
+        # batches keep the boundaries of an uninterrupted run, so a resumed run gives the very same numbers
+        for start in range(0, len(rows), predictor.batch_size):
+            chunk = [r for r in rows[start : start + predictor.batch_size] if r.line in todo]
+            if not chunk:
+                continue
+            names = [f"id {r.id!r} (line {r.line})" for r in chunk]
+            out = predictor.predict_each([r.text for r in chunk], [r.audio for r in chunk], names=names)
+            results.write([_prediction_row(r.id, res, columns) for r, res in zip(chunk, out)])
+            failed = sum(isinstance(res, str) for res in out)
+            counts["failed"] += failed
+            counts["predicted"] += len(chunk) - failed
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        results.close()
+    skipped = len(rows) - len(todo)
+    print(f"{counts['predicted']} predicted, {counts['failed']} failed, of {len(rows)} rows"
+          + (f"; {skipped} were already in the output" if skipped else "") + (f" -> {target}" if target else ""), file=sys.stderr)
     return 0
 
 
@@ -337,13 +487,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--audio", default=None, help="the utterance's audio file (wav, flac, ogg, mp3, ...)")
     predict.add_argument("--sampling-rate", type=int, default=None, help="only for raw sample input (not needed for files)")
     predict.add_argument("--manifest", type=Path, default=None, help="CSV/JSONL with id,text,audio columns: one output row per input row")
-    predict.add_argument("--out", type=Path, default=None, help="with --manifest: results .csv or .jsonl (default: JSONL on stdout)")
+    predict.add_argument("--out", type=Path, default=None,
+                         help="with --manifest: results .csv or .jsonl, written as rows finish; a rerun skips the rows already "
+                              "in it (default: JSONL on stdout)")
+    predict.add_argument("--allow-duplicate-ids", action="store_true", help="with --manifest: accept ids that repeat (refused by default)")
     predict.add_argument("--checkpoint", type=Path, default=None, help="head checkpoint directory (default: the bundled model)")
-    predict.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    predict.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     predict.add_argument("--head", choices=("auto", "fused", "reference"), default="auto", help="head implementation (auto: fused on CUDA)")
     predict.add_argument("--backend", choices=("auto", "eager", "compile", "cudagraph", "tensorrt"), default="auto",
                          help="encoder backend (auto: TensorRT if installed, else CUDA graphs on CUDA, else eager)")
-    predict.add_argument("--json", action="store_true")
+    predict.add_argument("--json", action="store_true", help="one utterance: print a JSON object; manifest: no progress bar")
     predict.set_defaults(func=cmd_predict)
 
     def add_serve_options(p: argparse.ArgumentParser) -> None:
@@ -374,27 +527,29 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export_triton)
 
     extract = sub.add_parser("extract", help="encode a manifest (CSV/JSONL: id,text,audio,label,split) into a feature file")
-    extract.add_argument("manifest", type=Path)
-    extract.add_argument("--out", type=Path, required=True, help="feature file (.safetensors) to write or resume")
+    extract.add_argument("manifest", type=Path, help="CSV or JSONL manifest; audio paths are relative to its folder")
+    extract.add_argument("--out", type=Path, required=True, help="feature file (.safetensors) to write or resume (its folder is created)")
+    extract.add_argument("--allow-duplicate-ids", action="store_true", help="accept ids that repeat (refused by default)")
     extract.add_argument("--text-encoder", default="default", help="'default' (all-MiniLM-L6-v2), a model path / hub id, or 'none'")
-    extract.add_argument("--text-normalizer", default="mosei", choices=("none", "whitespace", "mosei"))
+    extract.add_argument("--text-normalizer", default="mosei", choices=("none", "whitespace", "mosei"),
+                         help="text clean-up before encoding (default: mosei, which drops the pause token 'sp')")
     extract.add_argument("--audio-encoder", default="acoustic",
                          help="'acoustic' (built-in features), a speech model path / hub id (wav2vec2, HuBERT, WavLM, Whisper), or 'none'")
-    extract.add_argument("--batch-size", type=int, default=32)
-    extract.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
-    extract.add_argument("--json", action="store_true")
+    extract.add_argument("--batch-size", type=_positive_int, default=32, help="utterances encoded together (default: 32)")
+    extract.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    extract.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     extract.set_defaults(func=cmd_extract)
 
     train = sub.add_parser("train", help="train a DAF head (DATA: a feature file, an MMSA pickle, a .csd folder or transcript CSVs)")
     train.add_argument("data", type=Path, help="feature file (.safetensors), MMSA .pkl, folder of .csd files, or transcript .csv / folder of them")
     train.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
-    train.add_argument("--fusion", choices=FUSION_MODES, default="dynamic")
+    train.add_argument("--fusion", choices=FUSION_MODES, default="dynamic", help="how modalities are combined (default: dynamic)")
     _add_head_and_training_options(train)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--weight-decay", type=float, default=1e-2)
-    train.add_argument("--train-split", default="train")
-    train.add_argument("--valid-split", default="valid")
-    train.add_argument("--json", action="store_true")
+    train.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same head (default: 0)")
+    train.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay, >= 0 (default: 0.01)")
+    train.add_argument("--train-split", default="train", help="split trained on (default: train)")
+    train.add_argument("--valid-split", default="valid", help="split for early stopping (default: valid)")
+    train.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("eval", help="MMSA metrics of a checkpoint (default: the bundled model) on a dataset split")
@@ -405,12 +560,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_eval)
 
     ablate = sub.add_parser("ablate", help="dynamic vs static/mean/concat fusion and unimodal heads, N seeds, table + plot")
-    ablate.add_argument("data", type=Path)
+    ablate.add_argument("data", type=Path, help="same kinds of data as train")
     ablate.add_argument("--out", type=Path, required=True, help="folder for ablation.md and ablation.png")
-    ablate.add_argument("--seeds", type=int, default=3)
+    ablate.add_argument("--seeds", type=_positive_int, default=3, help="seeds per variant (default: 3)")
     _add_head_and_training_options(ablate)
-    ablate.add_argument("--train-split", default="train")
-    ablate.add_argument("--valid-split", default="valid")
+    ablate.add_argument("--train-split", default="train", help="split trained on (default: train)")
+    ablate.add_argument("--valid-split", default="valid", help="split for early stopping (default: valid)")
     ablate.add_argument("--eval-split", default=None, help="split scored (default: the validation split)")
     ablate.add_argument("--json", action="store_true")
     ablate.set_defaults(func=cmd_ablate)

@@ -20,6 +20,7 @@ plus a note per item where something worth reporting happened: truncation, windo
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -52,6 +53,19 @@ def normalize_mosei(text: str) -> str:
 
 
 NORMALIZERS: dict[str, Callable[[str], str]] = {"none": lambda t: t, "whitespace": normalize_whitespace, "mosei": normalize_mosei}
+
+
+def check_unicode(text: str, where: str) -> None:
+    """Refuse text that is not valid Unicode (lone surrogates: how undecodable bytes, e.g. non-UTF-8
+    command-line arguments or "\\udce9" in JSON, arrive); tokenizers fail on it with a bare TypeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : min(exc.end, exc.start + 8)]
+        raise InputError(
+            f"{where}: text holds {bad!r} at character {exc.start}, a surrogate code point that is not valid Unicode "
+            "(undecodable bytes arrive this way); pass text decoded from its real encoding, e.g. UTF-8"
+        ) from None
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
@@ -220,6 +234,7 @@ class TextEncoder:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InputError(f"text at position {i} must be a string, got {type(text).__name__}")
+            check_unicode(text, f"text at position {i}")
             norm = self.normalize(text)
             if not norm.strip():
                 raise InputError(f"text at position {i} ({text[:40]!r}) is empty after normalisation ({self.normalizer})")
@@ -477,10 +492,15 @@ def load_encoder(spec: str | dict[str, Any], *, modality: str, device: str | tor
             spec = {"kind": "text" if modality == "text" else "speech", "model": spec}
     spec = dict(spec)
     kind = spec.pop("kind", None)
-    if kind == "text":
-        return TextEncoder(spec.pop("model", DEFAULT_TEXT_MODEL), device=device, dtype=dtype, backend=backend, **spec)
-    if kind == "speech":
-        return SpeechEncoder(spec.pop("model"), device=device, dtype=dtype, backend=backend, **spec)
+    if kind in ("text", "speech"):
+        if kind == "speech" and "model" not in spec:
+            raise EncoderError(f"a speech encoder spec needs a 'model' (path or hub id), got {spec}")
+        cls = TextEncoder if kind == "text" else SpeechEncoder
+        accepted = [p for p in inspect.signature(cls).parameters if p not in ("device", "dtype", "backend")]
+        unknown = sorted(set(spec) - set(accepted))
+        if unknown:  # a checkpoint's spec, untrusted: refused by name rather than a TypeError inside the encoder
+            raise EncoderError(f"unknown key(s) {unknown} in the {kind} encoder spec; accepted: {accepted}")
+        return cls(spec.pop("model", DEFAULT_TEXT_MODEL), device=device, dtype=dtype, backend=backend, **spec)
     if kind == "acoustic":
         return AcousticEncoder(device=device, backend=backend)
     if kind == "precomputed":

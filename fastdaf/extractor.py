@@ -13,14 +13,16 @@ import dataclasses
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .acoustic import no_speech_reason
 from .audio import AudioInput, load_audio
-from .encoders import load_encoder
+from .encoders import check_unicode, load_encoder
 from .errors import FastDAFError, InputError, ManifestError
 from .features import FeatureSet
 
@@ -98,29 +100,31 @@ class FeatureExtractor:
         for i in range(n):
             where = names[i] if names is not None else f"utterance {i}"
             try:
+                absent = []  # why a modality that was given counts as absent
                 if texts[i] is not None:
                     if self.text is None:
                         raise InputError(f"{where}: text given but this extractor has no text encoder")
                     if not isinstance(texts[i], str):
                         raise InputError(f"{where}: text must be a string, got {type(texts[i]).__name__}")
+                    check_unicode(texts[i], where)
                     if self.text.normalize(texts[i]).strip():
                         text_rows.append(i)
                         text_items.append(texts[i])
                     else:
-                        notes[i].append("text empty after normalisation: treated as absent")
+                        absent.append("text empty after normalisation")
                 if audios[i] is not None:
                     if self.audio is None:
                         raise InputError(f"{where}: audio given but this extractor has no audio encoder")
-                    if hasattr(self.audio, "sampling_rate"):
-                        wave = load_audio(audios[i], rates[i], target_rate=self.audio.sampling_rate,
-                                          name=f"{where} audio {audios[i]!r}" if isinstance(audios[i], str) else None)
-                        audio_items.append(wave.samples)
+                    item, why = self._audio_item(audios[i], rates[i], where)
+                    if why is None:
+                        audio_rows.append(i)
+                        audio_items.append(item)
                     else:
-                        audio_items.append(audios[i])  # precomputed vectors
-                    audio_rows.append(i)
+                        absent.append(why)
+                notes[i] += [f"{why}: treated as absent" for why in absent]
                 if not (text_rows and text_rows[-1] == i) and not (audio_rows and audio_rows[-1] == i):
-                    why = "its text is empty after normalisation" if texts[i] is not None else "neither text nor audio given"
-                    raise InputError(f"{where}: nothing to encode ({why}); at least one modality is needed")
+                    why = "; ".join(absent) or "neither text nor audio given"
+                    raise InputError(f"{where}: nothing to encode: {why}; at least one modality is needed")
             except FastDAFError as exc:
                 fail(i, exc)
                 # a row that failed on one modality contributes nothing
@@ -145,6 +149,17 @@ class FeatureExtractor:
             features[modality] = out
         return Extracted(features=features, present=present, errors=errors, notes=notes)
 
+    def _audio_item(self, audio: Any, rate: int | None, where: str) -> tuple[Any, str | None]:
+        """The audio encoder's input for one row, or why its audio counts as absent. Whatever the encoder,
+        speech is judged by the built-in voicing measure on the waveform (fastdaf.acoustic.no_speech_reason):
+        encoded as if it were speech, silence or noise got scores as confident as speech."""
+        if not hasattr(self.audio, "sampling_rate"):
+            return audio, None  # precomputed vectors
+        wave = load_audio(audio, rate, target_rate=self.audio.sampling_rate,
+                          name=f"{where} audio {audio!r}" if isinstance(audio, str) else None)
+        reason = no_speech_reason(wave.samples, wave.sampling_rate)
+        return wave.samples, None if reason is None else f"audio has no speech ({reason})"
+
 
 # ------------------------------------------------------------------------------------ manifests
 @dataclasses.dataclass
@@ -164,8 +179,12 @@ def _cell(value: Any) -> str | None:
     return value if value.strip() else None
 
 
-def read_manifest(path: str | Path) -> list[ManifestRow]:
-    """Rows of a CSV or JSONL manifest (columns id,text,audio,label,split; audio paths relative to the manifest)."""
+def read_manifest(path: str | Path, *, allow_duplicate_ids: bool = False) -> list[ManifestRow]:
+    """Rows of a CSV or JSONL manifest (columns id,text,audio,label,split; audio paths relative to the manifest).
+
+    A UTF-8 byte-order mark (as Excel writes) is accepted. Outputs and resumption go by id, so rows
+    without an id, and repeated ids unless `allow_duplicate_ids`, are refused before any work.
+    """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"no manifest at {str(path)!r}")
@@ -173,13 +192,13 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
     records: list[tuple[int, dict[str, Any]]] = []
     try:
         if suffix == ".csv":
-            with path.open(newline="", encoding="utf-8") as f:
+            with path.open(newline="", encoding="utf-8-sig") as f:
                 reader = csv.DictReader(f)
                 columns = set(reader.fieldnames or [])
                 records = [(k + 2, row) for k, row in enumerate(reader)]
         elif suffix in (".jsonl", ".ndjson"):
             columns = set()
-            for k, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            for k, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
                 if not line.strip():
                     continue
                 try:
@@ -207,7 +226,48 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
         except ValueError:
             label_value = math.nan  # reported as a bad row
         rows.append(ManifestRow(line, _cell(rec.get("id")) or "", _cell(rec.get("text")), audio, label_value, _cell(rec.get("split"))))
+    _check_ids(path, rows, allow_duplicate_ids)
     return rows
+
+
+def _check_ids(path: Path, rows: list[ManifestRow], allow_duplicates: bool) -> None:
+    """Refuse rows without an id, and repeated ids unless allowed, naming their lines."""
+    empty = [r.line for r in rows if not r.id]
+    if empty:
+        raise ManifestError(f"{path}: {len(empty)} row(s) have an empty id (line {_some(empty)}); every row needs an id")
+    for r in rows:
+        check_unicode(r.id, f"{path}:{r.line}: id")  # ids are written to the outputs as UTF-8
+    if allow_duplicates:
+        return
+    lines: dict[str, list[int]] = {}
+    for r in rows:
+        lines.setdefault(r.id, []).append(r.line)
+    repeated = [f"{i!r} on lines {_some(ls)}" for i, ls in lines.items() if len(ls) > 1]
+    if repeated:
+        raise ManifestError(f"{path}: {len(repeated)} id(s) appear more than once ({_some(repeated, sep='; ')}); make ids unique, "
+                            "or allow repeats with --allow-duplicate-ids (allow_duplicate_ids=True)")
+
+
+def _some(items: list, *, sep: str = ", ", limit: int = 10) -> str:
+    """The first `limit` items joined, then how many more: messages stay readable for huge manifests."""
+    more = f"{sep}and {len(items) - limit} more" if len(items) > limit else ""
+    return sep.join(str(x) for x in items[:limit]) + more
+
+
+def pending_rows(rows: list[ManifestRow], done_ids: list[str]) -> list[ManifestRow]:
+    """The rows still to do, given the ids of the rows already in an output file (resumption).
+
+    An id present k times in the output accounts for its first k rows in the manifest, so repeated
+    ids (allowed on request) resume correctly too.
+    """
+    done = Counter(done_ids)
+    todo = []
+    for row in rows:
+        if done[row.id] > 0:
+            done[row.id] -= 1
+        else:
+            todo.append(row)
+    return todo
 
 
 def errors_path(out: Path) -> Path:
@@ -221,38 +281,30 @@ def extract_manifest(
     *,
     batch_size: int = 32,
     progress: bool = True,
+    allow_duplicate_ids: bool = False,
 ) -> dict[str, Any]:
     """Extract every row of a manifest into a feature file; resumable, bad rows reported beside it.
 
-    Rows whose id is already in `out` are skipped. Each batch is appended and the file rewritten
-    atomically, so an interrupted run loses at most one batch. Failed rows go to `<out>.errors.jsonl`
-    with their reason; a rerun retries them.
+    Rows whose id is already in `out` are skipped (see `pending_rows`). Each batch is appended and
+    the file rewritten atomically, so an interrupted run loses at most one batch. Failed rows go to
+    `<out>.errors.jsonl` with their reason; a rerun retries them.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     out = Path(out)
-    rows = read_manifest(manifest)
+    rows = read_manifest(manifest, allow_duplicate_ids=allow_duplicate_ids)
     done: FeatureSet | None = FeatureSet.load(out) if out.exists() else None
     if done is not None and (done.info or {}).get("encoders") != extractor.spec():
         raise ManifestError(f"{out} was extracted with other encoders ({(done.info or {}).get('encoders')}); write to a new file")
-    done_ids = set(done.ids or []) if done is not None else set()
     failures: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    todo: list[ManifestRow] = []
-    skipped = 0
+    usable: list[ManifestRow] = []
     for row in rows:
-        problem = None
-        if not row.id:
-            problem = "ManifestError: empty id"
-        elif row.id in seen:
-            problem = f"ManifestError: duplicate id {row.id!r}"
-        elif row.label is not None and not math.isfinite(row.label):
-            problem = "ManifestError: label is not a finite number"
-        seen.add(row.id)
-        if problem:
-            failures.append({"id": row.id, "line": row.line, "error": problem})
-        elif row.id in done_ids:
-            skipped += 1
+        if row.label is not None and not math.isfinite(row.label):
+            failures.append({"id": row.id, "line": row.line, "error": "ManifestError: label is not a finite number"})
         else:
-            todo.append(row)
+            usable.append(row)
+    todo = pending_rows(usable, (done.ids or []) if done is not None else [])
+    skipped = len(usable) - len(todo)
     start = time.perf_counter()
     bar = None
     if progress:

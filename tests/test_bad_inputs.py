@@ -1,7 +1,6 @@
 """Bad-input paths of the extractor, predictor and CLIs: the right exception type, a message naming the input."""
 
 import pytest
-import torch
 
 from fastdaf import DAFConfig, DAFHead, SentimentPredictor
 from fastdaf.bench import main as bench_main

@@ -35,7 +35,6 @@ def corpus(tmp_path, shared_data):
         ("bad_missing", "hello there", "audio/nope.wav", "0", "train"),
         ("bad_corrupt", "hello there", "audio/corrupt.wav", "0", "train"),
         ("bad_empty", "sp sp", "", "0", "train"),
-        ("u1", "duplicate id", "", "0", "train"),
         ("bad_label", "fine text", "", "very positive", "train"),
         ("u4", PROMPTS["axb_a0005"], str(audio / "axb_a0005.wav"), "", "valid"),  # absolute path, no label
     ]
@@ -50,7 +49,7 @@ def corpus(tmp_path, shared_data):
 def test_manifest_with_bad_rows(corpus, tmp_path, extractor):
     out = tmp_path / "features.safetensors"
     summary = extract_manifest(corpus, out, extractor, batch_size=3, progress=False)
-    assert (summary["rows"], summary["succeeded"], summary["failed"], summary["skipped_already_done"]) == (9, 4, 5, 0)
+    assert (summary["rows"], summary["succeeded"], summary["failed"], summary["skipped_already_done"]) == (8, 4, 4, 0)
     data = FeatureSet.load(out)
     assert data.ids == ["u1", "u2", "u3", "u4"] and data.splits == ["train", "train", "valid", "valid"]
     assert data.modalities == {"text": 384, "audio": extractor.audio.dim}
@@ -60,10 +59,10 @@ def test_manifest_with_bad_rows(corpus, tmp_path, extractor):
     assert data.info["encoders"] == extractor.spec()
     report = [json.loads(line) for line in errors_path(out).read_text().splitlines()]
     reasons = {r["id"]: r["error"] for r in report}
-    assert set(reasons) == {"bad_missing", "bad_corrupt", "bad_empty", "u1", "bad_label"}
+    assert set(reasons) == {"bad_missing", "bad_corrupt", "bad_empty", "bad_label"}  # (duplicate ids: test_hardening_cli.py)
     assert reasons["bad_missing"].startswith("AudioNotFoundError") and "nope.wav" in reasons["bad_missing"]
     assert reasons["bad_corrupt"].startswith("AudioDecodeError") and "corrupt.wav" in reasons["bad_corrupt"]
-    assert "empty after normalisation" in reasons["bad_empty"] and "duplicate id" in reasons["u1"]
+    assert "empty after normalisation" in reasons["bad_empty"]
     assert "label" in reasons["bad_label"]
     assert all("line" in r for r in report)
 
@@ -74,10 +73,10 @@ def test_manifest_with_bad_rows(corpus, tmp_path, extractor):
 
     # a rerun skips finished rows; fixing a bad row gets it extracted
     again = extract_manifest(corpus, out, extractor, progress=False)
-    assert (again["succeeded"], again["skipped_already_done"], again["failed"]) == (0, 4, 5)
+    assert (again["succeeded"], again["skipped_already_done"], again["failed"]) == (0, 4, 4)
     shutil.copy(corpus.parent / "audio" / "aew_a0001.wav", corpus.parent / "audio" / "nope.wav")
     fixed = extract_manifest(corpus, out, extractor, progress=False)
-    assert (fixed["succeeded"], fixed["failed"]) == (1, 4)
+    assert (fixed["succeeded"], fixed["failed"]) == (1, 3)
     assert FeatureSet.load(out).ids == ["u1", "u2", "u3", "u4", "bad_missing"]
 
 
