@@ -17,7 +17,6 @@ import argparse
 import json
 import platform
 import subprocess
-import tempfile
 import time
 
 import torch
@@ -36,7 +35,7 @@ def main() -> None:
 
     rows = []
     mixes = ("mixed", "mixed, marked absent", "text+audio")
-    with tempfile.TemporaryDirectory() as home, ServerProcess("--device", "cpu", *args.serve_args, env={"PYTRITON_HOME": home}) as server:
+    with ServerProcess("--device", "cpu", *args.serve_args) as server:
         run_load(server.http, 64, concurrency=8)  # warm-up
         for mix in mixes:
             for protocol, url, clients, n in (("http", server.http, 1, min(200, args.requests)), ("http", server.http, 32, args.requests),

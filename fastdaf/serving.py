@@ -2,8 +2,16 @@
 
 The model runs in Triton's Python backend (`TritonPythonModel` below, loaded by the two-line
 `model.py` that `write_model_repository` writes). `fastdaf serve` writes such a repository to a
-temporary folder and has nvidia-pytriton start the Triton server it bundles on it; `export-triton`
-writes the same repository for a separately deployed server. One model, two ways to run it.
+private temporary folder and runs the `tritonserver` that nvidia-pytriton bundles on it; `export-triton`
+writes the same repository for a separately deployed server. One model, two ways to run it. Both
+load the checkpoint first, so a bad one is refused in seconds, naming the file.
+
+No model can be loaded, unloaded or replaced while serving (`fastdaf serve`): the server runs with
+`--model-control-mode=none` (the repository is read once, at startup, and never polled), and the
+repository, shared-memory, trace and logging APIs are restricted to a header no client can send (see
+`SEALED_HEADER`), so there is no secret on any command line or in any environment to steal. PyTriton's
+own launcher is not used: it forces explicit model control, guarded by a token on tritonserver's
+command line, which any local user can read in /proc/<pid>/cmdline.
 
 Why the Python backend and not PyTriton's `bind`: PyTriton's non-decoupled proxy answers a whole
 dynamic batch with one error when the callable raises (pytriton/proxy/model.py), so one bad request
@@ -17,7 +25,9 @@ Protocol (batch dimension first, as Triton does; every input optional as in `fas
 - outputs `score` FP32 [1] (CMU-MOSEI scale, clipped to [-3, 3]), `label` BYTES [1]
   (negative/neutral/positive), `weights` FP32 [M]: the modality weights in the order of the
   checkpoint's modalities (the bundled model: text, audio), also recorded in the config's
-  `weights_order` parameter.
+  `weights_order` parameter; `notes` BYTES [1]: the row's `Prediction.notes` as a JSON list of
+  strings (`[]` when there are none; e.g. audio without speech that was treated as absent).
+  Clients may ignore `notes`; a repository exported before it existed simply does not send it.
 - A request with any bad row fails as a whole (one request, one response); other requests do not.
 
 Batching mixed traffic (ABSENT): Triton's dynamic batcher puts in one batch only requests that carry
@@ -52,7 +62,7 @@ from .errors import FastDAFError, InputError
 MODEL_NAME = "fastdaf"
 MAX_TEXT_CHARS = 20_000
 INPUTS = ("text", "audio", "sampling_rate")
-OUTPUTS = ("score", "label", "weights")
+OUTPUTS = ("score", "label", "weights", "notes")
 MODEL_PY = '''"""fastdaf sentiment model for Triton's Python backend, written by `fastdaf export-triton`.
 
 The server's Python environment needs fastdaf installed (`pip install fastdaf`); the head checkpoint
@@ -122,7 +132,8 @@ input [
 output [
   {{ name: "score" data_type: TYPE_FP32 dims: [ 1 ] }},
   {{ name: "label" data_type: TYPE_STRING dims: [ 1 ] }},
-  {{ name: "weights" data_type: TYPE_FP32 dims: [ {len(modalities)} ] }}
+  {{ name: "weights" data_type: TYPE_FP32 dims: [ {len(modalities)} ] }},
+  {{ name: "notes" data_type: TYPE_STRING dims: [ 1 ] }}
 ]
 dynamic_batching {{
   preferred_batch_size: [ {preferred} ]
@@ -132,6 +143,33 @@ instance_group [ {{ count: {options.instances} kind: {options.instance_kind()} }
 parameters {{ key: "weights_order" value: {{ string_value: "{",".join(modalities)}" }} }}
 parameters {{ key: "max_audio_seconds" value: {{ string_value: "{options.max_audio_seconds:g}" }} }}
 """
+
+
+def validate_checkpoint(checkpoint: str | Path | None = None, *, encoders: bool = True) -> None:
+    """Load the checkpoint as the server would, so a bad one fails here, in seconds, naming its file.
+
+    Without this a corrupt `model.safetensors` was exported silently, or made `serve` time out after
+    minutes with a server log that did not name it. `encoders=False` checks the head only (config and
+    every tensor), for a repository whose encoders are on the server that will run it.
+    """
+    from .checkpoint import CONFIG_FILE, WEIGHTS_FILE
+    from .default_model import path as default_model_path
+    from .errors import CheckpointError
+
+    checkpoint = Path(checkpoint) if checkpoint is not None else default_model_path()
+    try:
+        if encoders:
+            from .pipeline import SentimentPredictor
+
+            SentimentPredictor(checkpoint, device="cpu")
+        else:
+            from .head import DAFHead
+
+            DAFHead.from_pretrained(checkpoint)
+    except FastDAFError as exc:
+        if str(checkpoint) in str(exc):
+            raise
+        raise CheckpointError(f"checkpoint {str(checkpoint)!r} ({CONFIG_FILE}, {WEIGHTS_FILE}) cannot be served: {exc}") from exc
 
 
 def write_model_repository(
@@ -151,7 +189,8 @@ def write_model_repository(
     from .default_model import path as default_model_path
 
     checkpoint = Path(checkpoint) if checkpoint is not None else default_model_path()
-    config, _ = read_config(checkpoint)  # fails here, with a CheckpointError, rather than inside the server
+    validate_checkpoint(checkpoint, encoders=False)  # the encoders may live only on the server
+    config, _ = read_config(checkpoint)
     directory = Path(directory)
     model_dir = directory / name
     if model_dir.exists() and any(model_dir.iterdir()) and not overwrite:
@@ -242,6 +281,7 @@ def encode_results(predictions: Sequence[Any], modalities: Sequence[str]) -> dic
         "score": np.array([[p.score] for p in predictions], dtype=np.float32),
         "label": np.array([[p.label.encode()] for p in predictions], dtype=object),
         "weights": np.array([[p.weights[m] for m in modalities] for p in predictions], dtype=np.float32).reshape(len(predictions), len(modalities)),
+        "notes": np.array([[json.dumps(list(p.notes)).encode()] for p in predictions], dtype=object),
     }
 
 
@@ -351,13 +391,75 @@ def model_ready(url: str, name: str = MODEL_NAME, timeout_s: float = 1.0) -> boo
         return False
 
 
-def _python_backend_environment() -> None:
-    # Triton's Python-backend stub embeds libpython; without this it may load the system's
-    # instead of the one behind this interpreter (and so miss this environment's packages).
-    libdir = sysconfig.get_config_var("LIBDIR")
-    current = os.environ.get("LD_LIBRARY_PATH", "")
-    if libdir and libdir not in current.split(":"):
-        os.environ["LD_LIBRARY_PATH"] = f"{libdir}:{current}" if current else libdir
+# The APIs that change or expose the server's state are restricted to this header, which no client
+# can send: its name holds a space (HTTP/1.1 and HTTP/2 header names are tokens; Triton's HTTP and
+# gRPC frontends refuse a request carrying one) and its value a line break (no header value holds
+# one). Unlike a random token, reading it in /proc/<pid>/cmdline gives nothing. Statistics stay open:
+# operators and benchmarks read batch sizes and queue times there.
+SEALED_HEADER = ("fastdaf sealed", "no client\ncan send this")
+SEALED_APIS = ("model-repository", "shared-memory", "trace", "logging")
+
+
+def tritonserver_command(repository: Path, backends: Path, *, host: str, http_port: int, grpc_port: int, exit_timeout_s: int,
+                         verbose: bool) -> list[str]:
+    """The tritonserver command line: the repository loaded once (model control off), nothing secret in it."""
+    from pytriton.utils.distribution import get_root_module_path
+
+    sealed = f"{','.join(SEALED_APIS)}:{SEALED_HEADER[0]}={SEALED_HEADER[1]}"
+    return [
+        str(get_root_module_path() / "tritonserver" / "bin" / "tritonserver"),
+        f"--model-repository={repository}",
+        "--model-control-mode=none",
+        "--exit-on-error=true",
+        f"--backend-directory={backends}",
+        # a prefix of this server's own, so that servers side by side share no region
+        f"--backend-config=python,shm-region-prefix-name=fastdaf{os.getpid()}_",
+        "--backend-config=python,shm-default-byte-size=4194304",
+        "--backend-config=python,shm-growth-byte-size=1048576",
+        f"--http-address={host}", f"--http-port={http_port}", f"--http-restricted-api={sealed}",
+        f"--grpc-address={host}", f"--grpc-port={grpc_port}", f"--grpc-restricted-protocol={sealed}",
+        "--allow-metrics=false",
+        f"--exit-timeout-secs={exit_timeout_s}",
+        f"--log-verbose={1 if verbose else 0}",
+    ]
+
+
+def _prepare_backends(directory: Path) -> Path:
+    """Triton's Python backend with the stub for this interpreter's version, as PyTriton lays it out."""
+    import sys
+
+    from pytriton.utils.distribution import get_root_module_path, get_stub_path
+
+    backends = directory / "backends"
+    shutil.copytree(get_root_module_path() / "tritonserver" / "backends", backends, ignore=shutil.ignore_patterns("__pycache__"))
+    stub = get_stub_path(f"{sys.version_info[0]}.{sys.version_info[1]}")
+    if not stub.is_file():
+        raise ServeError(f"nvidia-pytriton bundles no Python-backend stub for Python {sys.version_info[0]}.{sys.version_info[1]} ({stub})")
+    shutil.copy2(stub, backends / "python" / "triton_python_backend_stub")
+    return backends
+
+
+def _server_environment() -> dict[str, str]:
+    # Triton's own libraries ship beside PyTriton; the Python-backend stub embeds libpython, and
+    # without LIBDIR first it may load the system's instead of the one behind this interpreter
+    # (and so miss this environment's packages); it finds the interpreter's prefix on PATH.
+    import sys
+
+    from pytriton.utils.distribution import get_libs_path
+
+    env = dict(os.environ)
+    libs = [d for d in (sysconfig.get_config_var("LIBDIR"), str(get_libs_path()), env.get("LD_LIBRARY_PATH")) if d]
+    env["LD_LIBRARY_PATH"] = ":".join(libs)
+    env["PATH"] = f"{Path(sys.exec_prefix) / 'bin'}:{env.get('PATH', '')}"
+    return env
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """For Popen's preexec_fn: tritonserver gets SIGTERM (a graceful stop) if fastdaf dies, even by SIGKILL."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the forked child only calls it
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def serve(
@@ -375,25 +477,25 @@ def serve(
 ) -> int:
     """Run Triton (bundled with nvidia-pytriton) on a fastdaf model repository until SIGTERM/SIGINT or `stop`.
 
-    On a stop signal Triton stops taking new connections and finishes the requests it accepted
-    (for at most `exit_timeout_s`). Returns 0 after a clean stop, 1 if the server died.
+    The checkpoint is loaded and validated first. On a stop signal Triton stops taking new
+    connections and finishes the requests it accepted (for at most `exit_timeout_s`); it is killed
+    if it has not exited 10 s after that. Returns 0 after a clean stop, 1 if the server died.
     """
+    import subprocess
+
     try:
-        from pytriton.triton import (
-            DEFAULT_PROTECTED_ENDPOINTS,
-            Triton,
-            TritonConfig,
-            TritonSecurityConfig,
-        )
+        import pytriton.utils.distribution  # noqa: F401 - only to locate the bundled tritonserver
     except ImportError as exc:
         raise ServeError(f"fastdaf serve needs nvidia-pytriton, which is not importable ({exc}); install it with: pip install 'fastdaf[serve]'") from None
     if not 1 <= exit_timeout_s <= 25:
-        raise InputError(f"exit_timeout_s must be in 1..25 (PyTriton kills the server after 30 s), got {exit_timeout_s}")
+        raise InputError(f"exit_timeout_s must be in 1..25, got {exit_timeout_s}")
+    validate_checkpoint(checkpoint)
     stop = stop or threading.Event()
-    _python_backend_environment()
     url = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{http_port}"
-    with tempfile.TemporaryDirectory(prefix="fastdaf-triton-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fastdaf-triton-") as tmp:  # mode 0700: no other user can change the repository
         repository = write_model_repository(Path(tmp) / "models", checkpoint, options)
+        command = tritonserver_command(repository, _prepare_backends(Path(tmp)), host=host, http_port=http_port, grpc_port=grpc_port,
+                                       exit_timeout_s=exit_timeout_s, verbose=verbose)
         log_file = None if verbose else Path(tmp) / "tritonserver.log"
 
         def failure(what: str) -> ServeError:
@@ -401,33 +503,21 @@ def serve(
             hint = ("; the server log ends with:\n  " + "\n  ".join(tail)) if tail else "; rerun with --verbose for the server log"
             return ServeError(what + hint)
 
-        config = TritonConfig(
-            model_repository=repository,
-            http_address=host,
-            http_port=http_port,
-            grpc_address=host,
-            grpc_port=grpc_port,
-            allow_metrics=False,
-            exit_timeout_secs=exit_timeout_s,
-            log_verbose=1 if verbose else 0,
-            log_file=log_file,
-        )
-        # PyTriton guards these endpoints with a random token; model statistics (batch sizes, queue
-        # and compute times) are left readable for operators and benchmarks, the rest stay guarded
-        guarded = [e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"]
-        triton = Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=guarded))
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):  # set explicitly: a backgrounded process inherits SIGINT ignored
                 previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        log = open(log_file, "wb") if log_file else None  # noqa: SIM115 - closed below, after the server
+        server = None
         try:
             started = time.perf_counter()
             try:
-                triton.run()
-            except Exception as exc:  # noqa: BLE001 - PyTriton raises plain exceptions
+                server = subprocess.Popen(command, env=_server_environment(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT if log else None,
+                                          preexec_fn=_die_with_parent())
+            except OSError as exc:
                 raise failure(f"Triton did not start ({type(exc).__name__}: {exc})") from None
             while not model_ready(url):
-                if not triton.is_alive() or stop.is_set():
+                if server.poll() is not None or stop.is_set():
                     raise failure("Triton stopped before the model was ready")
                 if time.perf_counter() - started > startup_timeout_s:
                     raise failure(f"the model was not ready after {startup_timeout_s:.0f} s")
@@ -436,11 +526,19 @@ def serve(
                 on_ready({"model": MODEL_NAME, "http": url, "grpc": f"{host}:{grpc_port}", "pid": os.getpid(),
                           "startup_s": round(time.perf_counter() - started, 2)})
             while not stop.wait(0.5):
-                if not triton.is_alive():
+                if server.poll() is not None:
                     return 1
             return 0
         finally:
-            triton.stop()  # SIGINT to tritonserver: it stops taking connections, drains the open ones, exits
+            if server is not None and server.poll() is None:
+                server.send_signal(signal.SIGINT)  # it stops taking connections, drains the open ones, exits
+                try:
+                    server.wait(exit_timeout_s + 10)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
+            if log is not None:
+                log.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -472,6 +570,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env=dict(os.environ, **(env or {})), start_new_session=True)
         self.lines: list[str] = []
+        self._terminated = False
         self._ready = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
         deadline = time.monotonic() + startup_timeout_s
@@ -491,8 +590,13 @@ class ServerProcess:
         return [json.loads(line) for line in self.lines if line.startswith('{"event"')]
 
     def terminate(self) -> None:
-        """SIGTERM: the server stops taking connections and finishes the accepted requests."""
-        if self.proc.poll() is None:
+        """SIGTERM, once: the server stops taking connections and finishes the accepted requests.
+
+        Not twice: a second SIGTERM after `serve` has put back the default handlers, while the
+        process exits, would kill it (exit code -15) instead of letting it finish.
+        """
+        if self.proc.poll() is None and not self._terminated:
+            self._terminated = True
             self.proc.send_signal(signal.SIGTERM)
 
     def stop(self, timeout_s: float = 60.0) -> int:

@@ -8,6 +8,7 @@ documented in fastdaf/serving.py.
 from __future__ import annotations
 
 import dataclasses
+import json
 import queue
 import threading
 import time
@@ -117,6 +118,7 @@ class TritonClient:
 
     def predict(self, text: str | bytes | None = None, audio: np.ndarray | None = None, sampling_rate: int | None = None, *,
                 audio_dtype: str = "FP32") -> dict[str, Any]:
+        """{"score", "label", "weights": {modality: weight}, "notes": [str]} for one utterance, as `fastdaf.predict` gives."""
         order = self.weights_order()
         inputs = build_inputs(self.module, text, audio, sampling_rate, audio_dtype=audio_dtype,
                               mark_absent=order if self.mark_absent else ())
@@ -130,10 +132,12 @@ class TritonClient:
             message = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
             raise ServerError(message or type(exc).__name__, status=str(status) if status is not None else type(exc).__name__) from None
         weights = result.as_numpy("weights")[0]
+        notes = result.as_numpy("notes")  # None from a repository exported before `notes` existed
         return {
             "score": float(result.as_numpy("score")[0, 0]),
             "label": result.as_numpy("label")[0, 0].decode(),
             "weights": {m: float(w) for m, w in zip(order, weights)},
+            "notes": json.loads(notes[0, 0]) if notes is not None else [],
         }
 
     def close(self) -> None:

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +140,15 @@ def test_answer_requests_keeps_an_unexpected_failure_with_its_own_request(predic
     assert answers[2]["score"][0, 0] == pytest.approx(predictor.predict("so bad").score, abs=1e-5)
 
 
+def test_answer_requests_carries_each_rows_notes_as_a_json_list(predictor):
+    silence = np.zeros(CLIP_RATE, np.float32)
+    tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(CLIP_RATE) / CLIP_RATE)).astype(np.float32)
+    [answer] = answer_requests(predictor, [{"text": text_tensor("fine", "great"), **audio_tensors(silence, tone)}], max_audio_seconds=60)
+    want = predictor.predict_each(["fine", "great"], [silence, tone], [CLIP_RATE, CLIP_RATE])
+    assert answer["notes"].shape == (2, 1) and answer["notes"].dtype == object
+    assert [json.loads(n) for n in answer["notes"][:, 0]] == [w.notes for w in want]
+
+
 # ------------------------------------------------------------ the model repository
 
 
@@ -153,7 +165,8 @@ def test_export_triton_writes_a_repository_triton_can_parse(tmp_path):
     config = text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert (config.name, config.backend, config.max_batch_size) == ("fastdaf", "python", 16)
     assert [(i.name, i.optional) for i in config.input] == [("text", True), ("audio", True), ("sampling_rate", True)]
-    assert [o.name for o in config.output] == ["score", "label", "weights"] and list(config.output[2].dims) == [2]
+    assert [o.name for o in config.output] == ["score", "label", "weights", "notes"] and list(config.output[2].dims) == [2]
+    assert config.output[3].data_type == model_config_pb2.TYPE_STRING and list(config.output[3].dims) == [1]
     assert list(config.dynamic_batching.preferred_batch_size) == [4, 16]
     assert config.instance_group[0].count == 2 and config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
     assert config.parameters["weights_order"].string_value == "text,audio"
@@ -173,6 +186,28 @@ def test_export_triton_writes_a_repository_triton_can_parse(tmp_path):
     assert forced.returncode == 0, forced.stderr
 
 
+@pytest.mark.parametrize("damage", ["random bytes as weights", "config naming other tensors"])
+def test_serve_and_export_refuse_a_corrupt_checkpoint_in_seconds_naming_the_file(tmp_path, damage):
+    from fastdaf.default_model import path as default_model_path
+
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(default_model_path(), checkpoint, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    if damage == "random bytes as weights":
+        (checkpoint / "model.safetensors").write_bytes(np.random.default_rng(0).bytes(4096))
+    else:
+        meta = json.loads((checkpoint / "config.json").read_text())
+        meta["config"]["modalities"]["text"] = 300  # the weights hold 384-d text tensors
+        (checkpoint / "config.json").write_text(json.dumps(meta))
+    for command in (["export-triton", str(tmp_path / "repo")], ["serve", "--http-port", str(free_port()), "--grpc-port", str(free_port())]):
+        started = time.monotonic()
+        out = subprocess.run([BIN / "fastdaf", *command, "--checkpoint", str(checkpoint)], capture_output=True, text=True, timeout=60, check=False)
+        seconds = time.monotonic() - started
+        assert out.returncode == 2, (command[0], out.returncode, out.stderr[-500:])
+        assert str(checkpoint / "model.safetensors") in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert seconds < 30, f"{command[0]} took {seconds:.0f} s to refuse the checkpoint"
+    assert not (tmp_path / "repo").exists(), "export-triton wrote a repository for a corrupt checkpoint"
+
+
 def test_serve_options_refuse_what_triton_would_reject(tmp_path):
     with pytest.raises(InputError, match="outside 1..max_batch_size"):
         ServeOptions(max_batch_size=8, preferred_batch_sizes=(16,))
@@ -190,13 +225,13 @@ def test_serve_options_refuse_what_triton_would_reject(tmp_path):
 # ------------------------------------------------------------ a real server
 
 
-def start_server(home: Path) -> ServerProcess:
-    return ServerProcess("--device", "cpu", "--exit-timeout", "20", env={"PYTRITON_HOME": str(home)})
+def start_server() -> ServerProcess:
+    return ServerProcess("--device", "cpu", "--exit-timeout", "20")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with start_server(tmp_path_factory.mktemp("pytriton_home")) as srv:
+    with start_server() as srv:
         yield srv
 
 
@@ -299,6 +334,38 @@ def test_grpc_answers_like_http(server, predictor):
     check_load_records(records, predictor, bad_every=7, bad_status="StatusCode.INVALID_ARGUMENT")
 
 
+def test_notes_are_served_as_in_process(server, predictor):
+    """Audio without speech (here: silence) may be treated as absent with a note; the server carries the notes."""
+    silence = np.zeros(CLIP_RATE, np.float32)
+    speech = load_request(2, mix="text+audio")
+    cases = [("a calm and pleasant afternoon", silence, CLIP_RATE), ("a calm and pleasant afternoon", speech.audio, speech.sampling_rate)]
+    want = predictor.predict_each([c[0] for c in cases], [c[1] for c in cases], [c[2] for c in cases])
+    for url, protocol in ((server.http, "http"), (server.grpc, "grpc")):
+        with TritonClient(url, protocol=protocol) as client:
+            for (text, audio, sr), expected in zip(cases, want):
+                got = client.predict(text, audio, sr)
+                assert got["notes"] == expected.notes, (protocol, got)
+                assert got["score"] == pytest.approx(expected.score, abs=1e-4)
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    (b"{not json", "failed to parse the request JSON"),
+    (b'{"inputs": [', "failed to parse the request JSON"),
+    (b"\xff\xfe", "failed to parse the request JSON"),
+    (b'{"no_inputs": 1}', "Unable to parse 'inputs'"),
+])
+def test_a_body_that_is_not_json_gets_tritons_500(server, body, says):
+    """Triton's HTTP frontend (C++) parses the body before any fastdaf code runs, and answers a parse
+    error with 500, which the README documents: such a request is the client's bug, never worth a retry."""
+    request = urllib.request.Request(f"http://{server.http}/v2/models/{MODEL_NAME}/infer", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=30)
+    assert err.value.code == 500 and says in json.loads(err.value.read())["error"]
+    with TritonClient(server.http) as client:  # and the server goes on serving
+        assert client.predict("still here")["label"] in ("negative", "neutral", "positive")
+
+
 def test_client_example_script_against_the_server(server, predictor):
     from fastdaf.examples import EXAMPLE_CLIP, EXAMPLE_TEXT
 
@@ -309,7 +376,7 @@ def test_client_example_script_against_the_server(server, predictor):
         assert out.returncode == 0, out.stderr
         got = json.loads(out.stdout)
         assert got["score"] == pytest.approx(want.score, abs=1e-4) and got["label"] == want.label
-        assert got["weights"] == pytest.approx(want.weights, abs=1e-4)
+        assert got["weights"] == pytest.approx(want.weights, abs=1e-4) and got["notes"] == want.notes
     refused = subprocess.run([sys.executable, REPO / "examples" / "triton_client.py", "--url", server.http, "--text", ""],
                              capture_output=True, text=True, timeout=120, check=False)
     assert refused.returncode == 1 and "empty" in refused.stderr
@@ -344,7 +411,7 @@ def test_server_survives_clients_that_disconnect_mid_request(server, predictor):
 
 
 def test_shutdown_during_load_finishes_the_accepted_requests(tmp_path, predictor):
-    srv = start_server(tmp_path / "home")
+    srv = start_server()
     try:
         box: dict = {}
         load = threading.Thread(target=lambda: box.update(result=run_load(srv.http, 400, concurrency=16)))
@@ -378,10 +445,10 @@ def test_shutdown_during_load_finishes_the_accepted_requests(tmp_path, predictor
 def test_serve_says_what_is_missing_before_starting_anything(monkeypatch, tmp_path):
     from fastdaf.serving import serve
 
-    monkeypatch.setitem(sys.modules, "pytriton.triton", None)  # as if nvidia-pytriton were not installed
+    monkeypatch.setitem(sys.modules, "pytriton.utils.distribution", None)  # as if nvidia-pytriton were not installed
     with pytest.raises(ServeError, match=r"pip install 'fastdaf\[serve\]'"):
         serve()
-    monkeypatch.delitem(sys.modules, "pytriton.triton")
+    monkeypatch.delitem(sys.modules, "pytriton.utils.distribution")
     out = subprocess.run([BIN / "fastdaf", "serve", "--checkpoint", str(tmp_path / "nowhere"), "--http-port", "1", "--grpc-port", "2"],
                          capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2 and "CheckpointError" not in out.stdout and "no checkpoint directory" in out.stderr
@@ -421,5 +488,5 @@ def test_client_and_load_generator_refuse_bad_arguments_naming_them(tmp_path):
     out = subprocess.run([BIN / "fastdaf-bench", "serve", "--bad-every", "-1"], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2 and "--bad-every must be >= 0" in out.stderr
     with pytest.raises(ServeError, match="did not become ready") as err:
-        ServerProcess("--checkpoint", str(tmp_path / "nowhere"), env={"PYTRITON_HOME": str(tmp_path)}, startup_timeout_s=120)
+        ServerProcess("--checkpoint", str(tmp_path / "nowhere"), startup_timeout_s=120)
     assert "no checkpoint directory" in str(err.value)
