@@ -63,23 +63,11 @@ EVIL_CONFIG = json.dumps({"name": MODEL_NAME, "backend": "python", "max_batch_si
                           "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}]})
 
 
-def http_tries(url: str, headers: dict[str, str], model_py: bytes) -> dict[str, bool]:
-    """Index, unload and load (replacing the served model with `model_py`) over HTTP; True where the server accepted."""
-    from tritonclient import http
+def repository_tries(protocol: str, url: str, headers: dict[str, str], model_py: bytes) -> dict[str, bool]:
+    """Index, unload and load (replacing the served model with `model_py`) over "http" or "grpc"; True where the server accepted."""
+    import importlib
 
-    client = http.InferenceServerClient(url)
-    calls = {
-        "index": lambda: client.get_model_repository_index(headers=headers),
-        "unload": lambda: client.unload_model(MODEL_NAME, headers=headers),
-        "load": lambda: client.load_model(MODEL_NAME, headers=headers, config=EVIL_CONFIG, files={"file:1/model.py": model_py}),
-    }
-    return {name: _accepted(call) for name, call in calls.items()}
-
-
-def grpc_tries(url: str, headers: dict[str, str], model_py: bytes) -> dict[str, bool]:
-    from tritonclient import grpc
-
-    client = grpc.InferenceServerClient(url)
+    client = importlib.import_module(f"tritonclient.{protocol}").InferenceServerClient(url)
     calls = {
         "index": lambda: client.get_model_repository_index(headers=headers),
         "unload": lambda: client.unload_model(MODEL_NAME, headers=headers),
@@ -152,7 +140,8 @@ def test_no_token_from_any_process_lets_a_client_load_unload_or_list_models(serv
     accepted = []
     for headers in tries:
         grpc_headers = {**headers, **{f"triton-grpc-protocol-{k}": v for k, v in headers.items()}}  # Triton's gRPC prefix
-        for protocol, result in (("http", http_tries(server.http, headers, model_py)), ("grpc", grpc_tries(server.grpc, grpc_headers, model_py))):
+        for protocol, result in (("http", repository_tries("http", server.http, headers, model_py)),
+                                 ("grpc", repository_tries("grpc", server.grpc, grpc_headers, model_py))):
             accepted += [(protocol, call, headers) for call, ok in result.items() if ok]
     assert not accepted, accepted[:5]
     assert not marker.exists(), "the uploaded model.py ran"
