@@ -29,6 +29,7 @@ import torchaudio  # noqa: E402
 import fastdaf.acoustic as A  # noqa: E402
 from fastdaf import DAFConfig, DAFHead  # noqa: E402
 from fastdaf.fused import FusedDAFHead  # noqa: E402
+from fastdaf.reference_check import reference64, relative_error  # noqa: E402
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech"
 
@@ -93,11 +94,8 @@ def fused_precision(n: int = 100) -> dict[str, dict[str, float]]:
                     p.normal_(0.0, (4.0 if name.startswith("score") else 1.0) / fan_in**0.5, generator=g)
             batch = 1 if trial % 2 else 17
             feats = {m: (2 * torch.randn(batch, d, generator=g)).to(dtype) for m, d in mods.items()}
-            ref = DAFHead(head.config).double().eval()
-            ref.load_state_dict(head.state_dict())
-            want = ref({m: x.double() for m, x in feats.items()}).score.detach()
-            got = FusedDAFHead.from_head(head)(feats).score.double()
-            errs.append(float((got - want).norm() / want.norm()))
+            want, _ = reference64(head, feats, None)
+            errs.append(relative_error(FusedDAFHead.from_head(head)(feats).score, want))
         errs.sort()
         out[str(dtype)] = {"max": errs[-1], "p99": errs[int(0.99 * n) - 1], "p50": errs[n // 2]}
     return out

@@ -73,19 +73,9 @@ import triton  # noqa: E402
 from fastdaf import DAFConfig, DAFHead  # noqa: E402
 from fastdaf.bench import environment, head_callables, random_features, random_head, time_calls  # noqa: E402
 from fastdaf.fused import FusedDAFHead  # noqa: E402
+from fastdaf.reference_check import TOLERANCE, reference64, relative_error  # noqa: E402  (tolerances explained there)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# Norm-wise relative error allowed against float64, for heads with weights ~N(0, 0.4) (as in
-# tests/test_fused_head.py). tf32 keeps 10 mantissa bits: each operand is off by at most
-# u = 2^-11 = 4.9e-4 (2u if the hardware truncates), and the head chains three dots (projection,
-# scoring, output MLP) whose errors the softmax and activations pass on: a few u each. Emulating
-# tf32 operand rounding in a float64 reference over 120 random heads of these shapes gave at worst
-# 3.5e-3 (round to nearest) and 5.1e-3 (truncation); 1e-2 leaves twice that. fp32 "ieee" is full
-# fp32 (the interpreter tests hold 1e-4); fp16 and bf16 use the interpreter tests' 2e-2 (fp16
-# operands, u = 4.9e-4; bf16 inputs on fp32 weights in tf32, compared on the same rounded inputs).
-# A lone output of one row can cancel to near zero while its terms are large, which says nothing of
-# the kernel: B=1 cases therefore have 7 outputs.
-TOLERANCE = {("fp32", "tf32"): 1e-2, ("fp32", "ieee"): 1e-4, ("fp16", None): 2e-2, ("bf16", None): 2e-2}
 DEFAULT_TILE = {"BLOCK_B": 16, "BLOCK_K": 32, "num_warps": 4, "num_stages": 2}
 # fraction of the deadline each section leaves to the sections after it
 WINDOWS = {"validation": 0.45, "timing": 0.20, "e2e": 0.0}
@@ -152,10 +142,6 @@ def save(report: dict, out: Path) -> None:
     tmp.replace(out / "gpu_check.json")
 
 
-def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    return ((got.double() - want).norm() / want.norm().clamp_min(1e-12)).item()
-
-
 def check_fused(fused: FusedDAFHead, head: DAFHead, feats: dict, present: torch.Tensor | None) -> dict:
     """Errors of the fused head against float64 on NaN-poisoned outputs, and whether every element was written."""
     cfg = head.config
@@ -165,10 +151,8 @@ def check_fused(fused: FusedDAFHead, head: DAFHead, feats: dict, present: torch.
     weights = torch.full((B, cfg.n_modalities), float("nan"), device=device)
     with torch.no_grad():
         out = fused(feats, present, out=(score, weights))
-        ref = DAFHead(cfg).to(device).double().eval()
-        ref.load_state_dict(head.state_dict())
-        want = ref({m: x.double() for m, x in feats.items()}, present)
-    return {"score_err": relative_error(out.score, want.score), "weight_err": relative_error(out.weights, want.weights),
+    want_score, want_weights = reference64(head, feats, present)
+    return {"score_err": relative_error(out.score, want_score), "weight_err": relative_error(out.weights, want_weights),
             "all_written": bool(torch.isfinite(score).all() and torch.isfinite(weights).all())}
 
 

@@ -39,6 +39,7 @@ import torch
 from .config import DAFConfig
 from .errors import FastDAFError, InputError
 from .head import DAFHead
+from .reference_check import random_head  # noqa: F401  (re-exported: benchmarks and tests take it from here)
 
 BACKENDS = ("eager", "cudagraph", "compile", "fused", "fused-cudagraph")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -74,18 +75,6 @@ def time_calls(fn: Callable[[], Any], device: torch.device, *, warmup: int, iter
     samples.sort()
     pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]  # noqa: E731
     return {"p50_us": statistics.median(samples), "p90_us": pick(0.90), "p99_us": pick(0.99), "mean_us": statistics.fmean(samples)}
-
-
-def random_head(config: DAFConfig, device: torch.device, seed: int = 0) -> DAFHead:
-    """A head with random (non-zero) weights and standardisation: timing never runs on zeros."""
-    g = torch.Generator().manual_seed(seed)
-    head = DAFHead(config)
-    with torch.no_grad():
-        for p in head.parameters():
-            p.normal_(0.0, 0.05, generator=g)
-        for m, d in config.modalities.items():
-            head.set_input_stats(m, torch.randn(d, generator=g), torch.rand(d, generator=g) + 0.5)
-    return head.to(device).eval()
 
 
 def random_features(config: DAFConfig, batch: int, dtype: torch.dtype, device: torch.device, seed: int = 1):

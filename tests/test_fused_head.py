@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from fastdaf import DAFConfig, DAFHead, InputError, UnsupportedError
+from fastdaf import reference_check
 from fastdaf.fused import FusedDAFHead
+from fastdaf.reference_check import reference64, relative_error, tolerance
 
 CASES = [
     # (modalities, options, batch, with mask)
@@ -18,13 +20,7 @@ CASES = [
 
 
 def random_head(modalities, options, generator):
-    head = DAFHead(DAFConfig(modalities, **options)).eval()
-    with torch.no_grad():
-        for p in head.parameters():
-            p.normal_(0.0, 0.4, generator=generator)
-        for m, d in modalities.items():
-            head.set_input_stats(m, torch.randn(d, generator=generator), torch.rand(d, generator=generator) + 0.5)
-    return head
+    return reference_check.random_head(DAFConfig(modalities, **options), generator=generator, weight_std=0.4)
 
 
 def random_inputs(head, batch, with_mask, generator, dtype=torch.float32):
@@ -37,21 +33,9 @@ def random_inputs(head, batch, with_mask, generator, dtype=torch.float32):
     return feats, present
 
 
-def reference64(head, feats, present):
-    ref = DAFHead(head.config).double().eval()
-    ref.load_state_dict(head.state_dict())
-    out = ref({m: x.double() for m, x in feats.items()}, present)
-    return out.score.detach(), out.weights.detach()
-
-
 def poisoned_outputs(head, batch):
     cfg = head.config
     return torch.full((batch, cfg.n_outputs), float("nan")), torch.full((batch, cfg.n_modalities), float("nan"))
-
-
-def relative_error(got, want):
-    """Norm-wise relative error ||got - want|| / ||want||, the measure the tolerances refer to."""
-    return ((got.double() - want).norm() / want.norm().clamp_min(1e-12)).item()
 
 
 def assert_matches(fused_out, score, weights, tol):
@@ -70,7 +54,7 @@ def test_fp32_matches_reference(modalities, options, batch, with_mask, rng):
     assert torch.isfinite(score_buf).all() and torch.isfinite(weight_buf).all()  # every element written
     score, weights = reference64(head, feats, present)
     assert out.score.shape == score.shape and out.weights.shape == weights.shape
-    assert_matches(out, score, weights, 1e-4)
+    assert_matches(out, score, weights, tolerance(torch.float32, "ieee"))
     if present is not None:
         assert torch.all(out.weights[~present] == 0)
 
@@ -88,14 +72,15 @@ def test_half_precision_matches_reference(dtype, case, batch, rng):
     score_buf, weight_buf = poisoned_outputs(head, batch)
     out = fused(feats, present, out=(score_buf, weight_buf))
     score, weights = reference64(head, feats, present)  # on the same rounded inputs
-    assert_matches(out, score, weights, 2e-2)
+    assert_matches(out, score, weights, tolerance(dtype))
 
 
 def test_one_fused_head_serves_every_dtype(rng):
     head = random_head({"text": 16, "audio": 8}, dict(projection_size=16, attention_size=16, hidden_size=16), rng)
     fused = FusedDAFHead.from_head(head, precision="ieee")
     feats, _ = random_inputs(head, 4, False, rng)
-    for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 2e-2), (torch.float16, 2e-2), (torch.float32, 1e-4)):
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float32):
+        tol = tolerance(dtype, "ieee")
         rounded = {m: x.to(dtype) for m, x in feats.items()}
         out = fused(rounded)
         assert out.score.dtype == torch.float32 and out.weights.dtype == torch.float32
@@ -121,7 +106,7 @@ def test_left_out_modality_is_absent(rng):
     feats, _ = random_inputs(head, 5, False, rng)
     out = fused({"text": feats["text"]})
     score, weights = reference64(head, {"text": feats["text"]}, None)
-    assert_matches(out, score, weights, 1e-4)
+    assert_matches(out, score, weights, tolerance(torch.float32, "ieee"))
     assert torch.all(out.weights[:, 1] == 0)
 
 
@@ -162,7 +147,7 @@ def test_non_contiguous_rows_are_read_correctly(rng):
     wide = torch.randn(6, 40, generator=rng)
     feats = {"text": wide[::2, :16], "audio": wide[::2, 20:28]}  # row stride 80, inner stride 1
     score, weights = reference64(head, feats, None)
-    assert_matches(fused(feats), score, weights, 1e-4)
+    assert_matches(fused(feats), score, weights, tolerance(torch.float32, "ieee"))
 
 
 @pytest.mark.parametrize("block", [{"BLOCK_B": 16, "BLOCK_K": 16}, {"BLOCK_B": 32, "BLOCK_K": 64}])
@@ -172,7 +157,7 @@ def test_pinned_block_configs_compute_the_same_function(block, rng):
     fused = FusedDAFHead.from_head(head, precision="ieee", block_config=block)
     feats, present = random_inputs(head, batch, True, rng)
     score, weights = reference64(head, feats, present)
-    assert_matches(fused(feats, present), score, weights, 1e-4)
+    assert_matches(fused(feats, present), score, weights, tolerance(torch.float32, "ieee"))
 
 
 def test_block_config_must_name_the_tile():
