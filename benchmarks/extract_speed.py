@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from fastdaf.extractor import FeatureExtractor, extract_manifest
 from fastdaf.examples import ARCTIC_PROMPTS as PROMPTS
+from fastdaf.extractor import FeatureExtractor, extract_manifest
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech"
 

@@ -92,7 +92,15 @@ def compile_variant(v: Variant) -> dict:
     """Compile one variant (in this process) and report every kernel Triton built for it."""
     import torch
 
-    from .daf_head import DAFHeadLaunch, _pow2, block_k_for, chunk_size, daf_head_kernel, daf_head_kernel_tuned, shared_memory_estimate
+    from .daf_head import (
+        DAFHeadLaunch,
+        _pow2,
+        block_k_for,
+        chunk_size,
+        daf_head_kernel,
+        daf_head_kernel_tuned,
+        shared_memory_estimate,
+    )
     from .offline import SHARED_MEMORY_LIMIT, offline_target, record_compiles
 
     x_dtype = _torch_dtype(v.dtype)

@@ -8,11 +8,21 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastdaf.backends as backends
-from fastdaf.backends import BucketedRunner, Buckets, ExactShapes, InputSpec, export_onnx, graph_policy, make_runner, pad_to, resolve_backend
+from fastdaf.backends import (
+    BucketedRunner,
+    Buckets,
+    ExactShapes,
+    InputSpec,
+    export_onnx,
+    graph_policy,
+    make_runner,
+    pad_to,
+    resolve_backend,
+)
+from fastdaf.config import DAFConfig
 from fastdaf.encoders import AcousticEncoder, SpeechEncoder, TextEncoder
 from fastdaf.errors import EncoderError, UnsupportedError
 from fastdaf.head import DAFHead
-from fastdaf.config import DAFConfig
 
 SENTENCES = ["a short one", "this one is quite a lot longer than the first sentence here", "mid length words"]
 # ops that need tensor data on the host: they would break CUDA-graph capture (and sync the stream)

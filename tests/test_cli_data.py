@@ -4,6 +4,7 @@ import csv
 import json
 
 import numpy as np
+from test_datasets import dump, mmsa_split
 
 from fastdaf import DAFHead
 from fastdaf.cli import main as cli_main
@@ -11,7 +12,6 @@ from fastdaf.datasets import load_mmsa_pickle
 from fastdaf.metrics import METRIC_NAMES, sentiment_metrics
 from fastdaf.synthetic import make_cue_task
 from fastdaf.train import predict_features
-from test_datasets import dump, mmsa_split
 
 
 def run_json(argv, capsys):
@@ -71,7 +71,7 @@ def test_ablate_writes_table_and_plot(tmp_path, capsys):
     assert list(report["results"]) == names
     table = (out / "ablation.md").read_text()
     for name in names:
-        line = next(l for l in table.splitlines() if l.startswith(f"| {name} |"))
+        line = next(row for row in table.splitlines() if row.startswith(f"| {name} |"))
         assert line.count("+-") == len(METRIC_NAMES)
     assert (out / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     weights = report["results"]["dynamic"]["weights"]

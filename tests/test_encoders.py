@@ -2,7 +2,15 @@ import pytest
 import soundfile
 import torch
 
-from fastdaf.encoders import Encoded, PrecomputedEncoder, SpeechEncoder, TextEncoder, load_encoder, masked_mean, normalize_mosei
+from fastdaf.encoders import (
+    Encoded,
+    PrecomputedEncoder,
+    SpeechEncoder,
+    TextEncoder,
+    load_encoder,
+    masked_mean,
+    normalize_mosei,
+)
 from fastdaf.errors import EncoderError, InputError
 
 SENTENCES = ["this is sp another of my favorite albums", "i did not like it at all", "ok", "sp great movie sp"]

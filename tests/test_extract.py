@@ -10,10 +10,9 @@ import torchaudio
 
 from fastdaf.cli import main as cli_main
 from fastdaf.errors import AudioNotFoundError, InputError, ManifestError
+from fastdaf.examples import ARCTIC_PROMPTS as PROMPTS
 from fastdaf.extractor import FeatureExtractor, errors_path, extract_manifest, read_manifest
 from fastdaf.features import FeatureSet
-from fastdaf.examples import ARCTIC_PROMPTS as PROMPTS
-
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from fastdaf import DAFConfig, DAFHead, InputError, UnsupportedError
-from fastdaf import reference_check
+from fastdaf import DAFConfig, DAFHead, InputError, UnsupportedError, reference_check
 from fastdaf.fused import FusedDAFHead
 from fastdaf.reference_check import reference64, relative_error, tolerance
 

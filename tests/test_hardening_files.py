@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from test_datasets import write_csd
 
 from fastdaf import CheckpointError, ConfigError, DAFConfig, DAFHead
 from fastdaf import datasets as ds
@@ -21,7 +22,6 @@ from fastdaf.checkpoint import CONFIG_FILE, MAX_CONFIG_BYTES, WEIGHTS_FILE, read
 from fastdaf.cli import main as cli_main
 from fastdaf.config import MAX_INPUT_DIM, MAX_LAYER_SIZE, MAX_WEIGHTS
 from fastdaf.errors import FeatureFileError
-from test_datasets import write_csd
 
 
 @contextlib.contextmanager

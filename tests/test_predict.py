@@ -23,9 +23,8 @@ from fastdaf.errors import (
     UnsupportedAudioFormatError,
     UnsupportedError,
 )
-from fastdaf.pipeline import sentiment_label
 from fastdaf.examples import ARCTIC_PROMPTS as PROMPTS
-
+from fastdaf.pipeline import sentiment_label
 
 
 @pytest.fixture(scope="module")

@@ -16,3 +16,16 @@ def test_kernels_folder_is_installed_as_fastdaf_kernels():
     import fastdaf.kernels
 
     assert Path(fastdaf.kernels.__file__).resolve().parent == REPO / "kernels"
+
+
+def test_code_passes_ruff():
+    """The lint configured in pyproject.toml ([tool.ruff]) holds for the whole tree; .ci/run runs it through this test."""
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = Path(sys.executable).with_name("ruff")
+    ruff = str(ruff) if ruff.exists() else shutil.which("ruff")
+    assert ruff, "ruff is not installed: pip install -e '.[test]'"
+    done = subprocess.run([ruff, "check", "--no-cache", str(REPO)], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
