@@ -7,7 +7,7 @@ vector runs inside the compiled or captured region. A `Runner` wraps a core:
 - `eager`: the module as it is.
 - `compile`: `torch.compile(module, dynamic=True)`.
 - `cudagraph` (CUDA only): inputs are padded up to a (batch, length) bucket, one graph is captured
-  per bucket on first use (or at load, `warm=`) and replayed after copying the inputs into its static
+  per bucket on first use and replayed after copying the inputs into its static
   buffers; at most `max_graphs` graphs are kept (least recently used evicted). Bigger inputs than the
   largest bucket run eagerly. Padding uses each input's pad value (an attention mask of 0, a length
   of the padded size, ...), so this needs padding-invariant cores; the encoders declare that
@@ -205,10 +205,6 @@ class BucketedRunner(Runner):
         while len(self.pool) > self.max_graphs:
             self.pool.popitem(last=False)
         return fn
-
-    def warm(self, examples: Sequence[Inputs]) -> None:
-        for example in examples:
-            self(example)
 
     def __call__(self, inputs: Inputs) -> Any:
         batch, length = _batch_and_length(inputs, self.specs)

@@ -26,8 +26,6 @@ from .encoders import check_unicode, load_encoder
 from .errors import FastDAFError, InputError, ManifestError
 from .features import FeatureSet
 
-MODALITIES = ("text", "audio")
-
 
 @dataclasses.dataclass
 class Extracted:

@@ -144,10 +144,6 @@ class FeatureSet:
         except InputError as exc:
             raise FeatureFileError(f"{path}: {exc}") from exc
 
-    def as_inputs(self, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Features and mask ready for a head call."""
-        return {m: x.to(device) for m, x in self.features.items()}, self.present.to(device)
-
 
 def concat(sets: Sequence[FeatureSet]) -> FeatureSet:
     """Stack feature sets with the same modalities row-wise (ids/splits kept when all have them)."""

@@ -62,7 +62,6 @@ from .errors import FastDAFError, InputError
 MODEL_NAME = "fastdaf"
 MAX_TEXT_CHARS = 20_000
 INPUTS = ("text", "audio", "sampling_rate")
-OUTPUTS = ("score", "label", "weights", "notes")
 MODEL_PY = '''"""fastdaf sentiment model for Triton's Python backend, written by `fastdaf export-triton`.
 
 The server's Python environment needs fastdaf installed (`pip install fastdaf`); the head checkpoint
