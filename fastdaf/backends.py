@@ -36,9 +36,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .choices import ENCODER_BACKENDS
 from .errors import EncoderError, UnsupportedError
 
-BACKENDS = ("auto", "eager", "compile", "cudagraph", "tensorrt")
+BACKENDS = ENCODER_BACKENDS
 Inputs = dict[str, torch.Tensor]
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from .choices import ENCODER_BACKENDS
 from .config import DAFConfig
 from .errors import FastDAFError, InputError
 from .head import DAFHead
@@ -180,7 +181,7 @@ def parse_modalities(text: str) -> dict[str, int]:
 E2E_HEADS = ("auto", *BACKENDS)
 MINILM_L6 = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
                  max_position_embeddings=512)
-E2E_BACKENDS = ("eager", "compile", "cudagraph", "tensorrt")
+E2E_BACKENDS = tuple(b for b in ENCODER_BACKENDS if b != "auto")  # each concrete encoder backend
 
 
 def text_core(name: str, device: torch.device, dtype: torch.dtype, backend: str, max_length: int):

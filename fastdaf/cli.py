@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .choices import ENCODER_BACKENDS, HEADS
 from .errors import FastDAFError, InputError
 
 
@@ -493,8 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--allow-duplicate-ids", action="store_true", help="with --manifest: accept ids that repeat (refused by default)")
     predict.add_argument("--checkpoint", type=Path, default=None, help="head checkpoint directory (default: the bundled model)")
     predict.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    predict.add_argument("--head", choices=("auto", "fused", "reference"), default="auto", help="head implementation (auto: fused on CUDA)")
-    predict.add_argument("--backend", choices=("auto", "eager", "compile", "cudagraph", "tensorrt"), default="auto",
+    predict.add_argument("--head", choices=HEADS, default="auto", help="head implementation (auto: fused on CUDA)")
+    predict.add_argument("--backend", choices=ENCODER_BACKENDS, default="auto",
                          help="encoder backend (auto: TensorRT if installed, else CUDA graphs on CUDA, else eager)")
     predict.add_argument("--json", action="store_true", help="one utterance: print a JSON object; manifest: no progress bar")
     predict.set_defaults(func=cmd_predict)

@@ -25,11 +25,12 @@ from typing import Any
 import torch
 
 from .audio import AudioInput
+from .choices import HEADS
 from .errors import InputError, UnsupportedError
 
 NEUTRAL_BAND = 0.5
 SCORE_RANGE = (-3.0, 3.0)
-HEAD_BACKENDS = ("auto", "fused", "reference")
+HEAD_BACKENDS = HEADS
 
 
 def sentiment_label(score: float) -> str:
