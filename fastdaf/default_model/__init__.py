@@ -1,5 +1,5 @@
 """The bundled default model: a DAF head checkpoint that ships inside the package, so prediction
-works offline right after install. `build.py` beside this file trains it reproducibly; the model
+works offline right after install. `scripts/build_default_model.py` in the repository trains it reproducibly; the model
 card is in the README and in `config.json`'s `extra.model_card`."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Build the bundled default model, reproducibly: `python -m fastdaf.default_model.build`.
+"""Build the bundled default model, reproducibly: `python scripts/build_default_model.py` (from a checkout).
 
 1. Transcripts and sentiment labels of CMU-MOSEI (`../shared/data/cmu-mosei-text`, train and valid).
 2. CMU-MOSEI audio is not reachable here, so each transcript (pause tokens `sp` removed) is spoken by
@@ -10,7 +10,9 @@
 4. A dynamic-fusion head is trained on train with modality dropout (so it also serves text-only and
    audio-only requests), selected on valid (early stopping on MAE), fixed seeds.
 5. The checkpoint, with its model card (data, synthesis, versions, valid metrics for text+audio,
-   text only and audio only), is written into this package folder.
+   text only and audio only), is written into fastdaf/default_model/ (the package's bundled model).
+
+It lives outside the package: a development tool that reads the checkout's data, not part of the install.
 """
 
 from __future__ import annotations
@@ -27,13 +29,13 @@ from pathlib import Path
 
 import torch
 
-from ..config import DAFConfig
-from ..extractor import FeatureExtractor
-from ..features import FeatureSet, concat
-from ..metrics import sentiment_metrics
-from ..train import TrainOptions, predict_features, train_head
+from fastdaf.config import DAFConfig
+from fastdaf.extractor import FeatureExtractor
+from fastdaf.features import FeatureSet, concat
+from fastdaf.metrics import sentiment_metrics
+from fastdaf.train import TrainOptions, predict_features, train_head
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cmu-mosei-text"
 VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbcwmd", "en-gb-x-gbclan")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
@@ -96,15 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--work", type=Path, default=Path("/tmp/fastdaf-build"), help="cache of extracted features")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--out", type=Path, default=REPO / "fastdaf" / "default_model")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N rows of each split (quick check)")
     args = parser.parse_args(argv)
 
     import transformers
 
-    from .. import __version__
-    from ..datasets import read_transcript_dir
+    from fastdaf import __version__
+    from fastdaf.datasets import read_transcript_dir
 
     rows = [r for r in read_transcript_dir(args.data) if r.split in ("train", "valid")]
     if args.limit:
