@@ -420,14 +420,10 @@ class DAFHeadLaunch:
         self._absent_slots = [i for i in range(4) if i not in self.given]
         self._batch_keys: dict[int, tuple] = {}
 
-    def arguments(self, xs: list[torch.Tensor | None], mask: torch.Tensor | None, out: torch.Tensor, weights: torch.Tensor) -> tuple:
-        """The kernel's runtime arguments for one call, in its signature order."""
-        return tuple(self._bind(xs, mask, out, weights)[0])
-
     def _bind(self, xs, mask, out, weights) -> tuple[list, tuple]:
         """The call's arguments and its specialisation key: the batch bucket (the autotuner's
-        choice) and what Triton specialises the per-call arguments on (`int_class`, inlined here:
-        this runs on every call; 16-byte alignment of pointers); weights and constants are fixed."""
+        choice) and what Triton specialises the per-call arguments on (`int_class`; 16-byte alignment
+        of pointers); weights and constants are fixed."""
         args = self._template.copy()
         anchor = xs[self.given[0]]
         for slot in self._absent_slots:
@@ -437,11 +433,11 @@ class DAFHeadLaunch:
             x = xs[i]
             args[i] = x
             stride = args[4 + i] = x.stride(0)
-            key += (x.data_ptr() % 16 == 0, stride == 1, stride % 16 == 0, stride >= 2**31)
+            key += (x.data_ptr() % 16 == 0, int_class(stride))
         B = out.shape[0]
         batch = self._batch_keys.get(B)
         if batch is None:
-            batch = (batch_bucket(B), B == 1, B % 16 == 0, B >= 2**31)
+            batch = (batch_bucket(B), int_class(B))
             if len(self._batch_keys) < 4096:
                 self._batch_keys[B] = batch
         if mask is None:
