@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from test_datasets import write_csd
+from test_datasets import _Reduce, write_csd
 
 from fastdaf import CheckpointError, ConfigError, DAFConfig, DAFHead
 from fastdaf import datasets as ds
@@ -83,14 +83,6 @@ def test_pickle_cycles_depth_and_legitimate_sharing(tmp_path):
     (tmp_path / "ok.pkl").write_bytes(pickle.dumps({"valid": {"id": ids}, "test": {"id": ids}, "k": {(1, (2, 3)): shared_list(5)}}))
     back = ds.safe_load_pickle(tmp_path / "ok.pkl")
     assert back["valid"]["id"] is back["test"]["id"] and back["test"]["id"] == ["a", "b"]
-
-
-class _Reduce:
-    def __init__(self, fn, args) -> None:
-        self.fn, self.args = fn, args
-
-    def __reduce__(self):
-        return (self.fn, self.args)
 
 
 @pytest.mark.parametrize(
