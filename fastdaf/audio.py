@@ -2,9 +2,10 @@
 
 Accepted inputs: a path (str or os.PathLike) to a file soundfile reads (WAV, FLAC, OGG/Vorbis/Opus,
 AIFF, MP3 and the other libsndfile formats; int or float samples; up to MAX_CHANNELS channels), raw
-bytes of such a file (files and bytes need the `soundfile` package, imported only when one is decoded, so
-`import fastdaf` works where it is missing, e.g. a bare GPU machine), or a numpy array / torch tensor of samples with its `sampling_rate` ([T] mono,
-[T, C] or [C, T] with C <= 8 channels). Channels are averaged; integer arrays are scaled to [-1, 1).
+bytes of such a file (files and bytes need the `soundfile` package, imported only when one is decoded,
+so `import fastdaf` works where it is missing, e.g. a bare GPU machine), or a numpy array / torch
+tensor of samples with its `sampling_rate` ([T] mono, [T, C] or [C, T] with C <= 8 channels).
+Channels are averaged; integer arrays are scaled to [-1, 1).
 
 Limits (module constants): sampling rates MIN_SAMPLING_RATE..MAX_SAMPLING_RATE Hz; at least
 MIN_SECONDS and at most MAX_SECONDS of audio; at most MAX_CHANNELS channels. Longer clips are refused,
