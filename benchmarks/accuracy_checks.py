@@ -8,7 +8,13 @@
   trip 16 -> R -> 16 kHz (whole vector for R = 22.05/44.1/48 kHz, prosodic columns for 8 kHz), for the
   mel floor in use (40 dB) and for 60 dB;
 - fused head: norm-wise error against the float64 reference over 100 random heads with realistic
-  weight scales, fp16 and bf16 inputs, in the Triton interpreter.
+  weight scales, fp16 and bf16 inputs, in the Triton interpreter;
+- tf32 error scale (the basis of fastdaf.reference_check.TOLERANCE[("fp32", "tf32")], which the
+  interpreter cannot exercise: it computes tf32 dots in full fp32): the reference head in float64
+  with every matrix product's operands first rounded to tf32's 10-bit mantissa (to nearest, and
+  truncated), against the exact float64 head, over 120 random heads with weights ~N(0, 0.4) as the
+  kernel checks use. An emulation of the error's scale, not of the kernel's exact operations
+  (the kernel folds the input standardisation into the weights).
 """
 
 from __future__ import annotations
@@ -101,6 +107,42 @@ def fused_precision(n: int = 100) -> dict[str, dict[str, float]]:
     return out
 
 
+def _tf32(x: torch.Tensor, truncate: bool) -> torch.Tensor:
+    """x (float64) rounded to tf32: fp32 with the low 13 of its 23 mantissa bits cleared."""
+    bits = x.float().view(torch.int32)
+    if not truncate:
+        bits = bits + (1 << 12)  # round half up at the 10th mantissa bit
+    return (bits & ~((1 << 13) - 1)).view(torch.float32).double()
+
+
+def tf32_emulation(n: int = 120) -> dict[str, float]:
+    import torch.nn.functional as F
+
+    from fastdaf.reference_check import random_head
+
+    g = torch.Generator().manual_seed(7)
+    shapes = [({"text": 768, "audio": 74}, dict(projection_size=256, attention_size=64, hidden_size=128, n_outputs=7)),
+              ({"text": 20, "audio": 74, "video": 35}, dict(projection_size=64, attention_size=32, hidden_size=16, n_outputs=7))]
+    exact_linear = F.linear
+    worst = {}
+    for truncate in (False, True):
+        errs = []
+        for trial in range(n):
+            mods, opts = shapes[trial % 2]
+            head = random_head(DAFConfig(mods, **opts), generator=g, weight_std=0.4).double()
+            feats = {m: 2 * torch.randn(9, d, generator=g, dtype=torch.float64) for m, d in mods.items()}
+            want, _ = reference64(head, feats, None)
+            F.linear = lambda x, w, b=None: exact_linear(_tf32(x, truncate), _tf32(w, truncate), b)  # noqa: E731
+            try:
+                with torch.no_grad():
+                    got = head(feats).score
+            finally:
+                F.linear = exact_linear
+            errs.append(relative_error(got, want))
+        worst["truncate" if truncate else "round_to_nearest"] = max(errs)
+    return worst
+
+
 def main() -> None:
     report = {
         "pitch_worst_relative_error": pitch_errors(),
@@ -108,6 +150,7 @@ def main() -> None:
         "round_trip_worst_40dB": round_trip_errors(40.0),
         "round_trip_worst_60dB": round_trip_errors(60.0),
         "fused_head_norm_error": fused_precision(),
+        "tf32_emulated_worst_norm_error": tf32_emulation(),
     }
     print(json.dumps(report, indent=2))
 
