@@ -32,7 +32,7 @@ import soundfile  # noqa: E402
 import torch  # noqa: E402
 import torchaudio  # noqa: E402
 
-import fastdaf.acoustic as A  # noqa: E402
+import fastdaf.audio.acoustic as A  # noqa: E402
 from fastdaf import DAFConfig, DAFHead  # noqa: E402
 from fastdaf.fused import FusedDAFHead  # noqa: E402
 from fastdaf.reference_check import reference64, relative_error  # noqa: E402

@@ -1,7 +1,7 @@
 """Requests/s and latency of `fastdaf serve` on this machine, beside in-process prediction of the same utterances.
 
 Starts `fastdaf serve` (CPU, default options unless given), warms it, then in one run, for three
-workloads of distinct real utterances (fastdaf.triton_client.load_request): `mixed` (text only,
+workloads of distinct real utterances (fastdaf.serving.client.load_request): `mixed` (text only,
 audio only and text+audio in turn), the same with missing inputs sent marked absent, and
 `text+audio`: HTTP from 1 client, HTTP and gRPC from 32 clients; then SentimentPredictor.predict_batch
 in batches of 32 on the same utterances in this process. Triton's dynamic batcher batches only
@@ -23,7 +23,7 @@ import torch
 
 from fastdaf.pipeline import SentimentPredictor
 from fastdaf.serving import ServerProcess
-from fastdaf.triton_client import load_request, run_load
+from fastdaf.serving.client import load_request, run_load
 
 
 def main() -> None:

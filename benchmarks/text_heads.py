@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from fastdaf import DAFConfig, FeatureSet, train_head
-from fastdaf.datasets import read_transcript_dir
+from fastdaf.data import read_transcript_dir
 from fastdaf.encoders import TextEncoder, masked_mean
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cmu-mosei-text"

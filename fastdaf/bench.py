@@ -1,6 +1,6 @@
 """`fastdaf-bench`: latency benchmarks on whatever device is present; `--json` for machines.
 
-`e2e` times the whole prediction per encoder backend (fastdaf.backends): text encoder, audio
+`e2e` times the whole prediction per encoder backend (fastdaf.encoders.runners): text encoder, audio
 encoder and head separately and in sequence (total), for given batch sizes, text lengths (tokens)
 and audio durations. Encoders are built with random weights from their configurations (latency does
 not depend on the weights, and the GPU machine lacks the MiniLM package); inputs are random token
@@ -10,7 +10,7 @@ is the all-eager baseline).
 
 `serve` sends a load to a served model (`fastdaf serve`, or Triton with an `export-triton`
 repository) from concurrent clients and reports requests/s and latency percentiles
-(fastdaf.triton_client.run_load); `--records` keeps every request's outcome.
+(fastdaf.serving.client.run_load); `--records` keeps every request's outcome.
 
 `head` times the DAF head per backend, side by side in one process:
 - `eager`: the reference DAFHead;
@@ -36,11 +36,18 @@ from typing import Any
 
 import torch
 
+from .audio.acoustic import FEATURE_DIM
 from .choices import ENCODER_BACKENDS
 from .config import DAFConfig
-from .errors import FastDAFError, InputError
+from .encoders.acoustic import AcousticCore
+from .encoders.runners import Buckets, InputSpec, capture_cuda_graph, make_runner
+from .encoders.speech import SpeechCore
+from .encoders.text import TextCore
+from .errors import FastDAFError, InputError, UnsupportedError
+from .fused import FusedDAFHead
 from .head import DAFHead
-from .reference_check import random_head  # noqa: F401  (re-exported: benchmarks and tests take it from here)
+from .reference_check import random_head
+from .serving.client import run_load
 
 BACKENDS = ("eager", "cudagraph", "compile", "fused", "fused-cudagraph")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -88,8 +95,6 @@ def random_features(config: DAFConfig, batch: int, dtype: torch.dtype, device: t
 
 def capture_graph(fn: Callable[[], Any], device: torch.device) -> Callable[[], None]:
     """Capture fn in a CUDA graph (after warm-up, as the encoders' graph runner does) and return its replay."""
-    from .backends import capture_cuda_graph
-
     with torch.cuda.device(device):
         graph, _ = capture_cuda_graph(fn, warmup=3)
     return graph.replay
@@ -114,8 +119,6 @@ def head_callables(
             compiled = torch.compile(lambda f, p: head(f, p, check=False), mode=compile_mode)
             calls["compile"] = lambda: compiled(feats, present)
         if "fused" in backends or "fused-cudagraph" in backends:
-            from .fused import FusedDAFHead
-
             fused = FusedDAFHead.from_head(head)
             B = present.shape[0]
             out = (torch.empty(B, head.config.n_outputs, device=device), torch.empty(B, head.config.n_modalities, device=device))
@@ -188,8 +191,6 @@ def text_core(name: str, device: torch.device, dtype: torch.dtype, backend: str,
     """A text encoder core with random weights: 'minilm' (the default encoder's size), 'bert-base', or a path to a config."""
     import transformers as tf
 
-    from .backends import Buckets, InputSpec, make_runner
-    from .encoders import TextCore
 
     if name == "minilm":
         config = tf.BertConfig(**MINILM_L6)
@@ -208,20 +209,14 @@ def text_core(name: str, device: torch.device, dtype: torch.dtype, backend: str,
 
 def audio_core(name: str, device: torch.device, dtype: torch.dtype, backend: str, seconds: float):
     """An audio encoder core: 'acoustic' (built-in) or 'hubert-base' / a config path (random weights)."""
-    from .backends import Buckets, InputSpec, make_runner
-
     rate = 16000
     buckets = Buckets(batch=(1, 2, 4, 8, 16, 32, 64), length=(int(seconds * rate),))
     if name == "acoustic":
-        from .acoustic import FEATURE_DIM
-        from .encoders import AcousticCore
-
         specs = {"waveforms": InputSpec(pad=0.0), "lengths": InputSpec(has_length=False, length_pad="size")}
         runner = make_runner(AcousticCore(), backend, device, specs=specs, buckets=buckets, exportable=False)
         return runner, FEATURE_DIM, "acoustic"
     import transformers as tf
 
-    from .encoders import SpeechCore
 
     config = tf.HubertConfig() if name == "hubert-base" else tf.AutoConfig.from_pretrained(name)
     model = tf.AutoModel.from_config(config).to(device, dtype).eval()
@@ -244,8 +239,6 @@ def bench_e2e(
     head: which head runs after the encoders (E2E_HEADS): "auto" as a predictor would, "eager" for an
     all-eager row (eager encoders and the reference head), or any other head_callables backend.
     """
-    from .config import DAFConfig
-    from .errors import UnsupportedError
 
     if head not in E2E_HEADS:
         raise InputError(f"head {head!r} is not accepted; choose one of {list(E2E_HEADS)}")
@@ -383,8 +376,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main_serve(args: argparse.Namespace) -> int:
-    from .triton_client import run_load
-
     if args.bad_every < 0:
         print("fastdaf-bench: error: --bad-every must be >= 0", file=sys.stderr)
         return 2

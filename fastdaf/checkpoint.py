@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from .config import DAFConfig
 from .errors import CheckpointError, ConfigError
+from .version import __version__
 
 FORMAT = "fastdaf-daf-head"
 FORMAT_VERSION = 1
@@ -33,7 +34,6 @@ def save_checkpoint(
     directory: str | Path, config: DAFConfig, state: Mapping[str, torch.Tensor], *, extra: Mapping[str, Any] | None = None
 ) -> Path:
     """Write a checkpoint; `extra` (JSON-serialisable: training options, seed, metrics) is kept beside the config."""
-    from . import __version__
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

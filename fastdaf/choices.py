@@ -3,7 +3,7 @@ backends. No torch here, so building the CLI's parser (`fastdaf --help`) stays f
 
 from __future__ import annotations
 
-# How an encoder's tensor core runs (fastdaf.backends): auto = TensorRT if installed, else CUDA
+# How an encoder's tensor core runs (fastdaf.encoders.runners): auto = TensorRT if installed, else CUDA
 # graphs on CUDA, else eager.
 ENCODER_BACKENDS = ("auto", "eager", "compile", "cudagraph", "tensorrt")
 # Which DAF head a predictor runs (fastdaf.pipeline): auto = the fused Triton head on CUDA, else the

@@ -12,8 +12,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+from tqdm.auto import tqdm
+
+from .ablation import markdown_table, plot, run_ablation, weights_summary
+from .checkpoint import read_config
 from .choices import ENCODER_BACKENDS, HEADS
+from .config import FUSION_MODES, DAFConfig
+from .default_model import path as default_model_path
 from .errors import FastDAFError, InputError
+from .extractor import FeatureExtractor, extract_manifest, load_data, pending_rows, read_manifest
+from .head import DAFHead
+from .metrics import format_table, sentiment_metrics
+from .pipeline import SentimentPredictor
+from .serving import MODEL_NAME, ServeOptions, serve, write_model_repository
+from .synthetic import make_cue_task
+from .train import TrainOptions, first_output, predict_features, train_head
+from .version import __version__
 
 
 def _print_json(obj: Any) -> None:
@@ -72,11 +87,6 @@ def _check_out_folder(path: Path) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Train dynamic, static and mean fusion on the synthetic cue task and compare them."""
-    from .config import DAFConfig
-    from .metrics import format_table, sentiment_metrics
-    from .synthetic import make_cue_task
-    from .train import predict_features, train_head
-
     data, informative = make_cue_task(seed=args.seed)
     train, valid, test = data.split("train"), data.split("valid"), data.split("test")
     test_informative = informative[[i for i, s in enumerate(data.splits) if s == "test"]]
@@ -130,10 +140,6 @@ def _split_or_all(data, name: str | None, *, default: tuple[str, ...] = ("test",
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a head on a feature file, an MMSA pickle, a .csd folder or transcript CSVs."""
-    from .config import DAFConfig
-    from .datasets import load_data
-    from .train import TrainOptions, train_head
-
     _check_out_folder(args.out)
     options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,  # checked before loading
                            modality_dropout=args.modality_dropout, patience=args.patience, weight_decay=args.weight_decay)
@@ -151,8 +157,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"checkpoint": str(args.out), "best_epoch": result.best_epoch, "valid_metrics": result.metrics})
     else:
-        from .metrics import format_table
-
         print(f"saved {args.out} (best epoch {result.best_epoch} of {len(result.history)})")
         print(format_table({args.valid_split: result.metrics}))
     return 0
@@ -160,13 +164,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """MMSA metrics of a checkpoint (default: the bundled model) on a split of a dataset."""
-    from .checkpoint import read_config
-    from .datasets import load_data
-    from .default_model import path as default_model_path
-    from .head import DAFHead
-    from .metrics import format_table, sentiment_metrics
-    from .train import first_output, predict_features
-
     checkpoint = args.checkpoint or default_model_path()
     head = DAFHead.from_pretrained(checkpoint)
     _, extra = read_config(checkpoint)
@@ -177,7 +174,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     missing = sorted(set(rows.modalities) ^ set(head.config.modalities))
     if rows.modalities != dict(head.config.modalities):
         raise InputError(f"{args.data} has modalities {rows.modalities}; the checkpoint expects {dict(head.config.modalities)} (differ: {missing})")
-    import torch
 
     labelled = torch.isfinite(first_output(rows.labels))
     rows = rows.subset(labelled.nonzero().flatten())
@@ -193,10 +189,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     """Dynamic vs static / mean / concat fusion and each modality alone, over N seeds."""
-    from .ablation import markdown_table, plot, run_ablation, weights_summary
-    from .datasets import load_data
-    from .train import TrainOptions
-
     _check_out_folder(args.out)
     options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,  # checked before loading
                            modality_dropout=args.modality_dropout)
@@ -225,8 +217,6 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     """Encode every row of a manifest into a fastdaf feature file (resumable, bad rows reported)."""
-    from .extractor import FeatureExtractor, extract_manifest, read_manifest
-
     _check_out(args.out, (".safetensors",), ".safetensors", create_folder=True)
     read_manifest(args.manifest, allow_duplicate_ids=args.allow_duplicate_ids)  # a bad manifest is refused before the encoders load
     extractor = FeatureExtractor(
@@ -248,8 +238,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _serve_options(args: argparse.Namespace):
-    from .serving import ServeOptions
-
     return ServeOptions(
         max_batch_size=args.max_batch_size,
         preferred_batch_sizes=tuple(args.preferred_batch_sizes) if args.preferred_batch_sizes else None,
@@ -262,8 +250,6 @@ def _serve_options(args: argparse.Namespace):
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the model on Triton Inference Server (bundled with nvidia-pytriton) until SIGTERM/SIGINT."""
-    from .serving import serve
-
     def ready(info: dict[str, Any]) -> None:
         if args.json:
             print(json.dumps({"event": "ready", **info}), flush=True)
@@ -282,8 +268,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_export_triton(args: argparse.Namespace) -> int:
     """Write a standalone Triton model repository (Python backend) for a separately deployed server."""
-    from .serving import MODEL_NAME, write_model_repository
-
     repo = write_model_repository(args.directory, args.checkpoint, _serve_options(args), overwrite=args.force)
     files = sorted(str(p.relative_to(repo)) for p in (repo / MODEL_NAME).rglob("*") if p.is_file())
     if args.json:
@@ -409,9 +393,6 @@ class _Results:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Sentiment of one utterance (--text/--audio) or of every row of a manifest."""
-    from .extractor import read_manifest
-    from .pipeline import SentimentPredictor
-
     if args.manifest is None and args.text is None and args.audio is None:
         raise InputError("give --text and/or --audio for one utterance, or --manifest FILE for many")
     if args.manifest is not None and (args.text is not None or args.audio is not None):
@@ -437,9 +418,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _predict_manifest(predictor, rows: list, target: Path | None, *, progress: bool) -> int:
     """Predict the rows not yet in `target`, writing each batch as it finishes (so a killed run loses at most one batch)."""
-    from tqdm.auto import tqdm
 
-    from .extractor import pending_rows
 
     columns = _result_columns(predictor)
     results = _Results(target, columns)
@@ -469,9 +448,6 @@ def _predict_manifest(predictor, rows: list, target: Path | None, *, progress: b
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .config import FUSION_MODES
-
     parser = argparse.ArgumentParser(prog="fastdaf", description="Fast multimodal sentiment with Dynamic Attention Fusion")
     parser.add_argument("--version", action="version", version=f"fastdaf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

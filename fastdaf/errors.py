@@ -65,3 +65,7 @@ class EncoderError(FastDAFError):
 
 class ManifestError(FastDAFError):
     """A manifest file cannot be read or lacks the required columns."""
+
+
+class ServeError(FastDAFError):
+    """The Triton server could not be started, or a model repository could not be written."""

@@ -8,23 +8,24 @@ look like data.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
-from .acoustic import no_speech_reason
-from .audio import AudioInput, load_audio
+from .audio.acoustic import no_speech_reason
+from .audio.loading import AudioInput, load_audio
+from .data import detect_dataset_kind, load_csd_folder, load_mmsa_pickle, read_transcript_csv, read_transcript_dir
+from .data.manifests import ManifestRow, pending_rows, read_manifest
 from .encoders import check_unicode, load_encoder
 from .errors import FastDAFError, InputError, ManifestError
-from .features import FeatureSet
+from .features import FeatureSet, concat
 
 
 @dataclasses.dataclass
@@ -149,123 +150,15 @@ class FeatureExtractor:
 
     def _audio_item(self, audio: Any, rate: int | None, where: str) -> tuple[Any, str | None]:
         """The audio encoder's input for one row, or why its audio counts as absent. Whatever the encoder,
-        speech is judged by the built-in voicing measure on the waveform (fastdaf.acoustic.no_speech_reason):
+        speech is judged by the built-in voicing measure on the waveform (fastdaf.audio.acoustic.no_speech_reason):
         encoded as if it were speech, silence or noise got scores as confident as speech."""
-        if not hasattr(self.audio, "sampling_rate"):
-            return audio, None  # precomputed vectors
+        if not self.audio.takes_waveforms:
+            return audio, None  # e.g. precomputed vectors
         wave = load_audio(audio, rate, target_rate=self.audio.sampling_rate,
                           name=f"{where} audio {audio!r}" if isinstance(audio, str) else None)
         reason = no_speech_reason(wave.samples, wave.sampling_rate)
         return wave.samples, None if reason is None else f"audio has no speech ({reason})"
 
-
-# ------------------------------------------------------------------------------------ manifests
-@dataclasses.dataclass
-class ManifestRow:
-    line: int
-    id: str
-    text: str | None
-    audio: str | None
-    label: float | None
-    split: str | None
-
-
-def _cell(value: Any) -> str | None:
-    if value is None:
-        return None
-    value = str(value)
-    return value if value.strip() else None
-
-
-def read_manifest(path: str | Path, *, allow_duplicate_ids: bool = False) -> list[ManifestRow]:
-    """Rows of a CSV or JSONL manifest (columns id,text,audio,label,split; audio paths relative to the manifest).
-
-    A UTF-8 byte-order mark (as Excel writes) is accepted. Outputs and resumption go by id, so rows
-    without an id, and repeated ids unless `allow_duplicate_ids`, are refused before any work.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"no manifest at {str(path)!r}")
-    suffix = path.suffix.lower()
-    records: list[tuple[int, dict[str, Any]]] = []
-    try:
-        if suffix == ".csv":
-            with path.open(newline="", encoding="utf-8-sig") as f:
-                reader = csv.DictReader(f)
-                columns = set(reader.fieldnames or [])
-                records = [(k + 2, row) for k, row in enumerate(reader)]
-        elif suffix in (".jsonl", ".ndjson"):
-            columns = set()
-            for k, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ManifestError(f"{path}:{k}: not valid JSON ({exc})") from exc
-                if not isinstance(obj, dict):
-                    raise ManifestError(f"{path}:{k}: each line must be a JSON object, got {type(obj).__name__}")
-                columns |= set(obj)
-                records.append((k, obj))
-        else:
-            raise ManifestError(f"{path}: manifests are .csv or .jsonl files, got {suffix or 'no extension'!r}")
-    except UnicodeDecodeError as exc:
-        raise ManifestError(f"{path}: not UTF-8 text ({exc})") from exc
-    if "id" not in columns or not columns & {"text", "audio"}:
-        raise ManifestError(f"{path}: needs an 'id' column and a 'text' and/or 'audio' column (optional: label, split); found {sorted(columns)}")
-    rows = []
-    for line, rec in records:
-        audio = _cell(rec.get("audio"))
-        if audio is not None and not Path(audio).is_absolute():
-            audio = str((path.parent / audio).resolve())
-        label = _cell(rec.get("label"))
-        try:
-            label_value = None if label is None else float(label)
-        except ValueError:
-            label_value = math.nan  # reported as a bad row
-        rows.append(ManifestRow(line, _cell(rec.get("id")) or "", _cell(rec.get("text")), audio, label_value, _cell(rec.get("split"))))
-    _check_ids(path, rows, allow_duplicate_ids)
-    return rows
-
-
-def _check_ids(path: Path, rows: list[ManifestRow], allow_duplicates: bool) -> None:
-    """Refuse rows without an id, and repeated ids unless allowed, naming their lines."""
-    empty = [r.line for r in rows if not r.id]
-    if empty:
-        raise ManifestError(f"{path}: {len(empty)} row(s) have an empty id (line {_some(empty)}); every row needs an id")
-    for r in rows:
-        check_unicode(r.id, f"{path}:{r.line}: id")  # ids are written to the outputs as UTF-8
-    if allow_duplicates:
-        return
-    lines: dict[str, list[int]] = {}
-    for r in rows:
-        lines.setdefault(r.id, []).append(r.line)
-    repeated = [f"{i!r} on lines {_some(ls)}" for i, ls in lines.items() if len(ls) > 1]
-    if repeated:
-        raise ManifestError(f"{path}: {len(repeated)} id(s) appear more than once ({_some(repeated, sep='; ')}); make ids unique, "
-                            "or allow repeats with --allow-duplicate-ids (allow_duplicate_ids=True)")
-
-
-def _some(items: list, *, sep: str = ", ", limit: int = 10) -> str:
-    """The first `limit` items joined, then how many more: messages stay readable for huge manifests."""
-    more = f"{sep}and {len(items) - limit} more" if len(items) > limit else ""
-    return sep.join(str(x) for x in items[:limit]) + more
-
-
-def pending_rows(rows: list[ManifestRow], done_ids: list[str]) -> list[ManifestRow]:
-    """The rows still to do, given the ids of the rows already in an output file (resumption).
-
-    An id present k times in the output accounts for its first k rows in the manifest, so repeated
-    ids (allowed on request) resume correctly too.
-    """
-    done = Counter(done_ids)
-    todo = []
-    for row in rows:
-        if done[row.id] > 0:
-            done[row.id] -= 1
-        else:
-            todo.append(row)
-    return todo
 
 
 def errors_path(out: Path) -> Path:
@@ -306,8 +199,6 @@ def extract_manifest(
     start = time.perf_counter()
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(todo), desc="extracting", unit="utt", disable=None)
     succeeded = 0
     has_labels = any(r.label is not None for r in rows)
@@ -349,8 +240,52 @@ def extract_manifest(
 
 
 def _append(done: FeatureSet, new: FeatureSet, out: Path) -> FeatureSet:
-    from .features import concat
-
     if (done.labels is None) != (new.labels is None) or (done.splits is None) != (new.splits is None):
         raise ManifestError(f"{out} holds rows with different label/split columns than this manifest; write to a new file")
     return concat([done, new])
+
+
+def load_data(
+    path: str | Path,
+    *,
+    encoders: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> FeatureSet:
+    """Any dataset fastdaf reads, as pooled features: the one dispatch the CLI uses.
+
+    Feature files, MMSA pickles and .csd folders hold features already. Transcript CSVs hold text:
+    it is encoded with `encoders["text"]` (a spec as recorded in a checkpoint; default: the default
+    text encoder), and any other modality of `encoders` is stored as absent for every row.
+    """
+    kind = detect_dataset_kind(path)
+    if kind == "features":
+        return FeatureSet.load(path)
+    if kind == "mmsa":
+        return load_mmsa_pickle(path)
+    if kind == "csd":
+        return load_csd_folder(path)
+    rows = read_transcript_dir(path) if Path(path).is_dir() else read_transcript_csv(path)
+    encoders = dict(encoders or {"text": "default"})
+    if "text" not in encoders:
+        raise InputError(f"{path} holds transcripts, but the model has no text encoder (it has {sorted(encoders)})")
+    extractor = FeatureExtractor(encoders["text"], encoders.get("audio"))
+    texts = [r.text for r in rows]
+    vectors, present, keep = [], [], []
+    iterator = range(0, len(rows), 256)
+    if progress:
+        iterator = tqdm(iterator, desc="encoding transcripts", unit="batch", disable=None)
+    for start in iterator:
+        out = extractor.extract(texts[start : start + 256], None, names=[r.id for r in rows[start : start + 256]], strict=False)
+        ok = [k for k, err in enumerate(out.errors) if err is None]
+        vectors.append({m: x[ok] for m, x in out.features.items()})
+        present.append(out.present[ok])
+        keep += [start + k for k in ok]
+    features = {m: torch.cat([v[m] for v in vectors]) for m in extractor.modalities}
+    return FeatureSet(
+        features=features,
+        present=torch.cat(present),
+        labels=torch.tensor([rows[i].label for i in keep], dtype=torch.float32),
+        ids=[rows[i].id for i in keep],
+        splits=[rows[i].split for i in keep],
+        info={"encoders": extractor.spec(), "dropped_rows": len(rows) - len(keep), "source": str(path)},
+    )

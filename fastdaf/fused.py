@@ -30,6 +30,8 @@ from torch import Tensor, nn
 from .config import DAFConfig
 from .errors import InputError, UnsupportedError
 from .head import DAFHead, DAFOutput, check_inputs, require_each_row_present
+from .kernels.daf_head import DAFHeadLaunch, interpreting
+from .kernels.offline import offline_active
 
 SUPPORTED_FUSION = ("dynamic", "static", "mean")
 
@@ -181,9 +183,6 @@ class FusedDAFHead(nn.Module):
 
     def _make_plan(self, key: tuple):
         """Build the kernel launch for one (dtype, device, given modalities, mask) combination."""
-        from .kernels.daf_head import DAFHeadLaunch, interpreting
-        from .kernels.offline import offline_active
-
         dtype, device, given, has_mask = key
         if device.type == "cpu" and not interpreting() and not offline_active():
             raise UnsupportedError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from .errors import InputError
 
@@ -19,8 +20,6 @@ METRIC_NAMES = ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "M
 
 def _as_vector(values, name: str) -> np.ndarray:
     try:
-        import torch
-
         if isinstance(values, torch.Tensor):
             values = values.detach().to("cpu", torch.float64).numpy()
     except ImportError:  # pragma: no cover - torch is a dependency

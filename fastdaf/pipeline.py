@@ -9,7 +9,7 @@ to [-3, 3] (the head itself is unbounded; see fastdaf.head).
 Labels (documented thresholds, the rounding MMSA's Mult_acc metrics use): `negative` if score <= -0.5,
 `positive` if score >= 0.5, `neutral` in between.
 
-Audio without speech (fastdaf.acoustic.no_speech_reason) and text empty after normalisation count as
+Audio without speech (fastdaf.audio.acoustic.no_speech_reason) and text empty after normalisation count as
 absent, with a note in `Prediction.notes`; an utterance left with nothing to encode, or with text that
 is not valid Unicode, raises InputError (per row in `predict_each`).
 """
@@ -24,9 +24,16 @@ from typing import Any
 
 import torch
 
-from .audio import AudioInput
+from .audio.loading import AudioInput
+from .checkpoint import read_config
 from .choices import HEADS
+from .default_model import path as default_model_path
+from .encoders import pick_device
 from .errors import InputError, UnsupportedError
+from .extractor import FeatureExtractor
+from .fused import FusedDAFHead
+from .head import DAFHead
+from .kernels.daf_head import interpreting
 
 NEUTRAL_BAND = 0.5
 SCORE_RANGE = (-3.0, 3.0)
@@ -70,12 +77,6 @@ class SentimentPredictor:
         audio_encoder: str | dict | None = None,
         backend: str = "auto",
     ) -> None:
-        from .checkpoint import read_config
-        from .default_model import path as default_model_path
-        from .encoders import pick_device
-        from .extractor import FeatureExtractor
-        from .head import DAFHead
-
         if head_backend not in HEAD_BACKENDS:
             raise InputError(f"head_backend {head_backend!r} is not accepted; choose one of {list(HEAD_BACKENDS)}")
         if batch_size < 1:
@@ -104,14 +105,10 @@ class SentimentPredictor:
         self.head_backend = self._choose_backend(head_backend)
         self.model = self.head
         if self.head_backend == "fused":
-            from .fused import FusedDAFHead
-
             self.model = FusedDAFHead.from_head(self.head)
         self._lock = threading.Lock()
 
     def _choose_backend(self, wanted: str) -> str:
-        from .kernels.daf_head import interpreting
-
         fusable = self.head.config.fusion != "concat" and self.head.config.n_outputs <= 8
         if wanted == "auto":
             return "fused" if self.device.type == "cuda" and fusable else "reference"

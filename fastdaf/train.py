@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .config import DAFConfig
 from .errors import ConfigError, InputError
@@ -156,8 +157,6 @@ def train_head(
         epochs = range(options.epochs)
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(epochs, desc="training", unit="epoch", leave=False, disable=None)  # off when not a terminal
             epochs = bar
         for epoch in epochs:

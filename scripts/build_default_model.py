@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     from fastdaf import __version__
-    from fastdaf.datasets import read_transcript_dir
+    from fastdaf.data import read_transcript_dir
 
     rows = [r for r in read_transcript_dir(args.data) if r.split in ("train", "valid")]
     if args.limit:

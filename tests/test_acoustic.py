@@ -1,11 +1,11 @@
-"""fastdaf.acoustic: YIN pitch on known signals, padding never leaking, pooled statistics, real speech."""
+"""fastdaf.audio.acoustic: YIN pitch on known signals, padding never leaking, pooled statistics, real speech."""
 
 import math
 
 import pytest
 import torch
 
-from fastdaf.acoustic import (
+from fastdaf.audio.acoustic import (
     FEATURE_DIM,
     FEATURE_NAMES,
     SAMPLE_RATE,

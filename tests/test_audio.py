@@ -5,7 +5,7 @@ import soundfile
 import torch
 import torchaudio
 
-from fastdaf.audio import MAX_SECONDS, load_audio
+from fastdaf.audio.loading import MAX_SECONDS, load_audio
 from fastdaf.errors import (
     AudioDecodeError,
     AudioError,

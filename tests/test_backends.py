@@ -7,8 +7,10 @@ import soundfile
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import fastdaf.backends as backends
-from fastdaf.backends import (
+import fastdaf.encoders.runners as backends
+from fastdaf.config import DAFConfig
+from fastdaf.encoders import AcousticEncoder, SpeechEncoder, TextEncoder
+from fastdaf.encoders.runners import (
     BucketedRunner,
     Buckets,
     ExactShapes,
@@ -19,8 +21,6 @@ from fastdaf.backends import (
     pad_to,
     resolve_backend,
 )
-from fastdaf.config import DAFConfig
-from fastdaf.encoders import AcousticEncoder, SpeechEncoder, TextEncoder
 from fastdaf.errors import EncoderError, UnsupportedError
 from fastdaf.head import DAFHead
 

@@ -5,9 +5,8 @@ import pytest
 from fastdaf import DAFConfig, DAFHead, SentimentPredictor
 from fastdaf.bench import main as bench_main
 from fastdaf.cli import main as cli_main
-from fastdaf.datasets import load_data
 from fastdaf.errors import InputError
-from fastdaf.extractor import FeatureExtractor
+from fastdaf.extractor import FeatureExtractor, load_data
 
 
 @pytest.fixture(scope="module")

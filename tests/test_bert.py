@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from fastdaf.bert import load_native_bert
 from fastdaf.encoders import TextEncoder, default_text_model_path
+from fastdaf.encoders.bert import load_native_bert
 from fastdaf.errors import EncoderError
 
 SENTENCES = ["this is sp another of my favorite albums now you might wonder", "i hated it.", "Ok!", "naïve café déjà vu, 3.5 stars"]

@@ -8,7 +8,7 @@ from test_datasets import dump, mmsa_split
 
 from fastdaf import DAFHead
 from fastdaf.cli import main as cli_main
-from fastdaf.datasets import load_mmsa_pickle
+from fastdaf.data import load_mmsa_pickle
 from fastdaf.metrics import METRIC_NAMES, sentiment_metrics
 from fastdaf.synthetic import make_cue_task
 from fastdaf.train import predict_features

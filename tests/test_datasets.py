@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastdaf import datasets as ds
+from fastdaf import data as ds
 from fastdaf.errors import FeatureFileError, InputError
 from fastdaf.features import FeatureSet
 
@@ -441,14 +441,19 @@ def test_csd_default_folds_from_transcripts(tmp_path, monkeypatch):
     assert dict(zip(fs.ids, fs.splits)) == {"A[0]": "train", "A[1]": "train", "B[0]": "valid", "C[0]": "test"}
     with pytest.raises(FeatureFileError, match=r"no transcript folder at .*nowhere"):
         ds.load_csd_folder(folder, transcripts=tmp_path / "nowhere")
-    # the default folder missing: every video in train, and info says so
-    monkeypatch.setattr(ds, "DEFAULT_TRANSCRIPT_DIR", tmp_path / "absent")
+    # the default folder ($FASTDAF_MOSEI_TRANSCRIPTS) unset or missing: every video in train, and info says so
+    monkeypatch.delenv("FASTDAF_MOSEI_TRANSCRIPTS", raising=False)
     fs = ds.load_csd_folder(folder)
     assert set(fs.splits) == {"train"} and len(fs) == 4 and "every video is in split 'train'" in fs.info["folds"]
+    monkeypatch.setenv("FASTDAF_MOSEI_TRANSCRIPTS", str(tmp_path / "absent"))
+    fs = ds.load_csd_folder(folder)
+    assert set(fs.splits) == {"train"} and len(fs) == 4 and "every video is in split 'train'" in fs.info["folds"]
+    monkeypatch.setenv("FASTDAF_MOSEI_TRANSCRIPTS", str(t))
+    assert dict(zip(ds.load_csd_folder(folder).ids, ds.load_csd_folder(folder).splits))["B[0]"] == "valid"
 
 
-def test_csd_default_folds_with_the_shared_transcripts(tmp_path, shared_data):
-    assert ds.DEFAULT_TRANSCRIPT_DIR == shared_data / "cmu-mosei-text"
+def test_csd_default_folds_with_the_shared_transcripts(tmp_path, shared_data, monkeypatch):
+    monkeypatch.setenv("FASTDAF_MOSEI_TRANSCRIPTS", str(shared_data / "cmu-mosei-text"))
     with (shared_data / "cmu-mosei-text" / "train.csv").open(newline="") as f:
         train_video = list(csv.reader(f))[1][0].split("[")[0]
     with (shared_data / "cmu-mosei-text" / "valid.csv").open(newline="") as f:

@@ -127,7 +127,7 @@ def test_same_clip_in_any_format_gives_the_same_features(extractor, shared_data,
     features within 10% (norm-wise, each feature scaled by max(|value|, 1); measured worst 6.4% over
     the six clips, from the resampling round trip). 8 kHz audio has no 4-8 kHz band, so only its
     prosodic features (pitch, voicing, energy) are comparable: within 8% (measured worst 4%)."""
-    from fastdaf.acoustic import FEATURE_NAMES
+    from fastdaf.audio.acoustic import FEATURE_NAMES
 
     samples, rate = soundfile.read(shared_data / "speech" / "cmu_arctic_us_aew_a0001.wav", dtype="float32")
     variants = {}

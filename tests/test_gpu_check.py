@@ -246,7 +246,7 @@ def test_targets_are_judged_from_the_rows_of_one_run():
 def test_audio_arrays_need_no_soundfile_and_files_name_it(monkeypatch, tmp_path):
     import numpy as np
 
-    from fastdaf.audio import load_audio
+    from fastdaf.audio.loading import load_audio
     from fastdaf.errors import UnsupportedError
 
     monkeypatch.setitem(sys.modules, "soundfile", None)  # import soundfile now raises ImportError

@@ -28,17 +28,13 @@ def run_cli(argv, capsys):
 @pytest.fixture
 def no_work(monkeypatch):
     """Any model load or data load fails the test: a refusal must come before the work."""
-    import fastdaf.datasets
-    import fastdaf.extractor
-    import fastdaf.pipeline
+    import fastdaf.cli
 
     def work(*args, **kwargs):
         raise AssertionError("work started before the refusal")
 
-    monkeypatch.setattr(fastdaf.pipeline, "SentimentPredictor", work)
-    monkeypatch.setattr(fastdaf.extractor, "FeatureExtractor", work)
-    monkeypatch.setattr(fastdaf.extractor, "extract_manifest", work)
-    monkeypatch.setattr(fastdaf.datasets, "load_data", work)
+    for name in ("SentimentPredictor", "FeatureExtractor", "extract_manifest", "load_data"):
+        monkeypatch.setattr(fastdaf.cli, name, work)
 
 
 BAD_INVOCATIONS = {

@@ -17,7 +17,7 @@ import pytest
 from test_datasets import _Reduce, write_csd
 
 from fastdaf import CheckpointError, ConfigError, DAFConfig, DAFHead
-from fastdaf import datasets as ds
+from fastdaf import data as ds
 from fastdaf.checkpoint import CONFIG_FILE, MAX_CONFIG_BYTES, WEIGHTS_FILE, read_config
 from fastdaf.cli import main as cli_main
 from fastdaf.config import MAX_INPUT_DIM, MAX_LAYER_SIZE, MAX_WEIGHTS

@@ -14,8 +14,8 @@ import torch
 
 import fastdaf
 from fastdaf import DAFConfig, DAFHead, SentimentPredictor
-from fastdaf.acoustic import FEATURE_DIM, no_speech_reason
-from fastdaf.audio import MAX_SECONDS, load_audio
+from fastdaf.audio.acoustic import FEATURE_DIM, no_speech_reason
+from fastdaf.audio.loading import MAX_SECONDS, load_audio
 from fastdaf.cli import main as cli_main
 from fastdaf.encoders import Encoded
 from fastdaf.errors import AudioDecodeError, AudioTooLongError, InputError

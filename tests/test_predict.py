@@ -30,7 +30,7 @@ from fastdaf.pipeline import sentiment_label
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A head with random weights that records the default encoders (behaviour, not accuracy)."""
-    from fastdaf.acoustic import FEATURE_DIM
+    from fastdaf.audio.acoustic import FEATURE_DIM
 
     torch.manual_seed(0)
     head = DAFHead(DAFConfig({"text": 384, "audio": FEATURE_DIM}, n_outputs=2, output_names=["sentiment", "happiness"]))

@@ -29,7 +29,7 @@ from fastdaf.serving import (
     model_config,
     write_model_repository,
 )
-from fastdaf.triton_client import (
+from fastdaf.serving.client import (
     BAD_KINDS,
     ServerError,
     TritonClient,

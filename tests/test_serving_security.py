@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fastdaf.serving import MODEL_NAME, SEALED_HEADER, ServerProcess
-from fastdaf.triton_client import TritonClient
+from fastdaf.serving.client import TritonClient
 
 
 def process_tree(root: int) -> list[int]:

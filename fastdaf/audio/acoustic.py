@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 
-from .errors import InputError
+from ..errors import InputError
 
 SAMPLE_RATE: int = 16000
 WINDOW_SECONDS = 0.025

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
 
@@ -163,7 +164,6 @@ def load_native_bert(path: str | Path) -> tuple[NativeBert, NativeTokenizer] | N
                  and (path / "tokenizer.json").is_file())
     if not supported:
         return None
-    from safetensors.torch import load_file
 
     state = {k.removeprefix("bert."): v for k, v in load_file(str(weights)).items() if not k.endswith("position_ids")}
     model = NativeBert(cfg)

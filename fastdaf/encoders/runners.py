@@ -36,8 +36,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .choices import ENCODER_BACKENDS
-from .errors import EncoderError, UnsupportedError
+from ..choices import ENCODER_BACKENDS
+from ..errors import EncoderError, UnsupportedError
+from ..version import __version__
 
 BACKENDS = ENCODER_BACKENDS
 Inputs = dict[str, torch.Tensor]
@@ -285,7 +286,6 @@ def engine_key(core: nn.Module, buckets: Buckets, dtype: torch.dtype, extra: dic
     """Cache key of a TensorRT engine: weights, buckets, dtype and versions."""
     import tensorrt
 
-    from . import __version__
 
     h = hashlib.sha256()
     for name, t in sorted(core.state_dict().items()):

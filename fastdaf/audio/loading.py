@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from .errors import (
+from ..errors import (
     AudioDecodeError,
     AudioError,
     AudioNotFoundError,

@@ -1,0 +1,79 @@
+"""What every encoder shares: the `Encoder` protocol, its `Encoded` result, and the device/dtype policy."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+
+from ..errors import EncoderError
+
+
+@dataclasses.dataclass
+class Encoded:
+    vectors: torch.Tensor  # [N, dim] float32, CPU
+    notes: list[str | None]
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What the extractor needs of an encoder. `takes_waveforms`: whether `encode` takes mono float32 waveforms
+    at `sampling_rate` (speech, acoustic: the front-end decodes and resamples, and speech is checked for
+    first) or items passed through as given (text strings, precomputed vectors)."""
+
+    modality: str
+    dim: int
+    takes_waveforms: ClassVar[bool]
+
+    def spec(self) -> dict[str, Any]: ...
+
+    def encode(self, items: Sequence[Any]) -> Encoded: ...
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EncoderError(f"device {device} was asked for but no CUDA device is available; use 'cpu'")
+    return device
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if dtype is None or dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        if dtype not in names:
+            raise EncoderError(f"dtype {dtype!r} is not accepted; choose one of {sorted(names)}")
+        dtype = names[dtype]
+    if dtype != torch.float32 and device.type != "cuda":
+        raise EncoderError(f"{dtype} encoders run on CUDA only; on {device} use fp32")
+    return dtype
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the valid positions of [B, T, D] (mask [B, T]); padding never enters the mean."""
+    mask = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+
+def load_pretrained(loader: Callable[..., Any], name: str, what: str):
+    """Load with transformers' own progress bars off (fastdaf shows its own), turning failures into EncoderError."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return loader(name)
+    except (OSError, ValueError, KeyError) as exc:
+        raise EncoderError(
+            f"cannot load the {what} {name!r}: {exc}. Give a local directory saved with save_pretrained "
+            f"or a hub id that is available offline (HF_HUB_OFFLINE=1 uses only the local cache)"
+        ) from exc
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()

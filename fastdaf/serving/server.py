@@ -1,0 +1,254 @@
+"""Running tritonserver on a model repository (`fastdaf serve`), sealed, and `ServerProcess` for scripts beside it."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, ServeError
+from .repository import MODEL_NAME, ServeOptions, validate_checkpoint, write_model_repository
+
+
+def model_ready(url: str, name: str = MODEL_NAME, timeout_s: float = 1.0) -> bool:
+    """True when Triton at `url` (http://host:port) reports the model ready (server readiness alone is not enough)."""
+    try:
+        with urllib.request.urlopen(f"{url}/v2/models/{name}/ready", timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+# The APIs that change or expose the server's state are restricted to this header, which no client
+# can send: its name holds a space (HTTP/1.1 and HTTP/2 header names are tokens; Triton's HTTP and
+# gRPC frontends refuse a request carrying one) and its value a line break (no header value holds
+# one). Unlike a random token, reading it in /proc/<pid>/cmdline gives nothing. Statistics stay open:
+# operators and benchmarks read batch sizes and queue times there.
+SEALED_HEADER = ("fastdaf sealed", "no client\ncan send this")
+SEALED_APIS = ("model-repository", "shared-memory", "trace", "logging")
+
+
+def tritonserver_command(repository: Path, backends: Path, *, host: str, http_port: int, grpc_port: int, exit_timeout_s: int,
+                         verbose: bool) -> list[str]:
+    """The tritonserver command line: the repository loaded once (model control off), nothing secret in it."""
+    from pytriton.utils.distribution import get_root_module_path
+
+    sealed = f"{','.join(SEALED_APIS)}:{SEALED_HEADER[0]}={SEALED_HEADER[1]}"
+    return [
+        str(get_root_module_path() / "tritonserver" / "bin" / "tritonserver"),
+        f"--model-repository={repository}",
+        "--model-control-mode=none",
+        "--exit-on-error=true",
+        f"--backend-directory={backends}",
+        # a prefix of this server's own, so that servers side by side share no region
+        f"--backend-config=python,shm-region-prefix-name=fastdaf{os.getpid()}_",
+        "--backend-config=python,shm-default-byte-size=4194304",
+        "--backend-config=python,shm-growth-byte-size=1048576",
+        f"--http-address={host}", f"--http-port={http_port}", f"--http-restricted-api={sealed}",
+        f"--grpc-address={host}", f"--grpc-port={grpc_port}", f"--grpc-restricted-protocol={sealed}",
+        "--allow-metrics=false",
+        f"--exit-timeout-secs={exit_timeout_s}",
+        f"--log-verbose={1 if verbose else 0}",
+    ]
+
+
+def _prepare_backends(directory: Path) -> Path:
+    """Triton's Python backend with the stub for this interpreter's version, as PyTriton lays it out."""
+    from pytriton.utils.distribution import get_root_module_path, get_stub_path
+
+    backends = directory / "backends"
+    shutil.copytree(get_root_module_path() / "tritonserver" / "backends", backends, ignore=shutil.ignore_patterns("__pycache__"))
+    stub = get_stub_path(f"{sys.version_info[0]}.{sys.version_info[1]}")
+    if not stub.is_file():
+        raise ServeError(f"nvidia-pytriton bundles no Python-backend stub for Python {sys.version_info[0]}.{sys.version_info[1]} ({stub})")
+    shutil.copy2(stub, backends / "python" / "triton_python_backend_stub")
+    return backends
+
+
+def _server_environment() -> dict[str, str]:
+    # Triton's own libraries ship beside PyTriton; the Python-backend stub embeds libpython, and
+    # without LIBDIR first it may load the system's instead of the one behind this interpreter
+    # (and so miss this environment's packages); it finds the interpreter's prefix on PATH.
+
+    from pytriton.utils.distribution import get_libs_path
+
+    env = dict(os.environ)
+    libs = [d for d in (sysconfig.get_config_var("LIBDIR"), str(get_libs_path()), env.get("LD_LIBRARY_PATH")) if d]
+    env["LD_LIBRARY_PATH"] = ":".join(libs)
+    env["PATH"] = f"{Path(sys.exec_prefix) / 'bin'}:{env.get('PATH', '')}"
+    return env
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """For Popen's preexec_fn: tritonserver gets SIGTERM (a graceful stop) if fastdaf dies, even by SIGKILL."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the forked child only calls it
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def serve(
+    checkpoint: str | Path | None = None,
+    *,
+    host: str = "127.0.0.1",
+    http_port: int = 8000,
+    grpc_port: int = 8001,
+    options: ServeOptions = ServeOptions(),
+    exit_timeout_s: int = 20,
+    startup_timeout_s: float = 300.0,
+    verbose: bool = False,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run Triton (bundled with nvidia-pytriton) on a fastdaf model repository until SIGTERM/SIGINT or `stop`.
+
+    The checkpoint is loaded and validated first. On a stop signal Triton stops taking new
+    connections and finishes the requests it accepted (for at most `exit_timeout_s`); it is killed
+    if it has not exited 10 s after that. Returns 0 after a clean stop, 1 if the server died.
+    """
+
+    try:
+        import pytriton.utils.distribution  # noqa: F401 - only to locate the bundled tritonserver
+    except ImportError as exc:
+        raise ServeError(f"fastdaf serve needs nvidia-pytriton, which is not importable ({exc}); install it with: pip install 'fastdaf[serve]'") from None
+    if not 1 <= exit_timeout_s <= 25:
+        raise InputError(f"exit_timeout_s must be in 1..25, got {exit_timeout_s}")
+    validate_checkpoint(checkpoint)
+    stop = stop or threading.Event()
+    url = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{http_port}"
+    with tempfile.TemporaryDirectory(prefix="fastdaf-triton-") as tmp:  # mode 0700: no other user can change the repository
+        repository = write_model_repository(Path(tmp) / "models", checkpoint, options)
+        command = tritonserver_command(repository, _prepare_backends(Path(tmp)), host=host, http_port=http_port, grpc_port=grpc_port,
+                                       exit_timeout_s=exit_timeout_s, verbose=verbose)
+        log_file = None if verbose else Path(tmp) / "tritonserver.log"
+
+        def failure(what: str) -> ServeError:
+            tail = log_file.read_text(errors="replace").strip().splitlines()[-15:] if log_file and log_file.exists() else []
+            hint = ("; the server log ends with:\n  " + "\n  ".join(tail)) if tail else "; rerun with --verbose for the server log"
+            return ServeError(what + hint)
+
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):  # set explicitly: a backgrounded process inherits SIGINT ignored
+                previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        log = open(log_file, "wb") if log_file else None  # noqa: SIM115 - closed below, after the server
+        server = None
+        try:
+            started = time.perf_counter()
+            try:
+                server = subprocess.Popen(command, env=_server_environment(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT if log else None,
+                                          preexec_fn=_die_with_parent())
+            except OSError as exc:
+                raise failure(f"Triton did not start ({type(exc).__name__}: {exc})") from None
+            while not model_ready(url):
+                if server.poll() is not None or stop.is_set():
+                    raise failure("Triton stopped before the model was ready")
+                if time.perf_counter() - started > startup_timeout_s:
+                    raise failure(f"the model was not ready after {startup_timeout_s:.0f} s")
+                time.sleep(0.1)
+            if on_ready is not None:
+                on_ready({"model": MODEL_NAME, "http": url, "grpc": f"{host}:{grpc_port}", "pid": os.getpid(),
+                          "startup_s": round(time.perf_counter() - started, 2)})
+            while not stop.wait(0.5):
+                if server.poll() is not None:
+                    return 1
+            return 0
+        finally:
+            if server is not None and server.poll() is None:
+                server.send_signal(signal.SIGINT)  # it stops taking connections, drains the open ones, exits
+                try:
+                    server.wait(exit_timeout_s + 10)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
+            if log is not None:
+                log.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`fastdaf serve --json` in a child process of its own session, ready when the constructor returns.
+
+    For tests, benchmarks and scripts that need a server beside them; `stop()` sends SIGTERM (the
+    graceful path) and returns the exit code. Ports default to free loopback ports.
+    """
+
+    def __init__(self, *serve_args: str, http_port: int | None = None, grpc_port: int | None = None,
+                 env: Mapping[str, str] | None = None, startup_timeout_s: float = 300.0) -> None:
+        self.http_port, self.grpc_port = http_port or free_port(), grpc_port or free_port()
+        self.http, self.grpc = f"127.0.0.1:{self.http_port}", f"127.0.0.1:{self.grpc_port}"
+        command = [sys.executable, "-m", "fastdaf.cli", "serve", "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
+                   "--json", *serve_args]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=dict(os.environ, **(env or {})), start_new_session=True)
+        self.lines: list[str] = []
+        self._terminated = False
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        deadline = time.monotonic() + startup_timeout_s
+        while not self._ready.wait(0.2):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                time.sleep(0.2)  # let the reader take the last lines
+                raise ServeError("fastdaf serve did not become ready; its output ends with:\n" + "".join(self.lines[-30:]))
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if line.startswith('{"event": "ready"'):
+                self._ready.set()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines if line.startswith('{"event"')]
+
+    def terminate(self) -> None:
+        """SIGTERM, once: the server stops taking connections and finishes the accepted requests.
+
+        Not twice: a second SIGTERM after `serve` has put back the default handlers, while the
+        process exits, would kill it (exit code -15) instead of letting it finish.
+        """
+        if self.proc.poll() is None and not self._terminated:
+            self._terminated = True
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        self.terminate()
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise ServeError(f"fastdaf serve did not stop within {timeout_s:.0f} s of SIGTERM; killed it") from None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def __enter__(self) -> ServerProcess:  # noqa: PYI034 - typing.Self needs Python 3.11; fastdaf supports 3.10
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.stop()
+            finally:
+                self.kill()
