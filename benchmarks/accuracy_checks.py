@@ -46,8 +46,11 @@ def pitch_errors() -> dict[str, float]:
     for kind in ("sine", "harmonic"):
         errs = []
         for f in (80, 110, 165, 220, 237, 330, 440, 450):
-            wave = torch.sin(2 * torch.pi * f * t) if kind == "sine" else sum(
-                (0.2 if k == 1 else 1.0 / k) * torch.sin(2 * torch.pi * f * k * t) for k in range(1, 6))
+            wave = (
+                torch.sin(2 * torch.pi * f * t)
+                if kind == "sine"
+                else sum((0.2 if k == 1 else 1.0 / k) * torch.sin(2 * torch.pi * f * k * t) for k in range(1, 6))
+            )
             f0, voiced = A.estimate_pitch(0.5 * wave / wave.abs().max())
             errs.append(abs(float(f0[voiced].median()) - f) / f)
         worst[kind] = max(errs)
@@ -86,8 +89,13 @@ def round_trip_errors(dynamic_range: float) -> dict[str, float]:
 
 def fused_precision(n: int = 100) -> dict[str, dict[str, float]]:
     g = torch.Generator().manual_seed(5)
-    shapes = [({"text": 20, "audio": 74, "video": 35}, dict(projection_size=64, attention_size=32, hidden_size=16, n_outputs=7)),
-              ({"text": 24, "audio": 9}, dict(projection_size=48, attention_size=20, hidden_size=40, n_outputs=2))]
+    shapes = [
+        (
+            {"text": 20, "audio": 74, "video": 35},
+            dict(projection_size=64, attention_size=32, hidden_size=16, n_outputs=7),
+        ),
+        ({"text": 24, "audio": 9}, dict(projection_size=48, attention_size=20, hidden_size=40, n_outputs=2)),
+    ]
     out = {}
     for dtype in (torch.float16, torch.bfloat16):
         errs = []
@@ -121,8 +129,13 @@ def tf32_emulation(n: int = 120) -> dict[str, float]:
     from fastdaf.reference_check import random_head
 
     g = torch.Generator().manual_seed(7)
-    shapes = [({"text": 768, "audio": 74}, dict(projection_size=256, attention_size=64, hidden_size=128, n_outputs=7)),
-              ({"text": 20, "audio": 74, "video": 35}, dict(projection_size=64, attention_size=32, hidden_size=16, n_outputs=7))]
+    shapes = [
+        ({"text": 768, "audio": 74}, dict(projection_size=256, attention_size=64, hidden_size=128, n_outputs=7)),
+        (
+            {"text": 20, "audio": 74, "video": 35},
+            dict(projection_size=64, attention_size=32, hidden_size=16, n_outputs=7),
+        ),
+    ]
     exact_linear = F.linear
     worst = {}
     for truncate in (False, True):

@@ -30,10 +30,18 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
-    results = {"device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-               "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "runs": {}}
+    results = {
+        "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "runs": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        for label, text_enc, audio_enc in (("text", "default", None), ("audio", None, "acoustic"), ("text+audio", "default", "acoustic")):
+        for label, text_enc, audio_enc in (
+            ("text", "default", None),
+            ("audio", None, "acoustic"),
+            ("text+audio", "default", "acoustic"),
+        ):
             manifest = Path(tmp) / f"{label}.csv"
             with manifest.open("w", newline="") as f:
                 writer = csv.writer(f)
@@ -43,9 +51,17 @@ def main() -> int:
                         wav = SPEECH / f"cmu_arctic_us_{name}.wav"
                         writer.writerow([f"{name}-{r}", text if text_enc else "", wav if audio_enc else ""])
             extractor = FeatureExtractor(text_enc, audio_enc, device=args.device)
-            extract_manifest(manifest, Path(tmp) / f"warm-{label}.safetensors", extractor, batch_size=args.batch_size, progress=False)
-            summary = extract_manifest(manifest, Path(tmp) / f"{label}.safetensors", extractor, batch_size=args.batch_size, progress=False)
-            results["runs"][label] = {"utterances": summary["succeeded"], "seconds": summary["seconds"], "utterances_per_s": summary["utterances_per_s"]}
+            extract_manifest(
+                manifest, Path(tmp) / f"warm-{label}.safetensors", extractor, batch_size=args.batch_size, progress=False
+            )
+            summary = extract_manifest(
+                manifest, Path(tmp) / f"{label}.safetensors", extractor, batch_size=args.batch_size, progress=False
+            )
+            results["runs"][label] = {
+                "utterances": summary["succeeded"],
+                "seconds": summary["seconds"],
+                "utterances_per_s": summary["utterances_per_s"],
+            }
     print(json.dumps(results, indent=2))
     return 0
 

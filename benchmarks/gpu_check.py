@@ -113,7 +113,10 @@ def attempt(name: str, fn: Callable[[], dict], clock: Clock, section: str, need_
     an exception recorded as {"error": ...} (traceback on stderr), the duration recorded."""
     left = clock.left(section)
     if left < need_s:
-        return {"name": name, "skipped": f"deadline: {max(left, 0):.0f} s left in the {section} window, about {need_s:.0f} s needed"}
+        return {
+            "name": name,
+            "skipped": f"deadline: {max(left, 0):.0f} s left in the {section} window, about {need_s:.0f} s needed",
+        }
     start = time.monotonic()
     try:
         row = {"name": name, **fn()}
@@ -152,12 +155,19 @@ def check_fused(fused: FusedDAFHead, head: DAFHead, feats: dict, present: torch.
     with torch.no_grad():
         out = fused(feats, present, out=(score, weights))
     want_score, want_weights = reference64(head, feats, present)
-    return {"score_err": relative_error(out.score, want_score), "weight_err": relative_error(out.weights, want_weights),
-            "all_written": bool(torch.isfinite(score).all() and torch.isfinite(weights).all())}
+    return {
+        "score_err": relative_error(out.score, want_score),
+        "weight_err": relative_error(out.weights, want_weights),
+        "all_written": bool(torch.isfinite(score).all() and torch.isfinite(weights).all()),
+    }
 
 
 def judged(errors: dict, tol: float) -> dict:
-    return {**errors, "tolerance": tol, "ok": errors["all_written"] and errors["score_err"] <= tol and errors["weight_err"] <= tol}
+    return {
+        **errors,
+        "tolerance": tol,
+        "ok": errors["all_written"] and errors["score_err"] <= tol and errors["weight_err"] <= tol,
+    }
 
 
 # ---------------------------------------------------------------------------------------- validation
@@ -172,8 +182,18 @@ def tiles_for(cfg: DAFConfig, dtype: torch.dtype) -> list[dict]:
     from fastdaf.kernels import daf_head
 
     feasible = getattr(daf_head, "feasible_tiles", None)
-    tiles = [] if feasible is None else feasible(cfg.projection_size, dtype, n_modalities=cfg.n_modalities, attention_size=cfg.attention_size,
-                                                 hidden_size=cfg.hidden_size, n_outputs=cfg.n_outputs)
+    tiles = (
+        []
+        if feasible is None
+        else feasible(
+            cfg.projection_size,
+            dtype,
+            n_modalities=cfg.n_modalities,
+            attention_size=cfg.attention_size,
+            hidden_size=cfg.hidden_size,
+            n_outputs=cfg.n_outputs,
+        )
+    )
     return [dict(t) for t in tiles] or [dict(DEFAULT_TILE)]
 
 
@@ -191,29 +211,70 @@ def validation_cases(smoke: bool) -> list[dict]:
             i = 4 * r + c
             batch = (1, 37, 1000, 20000)[(r + 3 * c) % 4] if not smoke else (1, 5, 17, 33)[(r + 3 * c) % 4]
             dims = ((768, 74, 35, 17), (384, 88, 47, 5))[i % 2] if not smoke else ((40, 7, 9, 5), (24, 9, 35, 3))[i % 2]
-            cases.append(dict(
-                mods=dict(zip(NAMES, dims[: c + 1])), dtype=dtype, precision=precision, fusion=FUSIONS[(r + c) % 4],
-                mask=bool((r // 2 + c) % 2), P=PROJECTIONS[(5 * i) % 16] if not smoke else (16, 24, 32)[i % 3],
-                A=(16, 40, 64, 100)[(i + r) % 4] if not smoke else 16, H=(16, 64, 128, 144)[(i + 2) % 4] if not smoke else 16,
-                NO=7 if batch == 1 else (1, 2)[i % 2], B=batch, autotune=False, cell=i,
-            ))
-    autotuned = [dict(mods={"text": 768, "audio": 74}, dtype="fp16", precision=None, fusion="dynamic", mask=True, P=256, A=64, H=128, NO=1, B=64),
-                 dict(mods={"text": 768, "audio": 74, "video": 35}, dtype="fp32", precision="tf32", fusion="static", mask=False, P=128, A=64,
-                      H=128, NO=2, B=4097)]
+            cases.append(
+                dict(
+                    mods=dict(zip(NAMES, dims[: c + 1])),
+                    dtype=dtype,
+                    precision=precision,
+                    fusion=FUSIONS[(r + c) % 4],
+                    mask=bool((r // 2 + c) % 2),
+                    P=PROJECTIONS[(5 * i) % 16] if not smoke else (16, 24, 32)[i % 3],
+                    A=(16, 40, 64, 100)[(i + r) % 4] if not smoke else 16,
+                    H=(16, 64, 128, 144)[(i + 2) % 4] if not smoke else 16,
+                    NO=7 if batch == 1 else (1, 2)[i % 2],
+                    B=batch,
+                    autotune=False,
+                    cell=i,
+                )
+            )
+    autotuned = [
+        dict(
+            mods={"text": 768, "audio": 74},
+            dtype="fp16",
+            precision=None,
+            fusion="dynamic",
+            mask=True,
+            P=256,
+            A=64,
+            H=128,
+            NO=1,
+            B=64,
+        ),
+        dict(
+            mods={"text": 768, "audio": 74, "video": 35},
+            dtype="fp32",
+            precision="tf32",
+            fusion="static",
+            mask=False,
+            P=128,
+            A=64,
+            H=128,
+            NO=2,
+            B=4097,
+        ),
+    ]
     if smoke:
         autotuned = [dict(c, mods={"text": 40, "audio": 7}, P=16, A=16, H=16, B=9) for c in autotuned[:1]]
     cases += [dict(c, autotune=True, cell=16 + k) for k, c in enumerate(autotuned)]
     for case in cases:
         prec = f"-{case['precision']}" if case["precision"] else ""
-        case["name"] = (f"{'auto' if case['autotune'] else 'v'}{case['cell']:02d}-{case['dtype']}{prec}-{case['fusion']}-m{len(case['mods'])}"
-                        f"-{'mask' if case['mask'] else 'nomask'}-P{case['P']}-B{case['B']}")
+        case["name"] = (
+            f"{'auto' if case['autotune'] else 'v'}{case['cell']:02d}-{case['dtype']}{prec}-{case['fusion']}-m{len(case['mods'])}"
+            f"-{'mask' if case['mask'] else 'nomask'}-P{case['P']}-B{case['B']}"
+        )
     return cases
 
 
 def run_case(case: dict, device: torch.device, smoke: bool) -> dict:
     """One validation case: build the head, pick its tile, run the fused head, compare with float64."""
-    cfg = DAFConfig(case["mods"], projection_size=case["P"], attention_size=case["A"], hidden_size=case["H"], n_outputs=case["NO"],
-                    fusion=case["fusion"])
+    cfg = DAFConfig(
+        case["mods"],
+        projection_size=case["P"],
+        attention_size=case["A"],
+        hidden_size=case["H"],
+        n_outputs=case["NO"],
+        fusion=case["fusion"],
+    )
     head = random_head(cfg, device, seed=case["cell"])
     with torch.no_grad():
         for p in head.parameters():
@@ -274,15 +335,21 @@ def measure_ceilings(device: torch.device) -> dict[str, float]:
     copy_ms = median_ms(lambda: dst.copy_(src))
     src = dst = None  # free the 2 GiB before the matrix products
     n = 8192
-    a16, b16 = torch.randn(n, n, device=device, dtype=torch.float16), torch.randn(n, n, device=device, dtype=torch.float16)
+    a16, b16 = (
+        torch.randn(n, n, device=device, dtype=torch.float16),
+        torch.randn(n, n, device=device, dtype=torch.float16),
+    )
     fp16_ms = median_ms(lambda: a16 @ b16)
     a32, b32 = a16.float(), b16.float()
     allowed = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = True
     tf32_ms = median_ms(lambda: a32 @ b32)
     torch.backends.cuda.matmul.allow_tf32 = allowed
-    return {"copy_bytes_per_s": 2 * 1024**3 / (copy_ms * 1e-3), "fp16_flops_per_s": 2 * n**3 / (fp16_ms * 1e-3),
-            "tf32_flops_per_s": 2 * n**3 / (tf32_ms * 1e-3)}
+    return {
+        "copy_bytes_per_s": 2 * 1024**3 / (copy_ms * 1e-3),
+        "fp16_flops_per_s": 2 * n**3 / (fp16_ms * 1e-3),
+        "tf32_flops_per_s": 2 * n**3 / (tf32_ms * 1e-3),
+    }
 
 
 def head_cost(cfg: DAFConfig, batch: int, elt_bytes: int) -> tuple[float, float]:
@@ -299,24 +366,41 @@ def timing_cases(smoke: bool) -> list[dict]:
     """The target shapes, B=1 first, then B=65536 fp16 (the other targets), then the rest."""
     if smoke:
         return [dict(mods={"text": 40, "audio": 7}, P=16, B=b, dtype="fp32") for b in (1, 3)]
-    cases = [dict(mods=TIMING_MODALITIES, P=P, B=B, dtype=d) for B in (1, 65536, 64) for d in ("fp16", "fp32") for P in (128, 256)]
+    cases = [
+        dict(mods=TIMING_MODALITIES, P=P, B=B, dtype=d)
+        for B in (1, 65536, 64)
+        for d in ("fp16", "fp32")
+        for P in (128, 256)
+    ]
     return sorted(cases, key=lambda c: 0 if c["B"] == 1 else 1 if (c["B"], c["dtype"]) == (65536, "fp16") else 2)
 
 
-def time_case(case: dict, device: torch.device, backends: tuple[str, ...], iters: int, ceilings: dict, report: dict) -> dict:
+def time_case(
+    case: dict, device: torch.device, backends: tuple[str, ...], iters: int, ceilings: dict, report: dict
+) -> dict:
     """p50/p90 per backend at one shape (each backend fail-soft on its own), the autotuned fused head's
     error at this shape (appended to the validation rows), ratios and roofline fractions."""
     cfg = DAFConfig(case["mods"], projection_size=case["P"], attention_size=64, hidden_size=128)
     head = random_head(cfg, device)
     feats, present = random_features(cfg, case["B"], DTYPES[case["dtype"]], device)
-    row: dict[str, Any] = {"modalities": dict(case["mods"]), "projection_size": case["P"], "dtype": case["dtype"], "batch": case["B"]}
+    row: dict[str, Any] = {
+        "modalities": dict(case["mods"]),
+        "projection_size": case["P"],
+        "dtype": case["dtype"],
+        "batch": case["B"],
+    }
     n = iters if case["B"] < 65536 else max(20, iters // 5)
     if "fused" in backends:
         name = f"timed-{case['dtype']}-P{case['P']}-B{case['B']}"
         check = {"name": name, "case": {**case, "autotune": True}}
         try:
             precision = "tf32" if case["dtype"] == "fp32" else None
-            check.update(judged(check_fused(FusedDAFHead.from_head(head), head, feats, present), TOLERANCE[(case["dtype"], precision)]))
+            check.update(
+                judged(
+                    check_fused(FusedDAFHead.from_head(head), head, feats, present),
+                    TOLERANCE[(case["dtype"], precision)],
+                )
+            )
         except Exception as exc:  # noqa: BLE001
             check["error"] = error_text(exc)
         report["validation"].append(check)
@@ -344,8 +428,14 @@ def add_ratios(row: dict, cfg: DAFConfig, ceilings: dict) -> None:
         rate = ceilings["fp16_flops_per_s"] if row["dtype"] == "fp16" else ceilings["tf32_flops_per_s"]
         hbm_us = moved / ceilings["copy_bytes_per_s"] * 1e6
         floor_us = max(hbm_us, flops / rate * 1e6)
-        row.update(flops=flops, bytes=moved, roofline_hbm_us=hbm_us, roofline_us=floor_us,
-                   roofline_fraction_hbm=hbm_us / p50("fused-cudagraph"), roofline_fraction=floor_us / p50("fused-cudagraph"))
+        row.update(
+            flops=flops,
+            bytes=moved,
+            roofline_hbm_us=hbm_us,
+            roofline_us=floor_us,
+            roofline_fraction_hbm=hbm_us / p50("fused-cudagraph"),
+            roofline_fraction=floor_us / p50("fused-cudagraph"),
+        )
 
 
 def run_timing(report: dict, device: torch.device, smoke: bool, iters: int, clock: Clock, out: Path) -> None:
@@ -353,8 +443,13 @@ def run_timing(report: dict, device: torch.device, smoke: bool, iters: int, cloc
     if cuda:
         report["ceilings"] = attempt("ceilings", lambda: measure_ceilings(device), clock, "timing", 10.0)
         x = torch.empty(1, device=device)
-        report["empty_launch"] = attempt("empty Triton launch", lambda: time_calls(lambda: _empty_kernel[(1,)](x), device, warmup=20, iters=iters),
-                                         clock, "timing", 5.0)
+        report["empty_launch"] = attempt(
+            "empty Triton launch",
+            lambda: time_calls(lambda: _empty_kernel[(1,)](x), device, warmup=20, iters=iters),
+            clock,
+            "timing",
+            5.0,
+        )
         save(report, out)
     ceilings = report.get("ceilings", {})
     backends = TIMING_BACKENDS if cuda else ("eager",)
@@ -373,7 +468,13 @@ def run_timing(report: dict, device: torch.device, smoke: bool, iters: int, cloc
             if "batch" not in row:
                 continue
             case = {"mods": row["modalities"], "P": row["projection_size"], "B": row["batch"], "dtype": row["dtype"]}
-            extra = attempt(row["name"], lambda: time_case(case, device, ("compile",), iters, ceilings, report), clock, "timing", 60.0)
+            extra = attempt(
+                row["name"],
+                lambda: time_case(case, device, ("compile",), iters, ceilings, report),
+                clock,
+                "timing",
+                60.0,
+            )
             timed = {k: v for k, v in extra.items() if k.startswith("compile_")}
             row.update(timed or {"compile_skipped": extra.get("skipped") or extra.get("error")})
             if "skipped" in extra:
@@ -402,14 +503,19 @@ def check_encoder_graphs(device: torch.device, which: str) -> dict:
     errors = []
     for batch, size in sizes:
         if which == "text":
-            inputs = {"input_ids": torch.randint(1000, 2000, (batch, size), device=device),
-                      "attention_mask": torch.ones(batch, size, dtype=torch.long, device=device)}
-            inputs["attention_mask"][0, size // 2:] = 0
+            inputs = {
+                "input_ids": torch.randint(1000, 2000, (batch, size), device=device),
+                "attention_mask": torch.ones(batch, size, dtype=torch.long, device=device),
+            }
+            inputs["attention_mask"][0, size // 2 :] = 0
         else:
             n = size * 1600
             wave = torch.randn(batch, n, device=device) * 0.1
-            inputs = ({"waveforms": wave, "lengths": torch.full((batch,), n, device=device)} if which == "acoustic" else
-                      {"inputs": wave.half(), "frames": torch.full((batch,), (n - 400) // 320 + 1, device=device)})
+            inputs = (
+                {"waveforms": wave, "lengths": torch.full((batch,), n, device=device)}
+                if which == "acoustic"
+                else {"inputs": wave.half(), "frames": torch.full((batch,), (n - 400) // 320 + 1, device=device)}
+            )
         with torch.inference_mode():
             want, got = eager(inputs), graph(inputs)
         want, got = (want[0], got[0]) if isinstance(want, tuple) else (want, got)
@@ -421,7 +527,15 @@ def e2e_plan(smoke: bool) -> list[dict]:
     """What the end-to-end section runs, in priority order: checks (graphs vs eager) and timed rows."""
     default = dict(text_model="minilm", audio_model="acoustic", tokens=64, seconds=10.0)
     if smoke:  # eager only, tiny: the code path, not a measurement
-        return [dict(name="default-all-eager", backends=["eager"], head="eager", batches=[1], **dict(default, tokens=8, seconds=0.5))]
+        return [
+            dict(
+                name="default-all-eager",
+                backends=["eager"],
+                head="eager",
+                batches=[1],
+                **dict(default, tokens=8, seconds=0.5),
+            )
+        ]
     big = dict(text_model="bert-base", audio_model="hubert-base", tokens=64, seconds=10.0)
     return [
         dict(name="check-text-graphs", check="text"),
@@ -448,8 +562,17 @@ def run_e2e(report: dict, device: torch.device, smoke: bool, iters: int, clock: 
             print("encoder check", json.dumps(finite(row)), flush=True)
         else:
             options = {k: item[k] for k in ("text_model", "audio_model", "tokens", "seconds", "head")}
-            row = attempt(item["name"], lambda: {"rows": bench_e2e(device, item["backends"], item["batches"], warmup=3 if smoke else 10,
-                                                                    iters=iters, **options)}, clock, "e2e", 5.0 if smoke else 30.0)
+            row = attempt(
+                item["name"],
+                lambda: {
+                    "rows": bench_e2e(
+                        device, item["backends"], item["batches"], warmup=3 if smoke else 10, iters=iters, **options
+                    )
+                },
+                clock,
+                "e2e",
+                5.0 if smoke else 30.0,
+            )
             if "rows" in row:
                 report["e2e"] += [{"plan": item["name"], **r} for r in row["rows"]]
                 print(format_e2e(row["rows"]), flush=True)
@@ -463,8 +586,14 @@ def run_e2e(report: dict, device: torch.device, smoke: bool, iters: int, clock: 
 def target(name: str, value: float | None, row: str, threshold: float, at_most: bool, measure: str) -> dict:
     """One judged target; `source` says what was measured and which row it came from."""
     passed = None if value is None else (value <= threshold if at_most else value >= threshold)
-    return {"name": name, "value": value, "threshold": threshold, "pass": passed, "compare": "<=" if at_most else ">=",
-            "source": f"{measure}; {row}"}
+    return {
+        "name": name,
+        "value": value,
+        "threshold": threshold,
+        "pass": passed,
+        "compare": "<=" if at_most else ">=",
+        "source": f"{measure}; {row}",
+    }
 
 
 def judge_targets(report: dict) -> list[dict]:
@@ -474,7 +603,9 @@ def judge_targets(report: dict) -> list[dict]:
     empty = (report.get("empty_launch") or {}).get("p50_us")
     e2e = [r for r in report.get("e2e", []) if "total_p50_us" in r]
 
-    def pick(rows: list[dict], key: Callable[[dict], float | None], choose: Callable, label: Callable[[dict], str]) -> tuple[float | None, str]:
+    def pick(
+        rows: list[dict], key: Callable[[dict], float | None], choose: Callable, label: Callable[[dict], str]
+    ) -> tuple[float | None, str]:
         """(value, where it came from) of the row `choose` (min or max) selects; (None, 'not measured') without one."""
         vals = [(v, label(r)) for r in rows if (v := key(r)) is not None]
         return choose(vals) if vals else (None, "not measured")
@@ -502,22 +633,66 @@ def judge_targets(report: dict) -> list[dict]:
     hubert, src_hubert = pick(e2e_rows(("hubert-bert-fast",), 1), lambda r: r["total_p50_us"] / 1000, min, e2e_label)
     rate64, src_rate64 = pick(e2e_rows(fast, 64), lambda r: r["utterances_per_s"], max, e2e_label)
     return [
-        target("head_b1_fused_over_empty_launch", *head(b1, lambda r: p50(r, "fused") / empty if p50(r, "fused") and empty else None, True),
-               1.5, True, "fused p50 / empty Triton launch p50"),
-        target("head_b1_fused_speedup_vs_eager", *head(b1, lambda r: r.get("fused_speedup_vs_eager"), False), 5.0, False,
-               "eager reference p50 / fused p50"),
-        target("head_b1_graph_fused_speedup_vs_graph_reference", *head(b1, lambda r: r.get("graph_fused_speedup_vs_graph_reference"), False),
-               1.5, False, "reference under a CUDA graph p50 / fused under a CUDA graph p50"),
-        target("head_b65536_fp16_fused_speedup_vs_eager", *head(big, lambda r: r.get("fused_speedup_vs_eager"), False), 3.0, False,
-               "eager reference p50 / fused p50"),
-        target("head_b65536_fp16_roofline_fraction_hbm", *head(big, lambda r: r.get("roofline_fraction_hbm"), False), 0.5, False,
-               "(bytes moved / measured copy bandwidth) / fused-under-graph p50"),
-        target("head_b65536_fp16_roofline_fraction_max_hbm_flop", *head(big, lambda r: r.get("roofline_fraction"), False), 0.5, False,
-               "max(HBM floor, FLOPs / measured fp16 matmul rate) / fused-under-graph p50"),
+        target(
+            "head_b1_fused_over_empty_launch",
+            *head(b1, lambda r: p50(r, "fused") / empty if p50(r, "fused") and empty else None, True),
+            1.5,
+            True,
+            "fused p50 / empty Triton launch p50",
+        ),
+        target(
+            "head_b1_fused_speedup_vs_eager",
+            *head(b1, lambda r: r.get("fused_speedup_vs_eager"), False),
+            5.0,
+            False,
+            "eager reference p50 / fused p50",
+        ),
+        target(
+            "head_b1_graph_fused_speedup_vs_graph_reference",
+            *head(b1, lambda r: r.get("graph_fused_speedup_vs_graph_reference"), False),
+            1.5,
+            False,
+            "reference under a CUDA graph p50 / fused under a CUDA graph p50",
+        ),
+        target(
+            "head_b65536_fp16_fused_speedup_vs_eager",
+            *head(big, lambda r: r.get("fused_speedup_vs_eager"), False),
+            3.0,
+            False,
+            "eager reference p50 / fused p50",
+        ),
+        target(
+            "head_b65536_fp16_roofline_fraction_hbm",
+            *head(big, lambda r: r.get("roofline_fraction_hbm"), False),
+            0.5,
+            False,
+            "(bytes moved / measured copy bandwidth) / fused-under-graph p50",
+        ),
+        target(
+            "head_b65536_fp16_roofline_fraction_max_hbm_flop",
+            *head(big, lambda r: r.get("roofline_fraction"), False),
+            0.5,
+            False,
+            "max(HBM floor, FLOPs / measured fp16 matmul rate) / fused-under-graph p50",
+        ),
         target("e2e_default_b1_latency_ms", e2e_b1, src_b1, 1.5, True, "total p50, ms; the fastest backend row"),
-        target("e2e_default_b1_speedup_vs_all_eager", speedup, src_speedup, 5.0, False, "all-eager total p50 / fastest total p50"),
+        target(
+            "e2e_default_b1_speedup_vs_all_eager",
+            speedup,
+            src_speedup,
+            5.0,
+            False,
+            "all-eager total p50 / fastest total p50",
+        ),
         target("e2e_hubert_bert_base_b1_latency_ms", hubert, src_hubert, 4.0, True, "total p50, ms"),
-        target("e2e_default_b64_utterances_per_s", rate64, src_rate64, 10000.0, False, "batch / total p50; the fastest backend row"),
+        target(
+            "e2e_default_b64_utterances_per_s",
+            rate64,
+            src_rate64,
+            10000.0,
+            False,
+            "batch / total p50; the fastest backend row",
+        ),
     ]
 
 
@@ -569,20 +744,41 @@ def main(argv: list[str] | None = None, *, started: float | None = None) -> int:
         print("gpu_check: no CUDA device; run with --smoke for a CPU dry run", file=sys.stderr)
         return 2
     if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
-        print("gpu_check: --smoke runs the Triton interpreter: set TRITON_INTERPRET=1 before triton is imported", file=sys.stderr)
+        print(
+            "gpu_check: --smoke runs the Triton interpreter: set TRITON_INTERPRET=1 before triton is imported",
+            file=sys.stderr,
+        )
         return 2
-    report: dict[str, Any] = {"environment": environment(device), "argv": sys.argv[1:] if argv is None else list(argv),
-                              "deadline_s": args.deadline, "sections": {}, "validation": [], "targets": []}
+    report: dict[str, Any] = {
+        "environment": environment(device),
+        "argv": sys.argv[1:] if argv is None else list(argv),
+        "deadline_s": args.deadline,
+        "sections": {},
+        "validation": [],
+        "targets": [],
+    }
     report["environment"]["fastdaf_from"] = str(Path(sys.modules["fastdaf"].__file__).parent.parent)
     print("environment", json.dumps(report["environment"]), flush=True)
     report["targets"] = judge_targets(report)
     save(report, args.out)
-    run_section(report, "validation", lambda: run_validation(report, device, args.smoke, clock, args.out), None, args.out)
-    run_section(report, "timing", lambda: run_timing(report, device, args.smoke, args.iters, clock, args.out),
-                "--skip-timing" if args.skip_timing else None, args.out)
+    run_section(
+        report, "validation", lambda: run_validation(report, device, args.smoke, clock, args.out), None, args.out
+    )
+    run_section(
+        report,
+        "timing",
+        lambda: run_timing(report, device, args.smoke, args.iters, clock, args.out),
+        "--skip-timing" if args.skip_timing else None,
+        args.out,
+    )
     e2e_iters = args.iters if args.smoke else max(20, args.iters // 4)
-    run_section(report, "e2e", lambda: run_e2e(report, device, args.smoke, e2e_iters, clock, args.out),
-                "--skip-e2e" if args.skip_e2e else None, args.out)
+    run_section(
+        report,
+        "e2e",
+        lambda: run_e2e(report, device, args.smoke, e2e_iters, clock, args.out),
+        "--skip-e2e" if args.skip_e2e else None,
+        args.out,
+    )
     report["seconds"] = clock.elapsed()
     bad = failures(report)
     report["correctness_failures"] = [r["name"] for r in bad]
@@ -590,16 +786,24 @@ def main(argv: list[str] | None = None, *, started: float | None = None) -> int:
 
     checks = [r for r in report["validation"] if "skipped" not in r]
     skipped = len(report["validation"]) - len(checks)
-    print(f"\nvalidation: {sum(bool(r.get('ok')) for r in checks)}/{len(checks)} cases within tolerance, {skipped} skipped for lack of time")
+    print(
+        f"\nvalidation: {sum(bool(r.get('ok')) for r in checks)}/{len(checks)} cases within tolerance, {skipped} skipped for lack of time"
+    )
     for r in bad:
         print("FAILED", json.dumps(finite(r)))
     for section in ("timing", "e2e"):
         errors = [r for r in report.get(section, []) if "error" in r] + [
-            {"name": r.get("name"), "error": v} for r in report.get(section, []) for k, v in r.items() if k.endswith("_error")]
+            {"name": r.get("name"), "error": v}
+            for r in report.get(section, [])
+            for k, v in r.items()
+            if k.endswith("_error")
+        ]
         for r in errors:
             print(f"{section} error (not judged): {r['name']}: {r['error']}")
     print("\n" + format_targets(report["targets"]))
-    print(f"\ngpu_check: {report['seconds']:.0f} s of a {args.deadline:.0f} s deadline, report in {args.out / 'gpu_check.json'}")
+    print(
+        f"\ngpu_check: {report['seconds']:.0f} s of a {args.deadline:.0f} s deadline, report in {args.out / 'gpu_check.json'}"
+    )
     return 1 if bad else 0
 
 

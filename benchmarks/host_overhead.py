@@ -60,7 +60,9 @@ def main() -> int:
                 "mask_checked": best_of(lambda: fused(feats, present, out=out)),
             }
             assert NoLaunch.launches > before, "the stubbed launch was never reached"
-    result["ratio_dispatch_over_direct"] = {k: result["triton_dispatch"][k] / result["direct"][k] for k in result["direct"]}
+    result["ratio_dispatch_over_direct"] = {
+        k: result["triton_dispatch"][k] / result["direct"][k] for k in result["direct"]
+    }
     print(json.dumps(result, indent=1))
     return 0
 

@@ -36,8 +36,12 @@ def main() -> int:
     cold = []
     for _ in range(args.runs):
         start = time.perf_counter()
-        subprocess.run([str(exe), "predict", "--text", sentence, "--audio", clip], check=True, capture_output=True,
-                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        subprocess.run(
+            [str(exe), "predict", "--text", sentence, "--audio", clip],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         cold.append(time.perf_counter() - start)
 
     import torch

@@ -38,30 +38,68 @@ def main() -> None:
     with ServerProcess("--device", "cpu", *args.serve_args) as server:
         run_load(server.http, 64, concurrency=8)  # warm-up
         for mix in mixes:
-            for protocol, url, clients, n in (("http", server.http, 1, min(200, args.requests)), ("http", server.http, 32, args.requests),
-                                              ("grpc", server.grpc, 32, args.requests)):
-                summary, _ = run_load(url, n, concurrency=clients, protocol=protocol, mix=mix.split(",")[0], mark_absent="marked" in mix)
+            for protocol, url, clients, n in (
+                ("http", server.http, 1, min(200, args.requests)),
+                ("http", server.http, 32, args.requests),
+                ("grpc", server.grpc, 32, args.requests),
+            ):
+                summary, _ = run_load(
+                    url, n, concurrency=clients, protocol=protocol, mix=mix.split(",")[0], mark_absent="marked" in mix
+                )
                 assert summary["failed"] == 0, summary
-                rows.append({"path": f"fastdaf serve, {protocol}", "mix": mix, "clients": clients, "requests": n,
-                             "per_s": summary["requests_per_s"], "p50_ms": summary["latency_ms_good"]["p50"],
-                             "p99_ms": summary["latency_ms_good"]["p99"], "mean_batch": summary.get("server_mean_batch")})
+                rows.append(
+                    {
+                        "path": f"fastdaf serve, {protocol}",
+                        "mix": mix,
+                        "clients": clients,
+                        "requests": n,
+                        "per_s": summary["requests_per_s"],
+                        "p50_ms": summary["latency_ms_good"]["p50"],
+                        "p99_ms": summary["latency_ms_good"]["p99"],
+                        "mean_batch": summary.get("server_mean_batch"),
+                    }
+                )
     predictor = SentimentPredictor(device="cpu")
     for mix in ("mixed", "text+audio"):
         requests = [load_request(i, mix=mix) for i in range(args.requests)]
-        predictor.predict_batch([r.text for r in requests[:32]], [r.audio for r in requests[:32]], [r.sampling_rate for r in requests[:32]])
+        predictor.predict_batch(
+            [r.text for r in requests[:32]], [r.audio for r in requests[:32]], [r.sampling_rate for r in requests[:32]]
+        )
         started = time.perf_counter()
         for k in range(0, len(requests), 32):
             chunk = requests[k : k + 32]
             predictor.predict_batch([r.text for r in chunk], [r.audio for r in chunk], [r.sampling_rate for r in chunk])
         seconds = time.perf_counter() - started
-        rows.append({"path": "in process, predict_batch(32)", "mix": mix, "clients": 1, "requests": len(requests),
-                     "per_s": round(len(requests) / seconds, 2), "p50_ms": None, "p99_ms": None, "mean_batch": 32})
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
-    env = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__, "commit": commit,
-           "date": time.strftime("%Y-%m-%d"), "serve_args": args.serve_args}
-    print(f"{env}\n\n| path | workload | clients | requests | requests/s | p50 ms | p99 ms | mean batch |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+        rows.append(
+            {
+                "path": "in process, predict_batch(32)",
+                "mix": mix,
+                "clients": 1,
+                "requests": len(requests),
+                "per_s": round(len(requests) / seconds, 2),
+                "p50_ms": None,
+                "p99_ms": None,
+                "mean_batch": 32,
+            }
+        )
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    env = {
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%d"),
+        "serve_args": args.serve_args,
+    }
+    print(
+        f"{env}\n\n| path | workload | clients | requests | requests/s | p50 ms | p99 ms | mean batch |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+    )
     for r in sorted(rows, key=lambda r: r["mix"]):
-        print(f"| {r['path']} | {r['mix']} | {r['clients']} | {r['requests']} | {r['per_s']} | {r['p50_ms'] or '-'} | {r['p99_ms'] or '-'} | {r['mean_batch']} |")
+        print(
+            f"| {r['path']} | {r['mix']} | {r['clients']} | {r['requests']} | {r['per_s']} | {r['p50_ms'] or '-'} | {r['p99_ms'] or '-'} | {r['mean_batch']} |"
+        )
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"environment": env, "results": rows}, f, indent=2)

@@ -32,13 +32,24 @@ def layer_features(cache: Path) -> FeatureSet:
     layers: dict[int, list[torch.Tensor]] = {}
     with torch.inference_mode():
         for s in range(0, len(keep), 128):
-            batch = enc.tokenizer([texts[i] for i in keep[s : s + 128]], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            batch = enc.tokenizer(
+                [texts[i] for i in keep[s : s + 128]],
+                padding=True,
+                truncation=True,
+                max_length=256,
+                return_tensors="pt",
+            )
             out = enc.model(batch["input_ids"], batch["attention_mask"], output_hidden_states=True)
             for k, h in enumerate(out.hidden_states):
                 layers.setdefault(k, []).append(masked_mean(h, batch["attention_mask"]))
     n = len(keep)
-    data = FeatureSet({f"l{k}": torch.cat(v) for k, v in layers.items()}, torch.ones(n, len(layers), dtype=torch.bool),
-                      torch.tensor([rows[i].label for i in keep]), ids=[rows[i].id for i in keep], splits=[rows[i].split for i in keep])
+    data = FeatureSet(
+        {f"l{k}": torch.cat(v) for k, v in layers.items()},
+        torch.ones(n, len(layers), dtype=torch.bool),
+        torch.tensor([rows[i].label for i in keep]),
+        ids=[rows[i].id for i in keep],
+        splits=[rows[i].split for i in keep],
+    )
     cache.parent.mkdir(parents=True, exist_ok=True)
     return FeatureSet.load(data.save(cache))
 
@@ -62,8 +73,17 @@ def main() -> None:
             cfg = DAFConfig({"text": x.shape[1]}, projection_size=size, hidden_size=size, dropout=dropout)
             r = train_head(cfg, fs.split("train"), fs.split("valid"), epochs=100, patience=10, seed=0)
             m = r.metrics
-            results.append({"features": name, "projection": size, "dropout": dropout, "MAE": m["MAE"],
-                            "Non0_acc_2": m["Non0_acc_2"], "Corr": m["Corr"], "best_epoch": r.best_epoch})
+            results.append(
+                {
+                    "features": name,
+                    "projection": size,
+                    "dropout": dropout,
+                    "MAE": m["MAE"],
+                    "Non0_acc_2": m["Non0_acc_2"],
+                    "Corr": m["Corr"],
+                    "best_epoch": r.best_epoch,
+                }
+            )
             print(json.dumps(results[-1]), flush=True)
 
 

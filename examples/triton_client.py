@@ -47,15 +47,25 @@ def main() -> int:
         print(f"the server refused the request: {exc.message()}", file=sys.stderr)
         return 1
     config = client.get_model_config("fastdaf")
-    params = config["parameters"] if isinstance(config, dict) else {k: {"string_value": v.string_value} for k, v in config.config.parameters.items()}
+    params = (
+        config["parameters"]
+        if isinstance(config, dict)
+        else {k: {"string_value": v.string_value} for k, v in config.config.parameters.items()}
+    )
     modalities = params["weights_order"]["string_value"].split(",")  # the order of the `weights` output
     notes = result.as_numpy("notes")  # a JSON list of strings per row, e.g. that audio without speech was ignored
-    print(json.dumps({
-        "score": float(result.as_numpy("score")[0, 0]),
-        "label": result.as_numpy("label")[0, 0].decode(),
-        "weights": dict(zip(modalities, result.as_numpy("weights")[0].tolist())),
-        "notes": json.loads(notes[0, 0]) if notes is not None else [],  # None from a server exported before notes
-    }))
+    print(
+        json.dumps(
+            {
+                "score": float(result.as_numpy("score")[0, 0]),
+                "label": result.as_numpy("label")[0, 0].decode(),
+                "weights": dict(zip(modalities, result.as_numpy("weights")[0].tolist())),
+                "notes": json.loads(notes[0, 0])
+                if notes is not None
+                else [],  # None from a server exported before notes
+            }
+        )
+    )
     return 0
 
 

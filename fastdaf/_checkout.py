@@ -21,7 +21,9 @@ def _register_checkout_kernels() -> None:
     folder = Path(__file__).resolve().parent.parent / "kernels"
     if not (folder / "__init__.py").is_file():
         return
-    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    spec = importlib.util.spec_from_file_location(
+        name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

@@ -23,7 +23,15 @@ def only(data: FeatureSet, modality: str) -> FeatureSet:
     i = list(data.features).index(modality)
     rows = data.present[:, i].nonzero().flatten()
     sub = data.subset(rows)
-    return FeatureSet({modality: sub.features[modality]}, sub.present[:, i : i + 1], sub.labels, sub.ids, sub.splits, sub.label_names, sub.info)
+    return FeatureSet(
+        {modality: sub.features[modality]},
+        sub.present[:, i : i + 1],
+        sub.labels,
+        sub.ids,
+        sub.splits,
+        sub.label_names,
+        sub.info,
+    )
 
 
 def variants(data: FeatureSet) -> list[str]:
@@ -63,7 +71,10 @@ def run_ablation(
             if name == "dynamic" and weights is None:
                 weights = w[ev.present.all(dim=1)] if ev.present.all(dim=1).any() else w
             if progress:
-                print(f"  {name:>14} seed {seed}: MAE {runs[-1]['MAE']:.4f}  Non0_acc_2 {runs[-1]['Non0_acc_2']:.4f}", flush=True)
+                print(
+                    f"  {name:>14} seed {seed}: MAE {runs[-1]['MAE']:.4f}  Non0_acc_2 {runs[-1]['Non0_acc_2']:.4f}",
+                    flush=True,
+                )
         results[name] = {
             "runs": runs,
             "mean": {k: statistics.fmean(r[k] for r in runs) for k in METRIC_NAMES},
@@ -84,10 +95,10 @@ def markdown_table(results: dict[str, Any], *, keys: Sequence[str] = METRIC_NAME
 
 def plot(results: dict[str, Any], modalities: Sequence[str], path: str | Path) -> Path:
     """Bars of each metric (mean +- std over seeds) and the distribution of dynamic fusion's weights."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - plot extra, only when drawing
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - plot extra, only when drawing
 
     names = list(results)
     shown = ("MAE", "Corr", "Non0_acc_2", "Has0_acc_2", "Mult_acc_7")
@@ -116,5 +127,7 @@ def plot(results: dict[str, Any], modalities: Sequence[str], path: str | Path) -
 
 
 def weights_summary(weights: torch.Tensor, modalities: Sequence[str]) -> dict[str, dict[str, float]]:
-    return {m: {"mean": float(weights[:, i].mean()), "std": float(weights[:, i].std()) if weights.shape[0] > 1 else 0.0}
-            for i, m in enumerate(modalities)}
+    return {
+        m: {"mean": float(weights[:, i].mean()), "std": float(weights[:, i].std()) if weights.shape[0] > 1 else 0.0}
+        for i, m in enumerate(modalities)
+    }

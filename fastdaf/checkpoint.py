@@ -31,7 +31,11 @@ MAX_CONFIG_BYTES = 16 << 20  # config.json (the bundled model's is 4 KB); head s
 
 
 def save_checkpoint(
-    directory: str | Path, config: DAFConfig, state: Mapping[str, torch.Tensor], *, extra: Mapping[str, Any] | None = None
+    directory: str | Path,
+    config: DAFConfig,
+    state: Mapping[str, torch.Tensor],
+    *,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint; `extra` (JSON-serialisable: training options, seed, metrics) is kept beside the config."""
 
@@ -45,7 +49,9 @@ def save_checkpoint(
         "extra": dict(extra or {}),
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+    save_file(
+        tensors, str(directory / WEIGHTS_FILE), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+    )
     (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")
     return directory
 
@@ -53,7 +59,9 @@ def save_checkpoint(
 def _checkpoint_dir(directory: str | Path) -> Path:
     directory = Path(directory)
     if not directory.is_dir():
-        raise CheckpointError(f"no checkpoint directory at {str(directory)!r} (expected a folder with {CONFIG_FILE} and {WEIGHTS_FILE})")
+        raise CheckpointError(
+            f"no checkpoint directory at {str(directory)!r} (expected a folder with {CONFIG_FILE} and {WEIGHTS_FILE})"
+        )
     return directory
 
 
@@ -67,7 +75,9 @@ def _read_json(path: Path) -> Any:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
     except RecursionError as exc:
-        raise CheckpointError(f"{path} nests JSON too deeply to read; a checkpoint config.json is a few levels deep") from exc
+        raise CheckpointError(
+            f"{path} nests JSON too deeply to read; a checkpoint config.json is a few levels deep"
+        ) from exc
 
 
 def _check_encoders(path: Path, extra: Mapping[str, Any]) -> None:
@@ -75,8 +85,10 @@ def _check_encoders(path: Path, extra: Mapping[str, Any]) -> None:
     encoders = extra.get("encoders")
     if encoders is None:
         return
-    accepted = ("an object mapping a modality name to an encoder spec: a string (e.g. 'default', 'acoustic', "
-                "'precomputed:74', a model path) or an object with 'kind' as FeatureExtractor.spec() writes")
+    accepted = (
+        "an object mapping a modality name to an encoder spec: a string (e.g. 'default', 'acoustic', "
+        "'precomputed:74', a model path) or an object with 'kind' as FeatureExtractor.spec() writes"
+    )
     if not isinstance(encoders, dict):
         raise CheckpointError(f"{path}: 'extra.encoders' is a {type(encoders).__name__}; expected {accepted}")
     for name, spec in encoders.items():
@@ -130,7 +142,9 @@ def _check_header(path: Path, f: Any, expected: Mapping[str, torch.Tensor]) -> N
         if shape != list(want.shape):
             raise CheckpointError(f"{path}: tensor {name!r} has shape {shape}, expected {list(want.shape)}")
         if not (dtype.startswith("F") or dtype == "BF16"):
-            raise CheckpointError(f"{path}: tensor {name!r} has dtype {dtype}, expected a floating-point dtype (F16, BF16, F32, F64)")
+            raise CheckpointError(
+                f"{path}: tensor {name!r} has dtype {dtype}, expected a floating-point dtype (F16, BF16, F32, F64)"
+            )
 
 
 def read_state(directory: str | Path, expected: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

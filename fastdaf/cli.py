@@ -72,7 +72,9 @@ def _check_out(path: Path, suffixes: tuple[str, ...], accepted: str, *, create_f
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise InputError(f"--out {str(path)!r}: cannot create the folder {str(path.parent)!r} ({exc.strerror})") from exc
+            raise InputError(
+                f"--out {str(path)!r}: cannot create the folder {str(path.parent)!r} ({exc.strerror})"
+            ) from exc
     if not path.parent.is_dir():
         raise InputError(f"--out {str(path)!r}: the folder {str(path.parent)!r} does not exist; create it first")
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
@@ -105,26 +107,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
         }
         if fusion == "dynamic":
             examples = [
-                {"informative": names[int(test_informative[i])], "label": round(float(test.labels[i]), 3),
-                 "score": round(float(score[i]), 3), "weights": {m: round(float(weights[i, j]), 3) for j, m in enumerate(names)}}
+                {
+                    "informative": names[int(test_informative[i])],
+                    "label": round(float(test.labels[i]), 3),
+                    "score": round(float(score[i]), 3),
+                    "weights": {m: round(float(weights[i, j]), 3) for j, m in enumerate(names)},
+                }
                 for i in range(5)
             ]
             results[fusion]["examples"] = examples
     if args.json:
-        _print_json({"task": "synthetic cue task (fastdaf.synthetic.make_cue_task)", "split": "test", "results": results})
+        _print_json(
+            {"task": "synthetic cue task (fastdaf.synthetic.make_cue_task)", "split": "test", "results": results}
+        )
         return 0
     print("Synthetic task: per utterance only one modality carries the label; a cue in its features says which.")
     print("Test-split metrics (MMSA definitions):")
     print(format_table({f: r["metrics"] for f, r in results.items()}))
     print()
     for fusion, r in results.items():
-        print(f"{fusion:8s} mean weight on the informative modality {r['weight_on_informative']:.3f}; "
-              f"argmax follows it in {100 * r['weights_follow_informative']:.1f}% of rows")
+        print(
+            f"{fusion:8s} mean weight on the informative modality {r['weight_on_informative']:.3f}; "
+            f"argmax follows it in {100 * r['weights_follow_informative']:.1f}% of rows"
+        )
     if "dynamic" in results:
         print("\nDynamic fusion, first test utterances:")
         for ex in results["dynamic"]["examples"]:
             w = ", ".join(f"{m}={v:.3f}" for m, v in ex["weights"].items())
-            print(f"  informative={ex['informative']:5s} label={ex['label']:+.2f} score={ex['score']:+.2f} weights: {w}")
+            print(
+                f"  informative={ex['informative']:5s} label={ex['label']:+.2f} score={ex['score']:+.2f} weights: {w}"
+            )
     return 0
 
 
@@ -141,18 +153,34 @@ def _split_or_all(data, name: str | None, *, default: tuple[str, ...] = ("test",
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a head on a feature file, an MMSA pickle, a .csd folder or transcript CSVs."""
     _check_out_folder(args.out)
-    options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,  # checked before loading
-                           modality_dropout=args.modality_dropout, patience=args.patience, weight_decay=args.weight_decay)
+    options = TrainOptions(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,  # checked before loading
+        modality_dropout=args.modality_dropout,
+        patience=args.patience,
+        weight_decay=args.weight_decay,
+    )
     data = load_data(args.data, progress=not args.json)
     train, valid = data.split(args.train_split), data.split(args.valid_split)
     n_outputs = 1 if data.labels is None or data.labels.dim() == 1 else data.labels.shape[1]
     cfg = DAFConfig(
-        data.modalities, fusion=args.fusion, projection_size=args.projection_size, attention_size=args.attention_size,
-        hidden_size=args.hidden_size, dropout=args.dropout, n_outputs=n_outputs,
+        data.modalities,
+        fusion=args.fusion,
+        projection_size=args.projection_size,
+        attention_size=args.attention_size,
+        hidden_size=args.hidden_size,
+        dropout=args.dropout,
+        n_outputs=n_outputs,
         output_names=data.label_names if data.label_names and len(data.label_names) == n_outputs else None,
     )
     result = train_head(cfg, train, valid, options, progress=not args.json)
-    extra = {**result.record(), "data": str(args.data), **({"encoders": data.info["encoders"]} if data.info and "encoders" in data.info else {})}
+    extra = {
+        **result.record(),
+        "data": str(args.data),
+        **({"encoders": data.info["encoders"]} if data.info and "encoders" in data.info else {}),
+    }
     result.head.save_pretrained(args.out, extra=extra)
     if args.json:
         _print_json({"checkpoint": str(args.out), "best_epoch": result.best_epoch, "valid_metrics": result.metrics})
@@ -173,7 +201,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise InputError(f"{args.data}: split {split!r} has no labels to evaluate against")
     missing = sorted(set(rows.modalities) ^ set(head.config.modalities))
     if rows.modalities != dict(head.config.modalities):
-        raise InputError(f"{args.data} has modalities {rows.modalities}; the checkpoint expects {dict(head.config.modalities)} (differ: {missing})")
+        raise InputError(
+            f"{args.data} has modalities {rows.modalities}; the checkpoint expects {dict(head.config.modalities)} (differ: {missing})"
+        )
 
     labelled = torch.isfinite(first_output(rows.labels))
     rows = rows.subset(labelled.nonzero().flatten())
@@ -190,14 +220,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     """Dynamic vs static / mean / concat fusion and each modality alone, over N seeds."""
     _check_out_folder(args.out)
-    options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,  # checked before loading
-                           modality_dropout=args.modality_dropout)
+    options = TrainOptions(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,  # checked before loading
+        modality_dropout=args.modality_dropout,
+    )
     data = load_data(args.data, progress=not args.json)
     train, valid = data.split(args.train_split), data.split(args.valid_split)
     evaluate, split = _split_or_all(data, args.eval_split, default=(args.valid_split,))
-    head_options = {"projection_size": args.projection_size, "attention_size": args.attention_size, "hidden_size": args.hidden_size}
-    results = run_ablation(train, valid, evaluate, seeds=list(range(args.seeds)), options=options, head_options=head_options,
-                           progress=not args.json)
+    head_options = {
+        "projection_size": args.projection_size,
+        "attention_size": args.attention_size,
+        "hidden_size": args.hidden_size,
+    }
+    results = run_ablation(
+        train,
+        valid,
+        evaluate,
+        seeds=list(range(args.seeds)),
+        options=options,
+        head_options=head_options,
+        progress=not args.json,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(results)
     title = f"Ablation on {args.data} ({split} split, {len(evaluate)} rows, {args.seeds} seeds, mean +- std)"
@@ -207,7 +253,15 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     if "weights" in results.get("dynamic", {}):
         summary["dynamic"]["weights"] = weights_summary(results["dynamic"]["weights"], list(data.modalities))
     if args.json:
-        _print_json({"split": split, "seeds": args.seeds, "results": summary, "table": str(args.out / "ablation.md"), "plot": str(figure)})
+        _print_json(
+            {
+                "split": split,
+                "seeds": args.seeds,
+                "results": summary,
+                "table": str(args.out / "ablation.md"),
+                "plot": str(figure),
+            }
+        )
     else:
         print(title)
         print(table)
@@ -218,20 +272,32 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def cmd_extract(args: argparse.Namespace) -> int:
     """Encode every row of a manifest into a fastdaf feature file (resumable, bad rows reported)."""
     _check_out(args.out, (".safetensors",), ".safetensors", create_folder=True)
-    read_manifest(args.manifest, allow_duplicate_ids=args.allow_duplicate_ids)  # a bad manifest is refused before the encoders load
+    read_manifest(
+        args.manifest, allow_duplicate_ids=args.allow_duplicate_ids
+    )  # a bad manifest is refused before the encoders load
     extractor = FeatureExtractor(
-        None if args.text_encoder == "none" else {"kind": "text", "model": args.text_encoder, "normalizer": args.text_normalizer},
+        None
+        if args.text_encoder == "none"
+        else {"kind": "text", "model": args.text_encoder, "normalizer": args.text_normalizer},
         None if args.audio_encoder == "none" else args.audio_encoder,
         device=args.device,
     )
-    summary = extract_manifest(args.manifest, args.out, extractor, batch_size=args.batch_size, progress=not args.json,
-                               allow_duplicate_ids=args.allow_duplicate_ids)
+    summary = extract_manifest(
+        args.manifest,
+        args.out,
+        extractor,
+        batch_size=args.batch_size,
+        progress=not args.json,
+        allow_duplicate_ids=args.allow_duplicate_ids,
+    )
     if args.json:
         _print_json(summary)
     else:
         rate = f", {summary['utterances_per_s']} utterances/s" if summary["utterances_per_s"] else ""
-        print(f"{summary['succeeded']} rows extracted, {summary['skipped_already_done']} already done, "
-              f"{summary['failed']} failed, of {summary['rows']} ({summary['seconds']} s{rate}) -> {summary['output']}")
+        print(
+            f"{summary['succeeded']} rows extracted, {summary['skipped_already_done']} already done, "
+            f"{summary['failed']} failed, of {summary['rows']} ({summary['seconds']} s{rate}) -> {summary['output']}"
+        )
         if summary["error_report"]:
             print(f"failed rows and reasons: {summary['error_report']}")
     return 0
@@ -250,15 +316,27 @@ def _serve_options(args: argparse.Namespace):
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the model on Triton Inference Server (bundled with nvidia-pytriton) until SIGTERM/SIGINT."""
+
     def ready(info: dict[str, Any]) -> None:
         if args.json:
             print(json.dumps({"event": "ready", **info}), flush=True)
         else:
-            print(f"serving model {info['model']!r}: HTTP {info['http']}, gRPC {info['grpc']} "
-                  f"(ready in {info['startup_s']} s; SIGTERM or Ctrl-C stops it after the accepted requests)", flush=True)
+            print(
+                f"serving model {info['model']!r}: HTTP {info['http']}, gRPC {info['grpc']} "
+                f"(ready in {info['startup_s']} s; SIGTERM or Ctrl-C stops it after the accepted requests)",
+                flush=True,
+            )
 
-    code = serve(args.checkpoint, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, options=_serve_options(args),
-                 exit_timeout_s=args.exit_timeout, verbose=args.verbose, on_ready=ready)
+    code = serve(
+        args.checkpoint,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        options=_serve_options(args),
+        exit_timeout_s=args.exit_timeout,
+        verbose=args.verbose,
+        on_ready=ready,
+    )
     if args.json:
         print(json.dumps({"event": "stopped", "exit_code": code}), flush=True)
     else:
@@ -276,27 +354,47 @@ def cmd_export_triton(args: argparse.Namespace) -> int:
         print(f"wrote model {MODEL_NAME!r} to the Triton model repository {repo}:")
         for f in files:
             print(f"  {f}")
-        print(f"run it with: tritonserver --model-repository {repo}  (fastdaf must be installed in the server's Python)")
+        print(
+            f"run it with: tritonserver --model-repository {repo}  (fastdaf must be installed in the server's Python)"
+        )
     return 0
 
 
 def _add_head_and_training_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--projection-size", type=_positive_int, default=128, help="per-modality projection width (default: 128)")
+    parser.add_argument(
+        "--projection-size", type=_positive_int, default=128, help="per-modality projection width (default: 128)"
+    )
     parser.add_argument("--attention-size", type=_positive_int, default=64, help="attention scorer width (default: 64)")
     parser.add_argument("--hidden-size", type=_positive_int, default=128, help="regressor hidden width (default: 128)")
     parser.add_argument("--dropout", type=_fraction, default=0.1, help="dropout in the head, in [0, 1) (default: 0.1)")
     parser.add_argument("--epochs", type=_positive_int, default=100, help="most epochs (default: 100)")
     parser.add_argument("--batch-size", type=_positive_int, default=256, help="training batch size (default: 256)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, > 0 (default: 0.001)")
-    parser.add_argument("--patience", type=_positive_int, default=10,
-                        help="stop after this many epochs without a better validation MAE (default: 10)")
-    parser.add_argument("--modality-dropout", type=_fraction, default=0.0,
-                        help="chance of hiding each modality of a training row, in [0, 1) (default: 0)")
+    parser.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=10,
+        help="stop after this many epochs without a better validation MAE (default: 10)",
+    )
+    parser.add_argument(
+        "--modality-dropout",
+        type=_fraction,
+        default=0.0,
+        help="chance of hiding each modality of a training row, in [0, 1) (default: 0)",
+    )
 
 
 def _result_columns(predictor) -> list[str]:
     """The columns of `fastdaf predict --manifest` output, fixed up front so rows can be written as they finish."""
-    return ["id", "score", "label", *(f"weight_{m}" for m in predictor.modalities), *predictor.head.config.output_names[1:], "notes", "error"]
+    return [
+        "id",
+        "score",
+        "label",
+        *(f"weight_{m}" for m in predictor.modalities),
+        *predictor.head.config.output_names[1:],
+        "notes",
+        "error",
+    ]
 
 
 def _prediction_row(row_id: str, result, columns: list[str]) -> dict[str, Any]:
@@ -306,8 +404,13 @@ def _prediction_row(row_id: str, result, columns: list[str]) -> dict[str, Any]:
     if isinstance(result, str):
         out["error"] = result
     else:
-        out.update(score=round(result.score, 4), label=result.label, **{f"weight_{m}": round(w, 4) for m, w in result.weights.items()},
-                   **{k: round(v, 4) for k, v in result.outputs.items()}, notes="; ".join(result.notes) or None)
+        out.update(
+            score=round(result.score, 4),
+            label=result.label,
+            **{f"weight_{m}": round(w, 4) for m, w in result.weights.items()},
+            **{k: round(v, 4) for k, v in result.outputs.items()},
+            notes="; ".join(result.notes) or None,
+        )
     return out
 
 
@@ -368,8 +471,10 @@ class _Results:
                     raise ValueError(f"a row has other fields than {self.columns}")
                 ids = [obj["id"] for obj in objects]
         except (ValueError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            raise InputError(f"--out {str(target)!r} exists but is not `fastdaf predict` output of this model ({exc}); "
-                             "give a new file, or delete it to start over") from exc
+            raise InputError(
+                f"--out {str(target)!r} exists but is not `fastdaf predict` output of this model ({exc}); "
+                "give a new file, or delete it to start over"
+            ) from exc
         if whole < len(data):
             os.truncate(target, whole)  # the partial row is redone (a partial CSV header is written again)
         return ids
@@ -419,7 +524,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _predict_manifest(predictor, rows: list, target: Path | None, *, progress: bool) -> int:
     """Predict the rows not yet in `target`, writing each batch as it finishes (so a killed run loses at most one batch)."""
 
-
     columns = _result_columns(predictor)
     results = _Results(target, columns)
     todo = {r.line for r in pending_rows(rows, results.done_ids)}
@@ -442,13 +546,19 @@ def _predict_manifest(predictor, rows: list, target: Path | None, *, progress: b
         bar.close()
         results.close()
     skipped = len(rows) - len(todo)
-    print(f"{counts['predicted']} predicted, {counts['failed']} failed, of {len(rows)} rows"
-          + (f"; {skipped} were already in the output" if skipped else "") + (f" -> {target}" if target else ""), file=sys.stderr)
+    print(
+        f"{counts['predicted']} predicted, {counts['failed']} failed, of {len(rows)} rows"
+        + (f"; {skipped} were already in the output" if skipped else "")
+        + (f" -> {target}" if target else ""),
+        file=sys.stderr,
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastdaf", description="Fast multimodal sentiment with Dynamic Attention Fusion")
+    parser = argparse.ArgumentParser(
+        prog="fastdaf", description="Fast multimodal sentiment with Dynamic Attention Fusion"
+    )
     parser.add_argument("--version", action="version", version=f"fastdaf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -462,30 +572,70 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="sentiment of one utterance (--text/--audio) or a manifest of them")
     predict.add_argument("--text", default=None, help="the utterance's transcript")
     predict.add_argument("--audio", default=None, help="the utterance's audio file (wav, flac, ogg, mp3, ...)")
-    predict.add_argument("--sampling-rate", type=int, default=None, help="only for raw sample input (not needed for files)")
-    predict.add_argument("--manifest", type=Path, default=None, help="CSV/JSONL with id,text,audio columns: one output row per input row")
-    predict.add_argument("--out", type=Path, default=None,
-                         help="with --manifest: results .csv or .jsonl, written as rows finish; a rerun skips the rows already "
-                              "in it (default: JSONL on stdout)")
-    predict.add_argument("--allow-duplicate-ids", action="store_true", help="with --manifest: accept ids that repeat (refused by default)")
-    predict.add_argument("--checkpoint", type=Path, default=None, help="head checkpoint directory (default: the bundled model)")
-    predict.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    predict.add_argument(
+        "--sampling-rate", type=int, default=None, help="only for raw sample input (not needed for files)"
+    )
+    predict.add_argument(
+        "--manifest", type=Path, default=None, help="CSV/JSONL with id,text,audio columns: one output row per input row"
+    )
+    predict.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="with --manifest: results .csv or .jsonl, written as rows finish; a rerun skips the rows already "
+        "in it (default: JSONL on stdout)",
+    )
+    predict.add_argument(
+        "--allow-duplicate-ids",
+        action="store_true",
+        help="with --manifest: accept ids that repeat (refused by default)",
+    )
+    predict.add_argument(
+        "--checkpoint", type=Path, default=None, help="head checkpoint directory (default: the bundled model)"
+    )
+    predict.add_argument(
+        "--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
+    )
     predict.add_argument("--head", choices=HEADS, default="auto", help="head implementation (auto: fused on CUDA)")
-    predict.add_argument("--backend", choices=ENCODER_BACKENDS, default="auto",
-                         help="encoder backend (auto: TensorRT if installed, else CUDA graphs on CUDA, else eager)")
-    predict.add_argument("--json", action="store_true", help="one utterance: print a JSON object; manifest: no progress bar")
+    predict.add_argument(
+        "--backend",
+        choices=ENCODER_BACKENDS,
+        default="auto",
+        help="encoder backend (auto: TensorRT if installed, else CUDA graphs on CUDA, else eager)",
+    )
+    predict.add_argument(
+        "--json", action="store_true", help="one utterance: print a JSON object; manifest: no progress bar"
+    )
     predict.set_defaults(func=cmd_predict)
 
     def add_serve_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--checkpoint", type=Path, default=None, help="head checkpoint directory (default: the bundled model)")
+        p.add_argument(
+            "--checkpoint", type=Path, default=None, help="head checkpoint directory (default: the bundled model)"
+        )
         p.add_argument("--max-batch-size", type=int, default=32, help="largest batch Triton's dynamic batcher forms")
-        p.add_argument("--preferred-batch-sizes", type=int, nargs="+", default=None,
-                       help="batch sizes the batcher aims for (default: those of 8 16 32 below --max-batch-size, and it)")
-        p.add_argument("--max-queue-delay-us", type=int, default=2000, help="longest a request waits for others to batch with (microseconds)")
+        p.add_argument(
+            "--preferred-batch-sizes",
+            type=int,
+            nargs="+",
+            default=None,
+            help="batch sizes the batcher aims for (default: those of 8 16 32 below --max-batch-size, and it)",
+        )
+        p.add_argument(
+            "--max-queue-delay-us",
+            type=int,
+            default=2000,
+            help="longest a request waits for others to batch with (microseconds)",
+        )
         p.add_argument("--instances", type=int, default=1, help="model instances (each loads the encoders)")
-        p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
-                       help="instance kind (auto: gpu when CUDA is available here; for export-triton, name the server's)")
-        p.add_argument("--max-audio-seconds", type=float, default=60.0, help="longer audio is refused with an error response")
+        p.add_argument(
+            "--device",
+            choices=("auto", "cpu", "gpu"),
+            default="auto",
+            help="instance kind (auto: gpu when CUDA is available here; for export-triton, name the server's)",
+        )
+        p.add_argument(
+            "--max-audio-seconds", type=float, default=60.0, help="longer audio is refused with an error response"
+        )
         p.add_argument("--json", action="store_true", help="machine-readable output (JSON lines for serve)")
 
     serve = sub.add_parser("serve", help="serve the model on Triton Inference Server (HTTP + gRPC, dynamic batching)")
@@ -493,50 +643,89 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=8001)
-    serve.add_argument("--exit-timeout", type=int, default=20, help="seconds to finish accepted requests after SIGTERM (1-25)")
+    serve.add_argument(
+        "--exit-timeout", type=int, default=20, help="seconds to finish accepted requests after SIGTERM (1-25)"
+    )
     serve.add_argument("--verbose", action="store_true", help="print the Triton server's log")
     serve.set_defaults(func=cmd_serve)
 
-    export = sub.add_parser("export-triton", help="write a Triton model repository (config.pbtxt + Python-backend model.py + checkpoint)")
+    export = sub.add_parser(
+        "export-triton", help="write a Triton model repository (config.pbtxt + Python-backend model.py + checkpoint)"
+    )
     export.add_argument("directory", type=Path, help="model repository folder (the model goes to DIRECTORY/fastdaf)")
     add_serve_options(export)
     export.add_argument("--force", action="store_true", help="replace an existing DIRECTORY/fastdaf")
     export.set_defaults(func=cmd_export_triton)
 
-    extract = sub.add_parser("extract", help="encode a manifest (CSV/JSONL: id,text,audio,label,split) into a feature file")
+    extract = sub.add_parser(
+        "extract", help="encode a manifest (CSV/JSONL: id,text,audio,label,split) into a feature file"
+    )
     extract.add_argument("manifest", type=Path, help="CSV or JSONL manifest; audio paths are relative to its folder")
-    extract.add_argument("--out", type=Path, required=True, help="feature file (.safetensors) to write or resume (its folder is created)")
-    extract.add_argument("--allow-duplicate-ids", action="store_true", help="accept ids that repeat (refused by default)")
-    extract.add_argument("--text-encoder", default="default", help="'default' (all-MiniLM-L6-v2), a model path / hub id, or 'none'")
-    extract.add_argument("--text-normalizer", default="mosei", choices=("none", "whitespace", "mosei"),
-                         help="text clean-up before encoding (default: mosei, which drops the pause token 'sp')")
-    extract.add_argument("--audio-encoder", default="acoustic",
-                         help="'acoustic' (built-in features), a speech model path / hub id (wav2vec2, HuBERT, WavLM, Whisper), or 'none'")
-    extract.add_argument("--batch-size", type=_positive_int, default=32, help="utterances encoded together (default: 32)")
-    extract.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    extract.add_argument(
+        "--out", type=Path, required=True, help="feature file (.safetensors) to write or resume (its folder is created)"
+    )
+    extract.add_argument(
+        "--allow-duplicate-ids", action="store_true", help="accept ids that repeat (refused by default)"
+    )
+    extract.add_argument(
+        "--text-encoder", default="default", help="'default' (all-MiniLM-L6-v2), a model path / hub id, or 'none'"
+    )
+    extract.add_argument(
+        "--text-normalizer",
+        default="mosei",
+        choices=("none", "whitespace", "mosei"),
+        help="text clean-up before encoding (default: mosei, which drops the pause token 'sp')",
+    )
+    extract.add_argument(
+        "--audio-encoder",
+        default="acoustic",
+        help="'acoustic' (built-in features), a speech model path / hub id (wav2vec2, HuBERT, WavLM, Whisper), or 'none'",
+    )
+    extract.add_argument(
+        "--batch-size", type=_positive_int, default=32, help="utterances encoded together (default: 32)"
+    )
+    extract.add_argument(
+        "--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
+    )
     extract.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     extract.set_defaults(func=cmd_extract)
 
-    train = sub.add_parser("train", help="train a DAF head (DATA: a feature file, an MMSA pickle, a .csd folder or transcript CSVs)")
-    train.add_argument("data", type=Path, help="feature file (.safetensors), MMSA .pkl, folder of .csd files, or transcript .csv / folder of them")
+    train = sub.add_parser(
+        "train", help="train a DAF head (DATA: a feature file, an MMSA pickle, a .csd folder or transcript CSVs)"
+    )
+    train.add_argument(
+        "data",
+        type=Path,
+        help="feature file (.safetensors), MMSA .pkl, folder of .csd files, or transcript .csv / folder of them",
+    )
     train.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
-    train.add_argument("--fusion", choices=FUSION_MODES, default="dynamic", help="how modalities are combined (default: dynamic)")
+    train.add_argument(
+        "--fusion", choices=FUSION_MODES, default="dynamic", help="how modalities are combined (default: dynamic)"
+    )
     _add_head_and_training_options(train)
-    train.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same head (default: 0)")
+    train.add_argument(
+        "--seed", type=int, default=0, help="random seed; the same seed gives the same head (default: 0)"
+    )
     train.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay, >= 0 (default: 0.01)")
     train.add_argument("--train-split", default="train", help="split trained on (default: train)")
     train.add_argument("--valid-split", default="valid", help="split for early stopping (default: valid)")
     train.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     train.set_defaults(func=cmd_train)
 
-    evaluate = sub.add_parser("eval", help="MMSA metrics of a checkpoint (default: the bundled model) on a dataset split")
+    evaluate = sub.add_parser(
+        "eval", help="MMSA metrics of a checkpoint (default: the bundled model) on a dataset split"
+    )
     evaluate.add_argument("data", type=Path)
-    evaluate.add_argument("--checkpoint", type=Path, default=None, help="checkpoint directory (default: the bundled model)")
+    evaluate.add_argument(
+        "--checkpoint", type=Path, default=None, help="checkpoint directory (default: the bundled model)"
+    )
     evaluate.add_argument("--split", default=None, help="split to evaluate (default: test, else valid, else every row)")
     evaluate.add_argument("--json", action="store_true", help="one JSON object keyed by the MMSA metric names")
     evaluate.set_defaults(func=cmd_eval)
 
-    ablate = sub.add_parser("ablate", help="dynamic vs static/mean/concat fusion and unimodal heads, N seeds, table + plot")
+    ablate = sub.add_parser(
+        "ablate", help="dynamic vs static/mean/concat fusion and unimodal heads, N seeds, table + plot"
+    )
     ablate.add_argument("data", type=Path, help="same kinds of data as train")
     ablate.add_argument("--out", type=Path, required=True, help="folder for ablation.md and ablation.png")
     ablate.add_argument("--seeds", type=_positive_int, default=3, help="seeds per variant (default: 3)")

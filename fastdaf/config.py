@@ -67,9 +67,16 @@ class DAFConfig:
     ) -> None:
         # Keyword-only options (the public contract); a frozen dataclass is set through object.__setattr__.
         values = dict(
-            modalities=modalities, projection_size=projection_size, attention_size=attention_size,
-            hidden_size=hidden_size, n_outputs=n_outputs, output_names=output_names, dropout=dropout,
-            activation=activation, temperature=temperature, fusion=fusion,
+            modalities=modalities,
+            projection_size=projection_size,
+            attention_size=attention_size,
+            hidden_size=hidden_size,
+            n_outputs=n_outputs,
+            output_names=output_names,
+            dropout=dropout,
+            activation=activation,
+            temperature=temperature,
+            fusion=fusion,
         )
         for key, value in _validated(values).items():
             object.__setattr__(self, key, value)
@@ -86,7 +93,9 @@ class DAFConfig:
     @property
     def n_weights(self) -> int:
         """Numbers the head stores (parameters and standardisation buffers); at most MAX_WEIGHTS."""
-        return n_weights(self.modalities, self.projection_size, self.attention_size, self.hidden_size, self.n_outputs, self.fusion)
+        return n_weights(
+            self.modalities, self.projection_size, self.attention_size, self.hidden_size, self.n_outputs, self.fusion
+        )
 
     # --------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -174,7 +183,9 @@ def _validated(v: dict[str, Any]) -> dict[str, Any]:
     return v
 
 
-def n_weights(modalities: Mapping[str, int], projection: int, attention: int, hidden: int, n_outputs: int, fusion: str) -> int:
+def n_weights(
+    modalities: Mapping[str, int], projection: int, attention: int, hidden: int, n_outputs: int, fusion: str
+) -> int:
     """Numbers in a DAF head's parameters and buffers, as `fastdaf.head.DAFHead` lays them out.
 
     Lets a config be refused for its size before any memory is allocated for it.

@@ -134,7 +134,9 @@ class FeatureExtractor:
 
         features, present = {}, torch.zeros(n, len(self.modalities), dtype=torch.bool)
         for col, (modality, rows, items) in enumerate(
-            (m, r, it) for m, r, it in (("text", text_rows, text_items), ("audio", audio_rows, audio_items)) if getattr(self, m) is not None
+            (m, r, it)
+            for m, r, it in (("text", text_rows, text_items), ("audio", audio_rows, audio_items))
+            if getattr(self, m) is not None
         ):
             encoder = getattr(self, modality)
             out = torch.zeros(n, encoder.dim)
@@ -154,11 +156,14 @@ class FeatureExtractor:
         encoded as if it were speech, silence or noise got scores as confident as speech."""
         if not self.audio.takes_waveforms:
             return audio, None  # e.g. precomputed vectors
-        wave = load_audio(audio, rate, target_rate=self.audio.sampling_rate,
-                          name=f"{where} audio {audio!r}" if isinstance(audio, str) else None)
+        wave = load_audio(
+            audio,
+            rate,
+            target_rate=self.audio.sampling_rate,
+            name=f"{where} audio {audio!r}" if isinstance(audio, str) else None,
+        )
         reason = no_speech_reason(wave.samples, wave.sampling_rate)
         return wave.samples, None if reason is None else f"audio has no speech ({reason})"
-
 
 
 def errors_path(out: Path) -> Path:
@@ -186,7 +191,9 @@ def extract_manifest(
     rows = read_manifest(manifest, allow_duplicate_ids=allow_duplicate_ids)
     done: FeatureSet | None = FeatureSet.load(out) if out.exists() else None
     if done is not None and (done.info or {}).get("encoders") != extractor.spec():
-        raise ManifestError(f"{out} was extracted with other encoders ({(done.info or {}).get('encoders')}); write to a new file")
+        raise ManifestError(
+            f"{out} was extracted with other encoders ({(done.info or {}).get('encoders')}); write to a new file"
+        )
     failures: list[dict[str, Any]] = []
     usable: list[ManifestRow] = []
     for row in rows:
@@ -206,15 +213,24 @@ def extract_manifest(
     for b in range(0, len(todo), batch_size):
         batch = todo[b : b + batch_size]
         result = extractor.extract(
-            [r.text for r in batch], [r.audio for r in batch], names=[f"id {r.id!r} (line {r.line})" for r in batch], strict=False
+            [r.text for r in batch],
+            [r.audio for r in batch],
+            names=[f"id {r.id!r} (line {r.line})" for r in batch],
+            strict=False,
         )
         good = [k for k, err in enumerate(result.errors) if err is None]
-        failures += [{"id": batch[k].id, "line": batch[k].line, "error": err} for k, err in enumerate(result.errors) if err is not None]
+        failures += [
+            {"id": batch[k].id, "line": batch[k].line, "error": err}
+            for k, err in enumerate(result.errors)
+            if err is not None
+        ]
         if good:
             new = FeatureSet(
                 features={m: x[good] for m, x in result.features.items()},
                 present=result.present[good],
-                labels=torch.tensor([batch[k].label if batch[k].label is not None else math.nan for k in good]) if has_labels else None,
+                labels=torch.tensor([batch[k].label if batch[k].label is not None else math.nan for k in good])
+                if has_labels
+                else None,
                 ids=[batch[k].id for k in good],
                 splits=[batch[k].split or "" for k in good] if has_splits else None,
                 info={"encoders": extractor.spec()},
@@ -233,15 +249,22 @@ def extract_manifest(
         report.unlink()
     seconds = time.perf_counter() - start
     return {
-        "output": str(out), "rows": len(rows), "succeeded": succeeded, "skipped_already_done": skipped,
-        "failed": len(failures), "error_report": str(report) if failures else None,
-        "seconds": round(seconds, 3), "utterances_per_s": round(succeeded / seconds, 2) if seconds > 0 and succeeded else None,
+        "output": str(out),
+        "rows": len(rows),
+        "succeeded": succeeded,
+        "skipped_already_done": skipped,
+        "failed": len(failures),
+        "error_report": str(report) if failures else None,
+        "seconds": round(seconds, 3),
+        "utterances_per_s": round(succeeded / seconds, 2) if seconds > 0 and succeeded else None,
     }
 
 
 def _append(done: FeatureSet, new: FeatureSet, out: Path) -> FeatureSet:
     if (done.labels is None) != (new.labels is None) or (done.splits is None) != (new.splits is None):
-        raise ManifestError(f"{out} holds rows with different label/split columns than this manifest; write to a new file")
+        raise ManifestError(
+            f"{out} holds rows with different label/split columns than this manifest; write to a new file"
+        )
     return concat([done, new])
 
 
@@ -275,7 +298,9 @@ def load_data(
     if progress:
         iterator = tqdm(iterator, desc="encoding transcripts", unit="batch", disable=None)
     for start in iterator:
-        out = extractor.extract(texts[start : start + 256], None, names=[r.id for r in rows[start : start + 256]], strict=False)
+        out = extractor.extract(
+            texts[start : start + 256], None, names=[r.id for r in rows[start : start + 256]], strict=False
+        )
         ok = [k for k, err in enumerate(out.errors) if err is None]
         vectors.append({m: x[ok] for m, x in out.features.items()})
         present.append(out.present[ok])

@@ -44,11 +44,15 @@ class FeatureSet:
         n = len(self)
         for name, x in self.features.items():
             if not isinstance(x, torch.Tensor) or x.dim() != 2 or not x.is_floating_point():
-                raise InputError(f"features[{name!r}] must be a float tensor [N, dim], got {getattr(x, 'shape', type(x))}")
+                raise InputError(
+                    f"features[{name!r}] must be a float tensor [N, dim], got {getattr(x, 'shape', type(x))}"
+                )
             if x.shape[0] != n:
                 raise InputError(f"features[{name!r}] has {x.shape[0]} rows, other modalities have {n}")
         if self.present.dtype != torch.bool or tuple(self.present.shape) != (n, len(self.features)):
-            raise InputError(f"present must be bool [{n}, {len(self.features)}], got {self.present.dtype} {list(self.present.shape)}")
+            raise InputError(
+                f"present must be bool [{n}, {len(self.features)}], got {self.present.dtype} {list(self.present.shape)}"
+            )
         if self.labels is not None and (self.labels.shape[0] != n or self.labels.dim() not in (1, 2)):
             raise InputError(f"labels must be [N] or [N, K] with N={n}, got {list(self.labels.shape)}")
         for field in ("ids", "splits"):
@@ -118,7 +122,9 @@ class FeatureSet:
         except (SafetensorError, OSError, ValueError) as exc:
             raise FeatureFileError(f"{path} is corrupt or not a safetensors file: {exc}") from exc
         if raw_meta is None:
-            raise FeatureFileError(f"{path} is a safetensors file but not a fastdaf feature file (no {_META_KEY!r} metadata)")
+            raise FeatureFileError(
+                f"{path} is a safetensors file but not a fastdaf feature file (no {_META_KEY!r} metadata)"
+            )
         try:
             meta: dict[str, Any] = json.loads(raw_meta)
         except json.JSONDecodeError as exc:
@@ -166,4 +172,3 @@ def concat(sets: Sequence[FeatureSet]) -> FeatureSet:
         label_names=first.label_names,
         info=first.info,
     )
-

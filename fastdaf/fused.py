@@ -38,7 +38,13 @@ SUPPORTED_FUSION = ("dynamic", "static", "mean")
 
 def _any_global_hook() -> bool:
     m = torch.nn.modules.module
-    return bool(m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks or m._global_backward_pre_hooks)
+    return bool(
+        m._global_forward_hooks
+        or m._global_forward_pre_hooks
+        or m._global_backward_hooks
+        or m._global_backward_pre_hooks
+    )
+
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 PRECISIONS = ("tf32", "ieee")
@@ -52,7 +58,12 @@ class FusedDAFHead(nn.Module):
     direct_launch: bool = True
 
     def __init__(
-        self, config: DAFConfig, tensors: Mapping[str, Tensor], *, precision: str = "tf32", block_config: Mapping[str, int] | None = None
+        self,
+        config: DAFConfig,
+        tensors: Mapping[str, Tensor],
+        *,
+        precision: str = "tf32",
+        block_config: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         if config.fusion not in SUPPORTED_FUSION:
@@ -66,7 +77,9 @@ class FusedDAFHead(nn.Module):
         if precision not in PRECISIONS:
             raise UnsupportedError(f"precision must be one of {list(PRECISIONS)} (fp32 inputs only), got {precision!r}")
         if block_config is not None and not {"BLOCK_B", "BLOCK_K"} <= set(block_config):
-            raise UnsupportedError(f"block_config needs BLOCK_B and BLOCK_K (optionally num_warps, num_stages), got {dict(block_config)}")
+            raise UnsupportedError(
+                f"block_config needs BLOCK_B and BLOCK_K (optionally num_warps, num_stages), got {dict(block_config)}"
+            )
         self.config = config
         self.precision = precision
         self.block_config = None if block_config is None else dict(block_config)
@@ -77,7 +90,9 @@ class FusedDAFHead(nn.Module):
         self._sizes = (config.n_outputs, config.n_modalities)  # read on every call
 
     @classmethod
-    def from_head(cls, head: DAFHead, *, precision: str = "tf32", block_config: Mapping[str, int] | None = None) -> "FusedDAFHead":
+    def from_head(
+        cls, head: DAFHead, *, precision: str = "tf32", block_config: Mapping[str, int] | None = None
+    ) -> "FusedDAFHead":
         """Fold a trained reference head into the kernel's layout (on the head's device).
 
         precision: "tf32" (tensor cores) or "ieee" for fp32 inputs; half inputs always use their own.
@@ -101,7 +116,11 @@ class FusedDAFHead(nn.Module):
                 tensors["score_v"] = head.score_out.weight[0]
             else:  # unused by the kernel in these modes, but every pointer must be valid
                 ref = head.mlp_out.weight
-                tensors["score_w"], tensors["score_b"], tensors["score_v"] = ref.new_zeros(P, A), ref.new_zeros(A), ref.new_zeros(A)
+                tensors["score_w"], tensors["score_b"], tensors["score_v"] = (
+                    ref.new_zeros(P, A),
+                    ref.new_zeros(A),
+                    ref.new_zeros(A),
+                )
             logits = head.static_logits if cfg.fusion == "static" else head.mlp_out.weight.new_zeros(cfg.n_modalities)
             tensors["static_logits"] = logits
             tensors["mlp_w1"] = head.mlp_hidden.weight.t()
@@ -132,7 +151,13 @@ class FusedDAFHead(nn.Module):
     def __call__(self, *args, **kwargs) -> DAFOutput:
         # nn.Module's dispatch costs about 1.5 us a call, as much as a tenth of a batch-1 call's
         # host time; with no hook registered anywhere it would only call forward
-        if self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or self._backward_pre_hooks or _any_global_hook():
+        if (
+            self._forward_hooks
+            or self._forward_pre_hooks
+            or self._backward_hooks
+            or self._backward_pre_hooks
+            or _any_global_hook()
+        ):
             return super().__call__(*args, **kwargs)
         return self.forward(*args, **kwargs)
 
@@ -174,7 +199,12 @@ class FusedDAFHead(nn.Module):
             weights = torch.empty(B, n_modalities, device=device, dtype=torch.float32)
         else:
             score, weights = out
-            if score.shape != (B, n_outputs) or weights.shape != (B, n_modalities) or score.dtype != torch.float32 or weights.dtype != torch.float32:
+            if (
+                score.shape != (B, n_outputs)
+                or weights.shape != (B, n_modalities)
+                or score.dtype != torch.float32
+                or weights.dtype != torch.float32
+            ):
                 raise InputError(f"out must be fp32 tensors of shapes [{B}, {n_outputs}] and [{B}, {n_modalities}]")
         if B > 0:
             xs = [x if x is None or x.stride(1) == 1 else x.contiguous() for x in tensors]
@@ -197,12 +227,25 @@ class FusedDAFHead(nn.Module):
         return DAFHeadLaunch(
             [w[f"proj_w_{m}"] if g else None for m, g in zip(names, given)],
             [w[f"proj_b_{m}"] if g else None for m, g in zip(names, given)],
-            w["score_w"], w["score_b"], w["score_v"], w["static_logits"],
-            w["mlp_w1"], w["mlp_b1"], w["mlp_w2"], w["mlp_b2"],
+            w["score_w"],
+            w["score_b"],
+            w["score_v"],
+            w["static_logits"],
+            w["mlp_w1"],
+            w["mlp_b1"],
+            w["mlp_w2"],
+            w["mlp_b2"],
             has_mask=has_mask,
-            projection_size=cfg.projection_size, attention_size=cfg.attention_size, hidden_size=cfg.hidden_size,
-            n_outputs=cfg.n_outputs, activation=cfg.activation, fusion=cfg.fusion, temperature=cfg.temperature,
-            precision={torch.float32: self.precision, torch.bfloat16: "tf32", torch.float16: "ieee"}[dtype],  # fp16 operands ignore it
+            projection_size=cfg.projection_size,
+            attention_size=cfg.attention_size,
+            hidden_size=cfg.hidden_size,
+            n_outputs=cfg.n_outputs,
+            activation=cfg.activation,
+            fusion=cfg.fusion,
+            temperature=cfg.temperature,
+            precision={torch.float32: self.precision, torch.bfloat16: "tf32", torch.float16: "ieee"}[
+                dtype
+            ],  # fp16 operands ignore it
             second_precision={torch.float32: self.precision, torch.bfloat16: "tf32", torch.float16: "ieee"}[dtype],
             block_config=self.block_config,
             direct=self.direct_launch,

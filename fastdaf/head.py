@@ -80,7 +80,9 @@ def check_inputs(
     if present is None:
         return tensors, None
     if not isinstance(present, Tensor) or present.dtype != torch.bool:
-        raise InputError(f"present must be a bool tensor [B, {config.n_modalities}], got {getattr(present, 'dtype', type(present).__name__)}")
+        raise InputError(
+            f"present must be a bool tensor [B, {config.n_modalities}], got {getattr(present, 'dtype', type(present).__name__)}"
+        )
     if present.shape != (batch, config.n_modalities):
         raise InputError(f"present must have shape [{batch}, {config.n_modalities}], got {list(present.shape)}")
     device = next(t for t in tensors if t is not None).device
@@ -166,7 +168,9 @@ class DAFHead(nn.Module):
         x = (x.to(mean.dtype) - mean) / std
         return self.dropout(self.activation(self.projections[modality](x)))
 
-    def forward(self, features: Mapping[str, Tensor], present: Tensor | None = None, *, check: bool = True) -> DAFOutput:
+    def forward(
+        self, features: Mapping[str, Tensor], present: Tensor | None = None, *, check: bool = True
+    ) -> DAFOutput:
         """check=False skips the refusal of rows without modalities (a host sync), so the call can be
         captured in a CUDA graph or compiled without a break; such rows then score NaN with weights 0."""
         cfg = self.config

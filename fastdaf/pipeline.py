@@ -95,9 +95,13 @@ class SentimentPredictor:
             raise InputError(f"{self.checkpoint} records no encoders; pass text_encoder= and/or audio_encoder=")
         unknown = sorted(set(encoders) - set(modalities))
         if unknown or not set(encoders) <= {"text", "audio"}:
-            raise InputError(f"encoders {sorted(encoders)} do not match the head's modalities {sorted(modalities)} (text and audio are supported)")
+            raise InputError(
+                f"encoders {sorted(encoders)} do not match the head's modalities {sorted(modalities)} (text and audio are supported)"
+            )
         # backend "auto" picks TensorRT / CUDA graphs on CUDA where an encoder's features do not depend on padding, else eager
-        self.extractor = FeatureExtractor(encoders.get("text"), encoders.get("audio"), device=self.device, dtype=dtype, backend=backend)
+        self.extractor = FeatureExtractor(
+            encoders.get("text"), encoders.get("audio"), device=self.device, dtype=dtype, backend=backend
+        )
         for m, dim in self.extractor.modalities.items():
             if modalities.get(m) != dim:
                 raise InputError(f"the {m} encoder gives {dim}-d vectors but the head expects {modalities.get(m)}")
@@ -175,8 +179,13 @@ class SentimentPredictor:
         for start in range(0, len(texts), self.batch_size):
             chunk = slice(start, start + self.batch_size)
             with self._lock, torch.inference_mode():
-                out = self.extractor.extract(texts[chunk], audios[chunk], sampling_rates=None if sampling_rates is None else sampling_rates[chunk],
-                                             names=None if names is None else names[chunk], strict=strict)
+                out = self.extractor.extract(
+                    texts[chunk],
+                    audios[chunk],
+                    sampling_rates=None if sampling_rates is None else sampling_rates[chunk],
+                    names=None if names is None else names[chunk],
+                    strict=strict,
+                )
                 ok = [k for k, err in enumerate(out.errors) if err is None]
                 scores = weights = None
                 if ok:

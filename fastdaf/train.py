@@ -59,12 +59,18 @@ class TrainResult:
 
     def record(self) -> dict[str, Any]:
         """What goes into the checkpoint's `extra`: options, seed, best epoch, validation metrics."""
-        return {"training": dataclasses.asdict(self.options), "best_epoch": self.best_epoch, "valid_metrics": self.metrics}
+        return {
+            "training": dataclasses.asdict(self.options),
+            "best_epoch": self.best_epoch,
+            "valid_metrics": self.metrics,
+        }
 
 
 def _check_compatible(config: DAFConfig, data: FeatureSet, role: str) -> None:
     if data.modalities != dict(config.modalities):
-        raise InputError(f"{role} features have modalities {data.modalities}, the head expects {dict(config.modalities)}")
+        raise InputError(
+            f"{role} features have modalities {data.modalities}, the head expects {dict(config.modalities)}"
+        )
     if data.labels is None:
         raise InputError(f"{role} features have no labels")
     want = 1 if config.n_outputs == 1 else config.n_outputs
@@ -115,7 +121,11 @@ def predict_features(head: torch.nn.Module, data: FeatureSet, *, batch_size: int
 
 
 def _loss_fn(name: str) -> Callable[[Tensor, Tensor], Tensor]:
-    return {"l1": torch.nn.functional.l1_loss, "mse": torch.nn.functional.mse_loss, "huber": torch.nn.functional.smooth_l1_loss}[name]
+    return {
+        "l1": torch.nn.functional.l1_loss,
+        "mse": torch.nn.functional.mse_loss,
+        "huber": torch.nn.functional.smooth_l1_loss,
+    }[name]
 
 
 def first_output(t: Tensor) -> Tensor:

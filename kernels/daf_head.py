@@ -19,6 +19,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.driver import driver
 
 from .offline import SHARED_MEMORY_LIMIT
 
@@ -47,11 +48,34 @@ def _activation(x, ACT: tl.constexpr):
 
 @triton.jit
 def _modality_step(
-    x_ptr, stride_x, w_ptr, b_ptr, K, mask_ptr, score_w_ptr, score_b_ptr, score_v_ptr, static_ptr,
-    rows, row_ok, m_run, l_run, z, temperature,
-    IDX: tl.constexpr, M: tl.constexpr, HAS_MASK: tl.constexpr,
-    P: tl.constexpr, P_PAD: tl.constexpr, A: tl.constexpr, BLOCK_A: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, ACT: tl.constexpr, FUSION: tl.constexpr, PREC: tl.constexpr,
+    x_ptr,
+    stride_x,
+    w_ptr,
+    b_ptr,
+    K,
+    mask_ptr,
+    score_w_ptr,
+    score_b_ptr,
+    score_v_ptr,
+    static_ptr,
+    rows,
+    row_ok,
+    m_run,
+    l_run,
+    z,
+    temperature,
+    IDX: tl.constexpr,
+    M: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    P: tl.constexpr,
+    P_PAD: tl.constexpr,
+    A: tl.constexpr,
+    BLOCK_A: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    ACT: tl.constexpr,
+    FUSION: tl.constexpr,
+    PREC: tl.constexpr,
     PREC2: tl.constexpr,
 ):
     offs_p = tl.arange(0, P_PAD)
@@ -82,7 +106,9 @@ def _modality_step(
         for a0 in range(0, A, BLOCK_A):
             offs_a = a0 + tl.arange(0, BLOCK_A)
             a_ok = offs_a < A
-            u = tl.load(score_w_ptr + offs_p[:, None] * A + offs_a[None, :], mask=p_ok[:, None] & a_ok[None, :], other=0.0)
+            u = tl.load(
+                score_w_ptr + offs_p[:, None] * A + offs_a[None, :], mask=p_ok[:, None] & a_ok[None, :], other=0.0
+            )
             c = tl.load(score_b_ptr + offs_a, mask=a_ok, other=0.0).to(tl.float32)
             v = tl.load(score_v_ptr + offs_a, mask=a_ok, other=0.0).to(tl.float32)
             t = _tanh(tl.dot(h_in, u, input_precision=PREC2) + c[None, :])
@@ -107,17 +133,60 @@ def _modality_step(
 
 @triton.jit
 def daf_head_kernel(
-    x0_ptr, x1_ptr, x2_ptr, x3_ptr, sx0, sx1, sx2, sx3,
-    w0_ptr, w1_ptr, w2_ptr, w3_ptr, b0_ptr, b1_ptr, b2_ptr, b3_ptr, K0, K1, K2, K3,
-    mask_ptr, score_w_ptr, score_b_ptr, score_v_ptr, static_ptr,
-    mlp_w1_ptr, mlp_b1_ptr, mlp_w2_ptr, mlp_b2_ptr,
-    out_ptr, weights_ptr, B, temperature, B_BUCKET,
-    USE0: tl.constexpr, USE1: tl.constexpr, USE2: tl.constexpr, USE3: tl.constexpr,
-    M: tl.constexpr, HAS_MASK: tl.constexpr,
-    P: tl.constexpr, P_PAD: tl.constexpr, A: tl.constexpr, BLOCK_A: tl.constexpr,
-    H: tl.constexpr, BLOCK_H: tl.constexpr, NO: tl.constexpr, NO_PAD: tl.constexpr,
-    ACT: tl.constexpr, FUSION: tl.constexpr, PREC: tl.constexpr, PREC2: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
+    x0_ptr,
+    x1_ptr,
+    x2_ptr,
+    x3_ptr,
+    sx0,
+    sx1,
+    sx2,
+    sx3,
+    w0_ptr,
+    w1_ptr,
+    w2_ptr,
+    w3_ptr,
+    b0_ptr,
+    b1_ptr,
+    b2_ptr,
+    b3_ptr,
+    K0,
+    K1,
+    K2,
+    K3,
+    mask_ptr,
+    score_w_ptr,
+    score_b_ptr,
+    score_v_ptr,
+    static_ptr,
+    mlp_w1_ptr,
+    mlp_b1_ptr,
+    mlp_w2_ptr,
+    mlp_b2_ptr,
+    out_ptr,
+    weights_ptr,
+    B,
+    temperature,
+    B_BUCKET,
+    USE0: tl.constexpr,
+    USE1: tl.constexpr,
+    USE2: tl.constexpr,
+    USE3: tl.constexpr,
+    M: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    P: tl.constexpr,
+    P_PAD: tl.constexpr,
+    A: tl.constexpr,
+    BLOCK_A: tl.constexpr,
+    H: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    NO: tl.constexpr,
+    NO_PAD: tl.constexpr,
+    ACT: tl.constexpr,
+    FUSION: tl.constexpr,
+    PREC: tl.constexpr,
+    PREC2: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     pid = tl.program_id(0)
     rows = pid.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -131,20 +200,132 @@ def daf_head_kernel(
     # flag, which Triton can only select at compile time
     if USE0:
         s0, m_run, l_run, z = _modality_step(
-            x0_ptr, sx0, w0_ptr, b0_ptr, K0, mask_ptr, score_w_ptr, score_b_ptr, score_v_ptr, static_ptr,
-            rows, row_ok, m_run, l_run, z, temperature, 0, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, PREC2)
+            x0_ptr,
+            sx0,
+            w0_ptr,
+            b0_ptr,
+            K0,
+            mask_ptr,
+            score_w_ptr,
+            score_b_ptr,
+            score_v_ptr,
+            static_ptr,
+            rows,
+            row_ok,
+            m_run,
+            l_run,
+            z,
+            temperature,
+            0,
+            M,
+            HAS_MASK,
+            P,
+            P_PAD,
+            A,
+            BLOCK_A,
+            BLOCK_B,
+            BLOCK_K,
+            ACT,
+            FUSION,
+            PREC,
+            PREC2,
+        )
     if USE1:
         s1, m_run, l_run, z = _modality_step(
-            x1_ptr, sx1, w1_ptr, b1_ptr, K1, mask_ptr, score_w_ptr, score_b_ptr, score_v_ptr, static_ptr,
-            rows, row_ok, m_run, l_run, z, temperature, 1, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, PREC2)
+            x1_ptr,
+            sx1,
+            w1_ptr,
+            b1_ptr,
+            K1,
+            mask_ptr,
+            score_w_ptr,
+            score_b_ptr,
+            score_v_ptr,
+            static_ptr,
+            rows,
+            row_ok,
+            m_run,
+            l_run,
+            z,
+            temperature,
+            1,
+            M,
+            HAS_MASK,
+            P,
+            P_PAD,
+            A,
+            BLOCK_A,
+            BLOCK_B,
+            BLOCK_K,
+            ACT,
+            FUSION,
+            PREC,
+            PREC2,
+        )
     if USE2:
         s2, m_run, l_run, z = _modality_step(
-            x2_ptr, sx2, w2_ptr, b2_ptr, K2, mask_ptr, score_w_ptr, score_b_ptr, score_v_ptr, static_ptr,
-            rows, row_ok, m_run, l_run, z, temperature, 2, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, PREC2)
+            x2_ptr,
+            sx2,
+            w2_ptr,
+            b2_ptr,
+            K2,
+            mask_ptr,
+            score_w_ptr,
+            score_b_ptr,
+            score_v_ptr,
+            static_ptr,
+            rows,
+            row_ok,
+            m_run,
+            l_run,
+            z,
+            temperature,
+            2,
+            M,
+            HAS_MASK,
+            P,
+            P_PAD,
+            A,
+            BLOCK_A,
+            BLOCK_B,
+            BLOCK_K,
+            ACT,
+            FUSION,
+            PREC,
+            PREC2,
+        )
     if USE3:
         s3, m_run, l_run, z = _modality_step(
-            x3_ptr, sx3, w3_ptr, b3_ptr, K3, mask_ptr, score_w_ptr, score_b_ptr, score_v_ptr, static_ptr,
-            rows, row_ok, m_run, l_run, z, temperature, 3, M, HAS_MASK, P, P_PAD, A, BLOCK_A, BLOCK_B, BLOCK_K, ACT, FUSION, PREC, PREC2)
+            x3_ptr,
+            sx3,
+            w3_ptr,
+            b3_ptr,
+            K3,
+            mask_ptr,
+            score_w_ptr,
+            score_b_ptr,
+            score_v_ptr,
+            static_ptr,
+            rows,
+            row_ok,
+            m_run,
+            l_run,
+            z,
+            temperature,
+            3,
+            M,
+            HAS_MASK,
+            P,
+            P_PAD,
+            A,
+            BLOCK_A,
+            BLOCK_B,
+            BLOCK_K,
+            ACT,
+            FUSION,
+            PREC,
+            PREC2,
+        )
 
     # modality weights: exactly 0 for absent modalities; rows with none present get 0 everywhere
     any_present = l_run > 0
@@ -217,8 +398,16 @@ def chunk_size(n: int, p_pad: int) -> int:
     return _pow2(n, high=min(64, max(16, 16384 // p_pad)))
 
 
-def shared_memory_estimate(block_b: int, block_k: int, p_pad: int, block_a: int, block_h: int, no_pad: int,
-                           weight_bytes: int, num_stages: int = NUM_STAGES) -> int:
+def shared_memory_estimate(
+    block_b: int,
+    block_k: int,
+    p_pad: int,
+    block_a: int,
+    block_h: int,
+    no_pad: int,
+    weight_bytes: int,
+    num_stages: int = NUM_STAGES,
+) -> int:
     """Upper estimate of Triton's shared-memory allocation for one tile, in bytes.
 
     Triton stages dot operands in shared memory and reuses it between phases, so the peak is the
@@ -233,14 +422,28 @@ def shared_memory_estimate(block_b: int, block_k: int, p_pad: int, block_a: int,
     return max(projection, scoring, mlp) + max(block_b, 32) ** 2 * weight_bytes
 
 
-def tile_fits(block_b: int, num_warps: int, *, p_pad: int, block_a: int, block_h: int, no_pad: int, weight_bytes: int,
-              converts_input: bool, n_modalities: int, arch: int, shared_limit: int) -> bool:
+def tile_fits(
+    block_b: int,
+    num_warps: int,
+    *,
+    p_pad: int,
+    block_a: int,
+    block_h: int,
+    no_pad: int,
+    weight_bytes: int,
+    converts_input: bool,
+    n_modalities: int,
+    arch: int,
+    shared_limit: int,
+) -> bool:
     """A tile is kept when its big tiles stay in registers and its shared memory fits the device."""
     if arch < 90 and block_b > MAX_ROWS_BEFORE_HOPPER:
         return False
     block_k = block_k_for(weight_bytes)
     per_thread = (block_b * p_pad + (block_b * block_k if converts_input else 0)) // (32 * num_warps)
-    limit = MAX_VALUES_PER_THREAD_FP16_TWO_MODALITIES if weight_bytes == 2 and n_modalities <= 2 else MAX_VALUES_PER_THREAD
+    limit = (
+        MAX_VALUES_PER_THREAD_FP16_TWO_MODALITIES if weight_bytes == 2 and n_modalities <= 2 else MAX_VALUES_PER_THREAD
+    )
     smem = shared_memory_estimate(block_b, block_k, p_pad, block_a, block_h, no_pad, weight_bytes)
     return per_thread <= limit and smem <= shared_limit
 
@@ -253,8 +456,18 @@ def _all_tiles(weight_bytes: int) -> list[dict[str, int]]:
     return [_tile(b, w, weight_bytes) for b in TILE_ROWS for w in TILE_WARPS]
 
 
-def feasible_tiles(projection_size: int, dtype: torch.dtype, *, n_modalities: int = 4, attention_size: int = 64, hidden_size: int = 128,
-                   n_outputs: int = 1, arch: int = 90, shared_limit: int | None = None, batch: int | None = None) -> list[dict[str, int]]:
+def feasible_tiles(
+    projection_size: int,
+    dtype: torch.dtype,
+    *,
+    n_modalities: int = 4,
+    attention_size: int = 64,
+    hidden_size: int = 128,
+    n_outputs: int = 1,
+    arch: int = 90,
+    shared_limit: int | None = None,
+    batch: int | None = None,
+) -> list[dict[str, int]]:
     """The tiles the autotuner may choose for this head shape, input dtype and number of given
     modalities on a GPU of compute capability `arch` x10 (each usable as a pinned `block_config`);
     never empty: if none fits, the fallback tile. shared_limit: the device's per-block shared
@@ -263,36 +476,63 @@ def feasible_tiles(projection_size: int, dtype: torch.dtype, *, n_modalities: in
         shared_limit = SHARED_MEMORY_LIMIT[90 if arch >= 90 else 80]
     p_pad = _pow2(projection_size)
     weight_bytes = 2 if dtype == torch.float16 else 4  # bf16 inputs run on fp32 weights (fastdaf.fused)
-    shape = dict(p_pad=p_pad, block_a=chunk_size(attention_size, p_pad), block_h=chunk_size(hidden_size, p_pad),
-                 no_pad=_pow2(n_outputs), weight_bytes=weight_bytes, converts_input=dtype == torch.bfloat16, n_modalities=n_modalities, arch=arch, shared_limit=shared_limit)
+    shape = dict(
+        p_pad=p_pad,
+        block_a=chunk_size(attention_size, p_pad),
+        block_h=chunk_size(hidden_size, p_pad),
+        no_pad=_pow2(n_outputs),
+        weight_bytes=weight_bytes,
+        converts_input=dtype == torch.bfloat16,
+        n_modalities=n_modalities,
+        arch=arch,
+        shared_limit=shared_limit,
+    )
     rows_cap = max(16, triton.next_power_of_2(batch)) if batch is not None else None
-    kept = [t for t in _all_tiles(weight_bytes)
-            if tile_fits(t["BLOCK_B"], t["num_warps"], **shape) and (rows_cap is None or t["BLOCK_B"] <= rows_cap)]
+    kept = [
+        t
+        for t in _all_tiles(weight_bytes)
+        if tile_fits(t["BLOCK_B"], t["num_warps"], **shape) and (rows_cap is None or t["BLOCK_B"] <= rows_cap)
+    ]
     return kept or [_tile(FALLBACK_ROWS, FALLBACK_WARPS, weight_bytes)]
 
 
 def _tuning_configs() -> list[triton.Config]:
     """Every tile of either weight dtype; `_prune` keeps those of the call's dtype and shape."""
-    return [triton.Config({"BLOCK_B": t["BLOCK_B"], "BLOCK_K": t["BLOCK_K"]}, num_warps=t["num_warps"], num_stages=t["num_stages"])
-            for weight_bytes in (4, 2) for t in _all_tiles(weight_bytes)]
+    return [
+        triton.Config(
+            {"BLOCK_B": t["BLOCK_B"], "BLOCK_K": t["BLOCK_K"]}, num_warps=t["num_warps"], num_stages=t["num_stages"]
+        )
+        for weight_bytes in (4, 2)
+        for t in _all_tiles(weight_bytes)
+    ]
 
 
 def _current_device() -> dict[str, int]:
     """The current device's architecture and per-block shared memory (read per call: cheap, and
     right when the target changes, as it does under fastdaf.kernels.offline)."""
-    from triton.runtime.driver import driver
 
     active = driver.active
     device = active.get_current_device()
-    return {"arch": active.get_current_target().arch, "shared_limit": int(active.utils.get_device_properties(device)["max_shared_mem"])}
+    return {
+        "arch": active.get_current_target().arch,
+        "shared_limit": int(active.utils.get_device_properties(device)["max_shared_mem"]),
+    }
 
 
 def _prune(configs, named_args, **kwargs):
     """Keep the tiles of this call's weight dtype that fit registers and this device's shared memory
     and are not far larger than the batch."""
     given = sum(bool(kwargs[f"USE{i}"]) for i in range(4))
-    tiles = feasible_tiles(kwargs["P"], named_args["x0_ptr"].dtype, n_modalities=given, attention_size=kwargs["A"],
-                           hidden_size=kwargs["H"], n_outputs=kwargs["NO"], batch=named_args["B"], **_current_device())
+    tiles = feasible_tiles(
+        kwargs["P"],
+        named_args["x0_ptr"].dtype,
+        n_modalities=given,
+        attention_size=kwargs["A"],
+        hidden_size=kwargs["H"],
+        n_outputs=kwargs["NO"],
+        batch=named_args["B"],
+        **_current_device(),
+    )
     wanted = {(t["BLOCK_B"], t["BLOCK_K"], t["num_warps"]) for t in tiles}
     return [c for c in configs if (c.kwargs["BLOCK_B"], c.kwargs["BLOCK_K"], c.num_warps) in wanted]
 
@@ -306,7 +546,7 @@ daf_head_kernel_tuned = triton.autotune(
 # The interpreter runs every config the autotuner would try; tests use one small fixed tile instead.
 INTERPRETER_CONFIG = {"BLOCK_B": 16, "BLOCK_K": 32}
 # Arguments after B_BUCKET are compile-time constants: the compiled launcher takes them and ignores them.
-_CONSTEXPR_NAMES = daf_head_kernel.arg_names[daf_head_kernel.arg_names.index("B_BUCKET") + 1:]
+_CONSTEXPR_NAMES = daf_head_kernel.arg_names[daf_head_kernel.arg_names.index("B_BUCKET") + 1 :]
 _MASK_SLOT = daf_head_kernel.arg_names.index("mask_ptr")
 _OUT_SLOT = daf_head_kernel.arg_names.index("out_ptr")  # then weights, B, temperature, B_BUCKET
 
@@ -400,10 +640,24 @@ class DAFHeadLaunch:
         used = pad([w is not None for w in proj_w], False)
         p_pad = _pow2(projection_size)
         self.meta = dict(
-            USE0=used[0], USE1=used[1], USE2=used[2], USE3=used[3], M=M, HAS_MASK=has_mask,
-            P=projection_size, P_PAD=p_pad, A=attention_size, BLOCK_A=chunk_size(attention_size, p_pad),
-            H=hidden_size, BLOCK_H=chunk_size(hidden_size, p_pad), NO=n_outputs, NO_PAD=_pow2(n_outputs),
-            ACT=ACTIVATION_IDS[activation], FUSION=FUSION_IDS[fusion], PREC=precision, PREC2=second_precision,
+            USE0=used[0],
+            USE1=used[1],
+            USE2=used[2],
+            USE3=used[3],
+            M=M,
+            HAS_MASK=has_mask,
+            P=projection_size,
+            P_PAD=p_pad,
+            A=attention_size,
+            BLOCK_A=chunk_size(attention_size, p_pad),
+            H=hidden_size,
+            BLOCK_H=chunk_size(hidden_size, p_pad),
+            NO=n_outputs,
+            NO_PAD=_pow2(n_outputs),
+            ACT=ACTIVATION_IDS[activation],
+            FUSION=FUSION_IDS[fusion],
+            PREC=precision,
+            PREC2=second_precision,
         )
         if block_config is None and interpreting():
             block_config = INTERPRETER_CONFIG
@@ -449,7 +703,9 @@ class DAFHeadLaunch:
         key += (*batch, out.data_ptr() % 16 == 0, weights.data_ptr() % 16 == 0)
         return args, tuple(key)
 
-    def __call__(self, xs: list[torch.Tensor | None], mask: torch.Tensor | None, out: torch.Tensor, weights: torch.Tensor) -> None:
+    def __call__(
+        self, xs: list[torch.Tensor | None], mask: torch.Tensor | None, out: torch.Tensor, weights: torch.Tensor
+    ) -> None:
         """xs[i]: [B, K_i] with unit inner stride (None where not given); mask: uint8 [B, M] or None;
         out: fp32 [B, NO]; weights: fp32 [B, M]. No host synchronisation happens here."""
         args, key = self._bind(xs, mask, out, weights)
@@ -458,7 +714,19 @@ class DAFHeadLaunch:
             entry = self._compiled.get(key)
             if entry is not None and _no_launch_hooks():
                 run, function, packed, block_b, constants, stream_of, device = entry
-                run((B + block_b - 1) // block_b, 1, 1, stream_of(device), function, packed, None, None, None, *args, *constants)
+                run(
+                    (B + block_b - 1) // block_b,
+                    1,
+                    1,
+                    stream_of(device),
+                    function,
+                    packed,
+                    None,
+                    None,
+                    None,
+                    *args,
+                    *constants,
+                )
                 return
         if self.block_b is not None:
             grid = ((B + self.block_b - 1) // self.block_b,)
@@ -469,10 +737,15 @@ class DAFHeadLaunch:
             self._keep(key, compiled)
 
     def _keep(self, key: tuple, compiled) -> None:
-        from triton.runtime.driver import driver
-
         config = self.meta if self.block_b is not None else {**self.meta, **self.kernel.best_config.all_kwargs()}
         constants = tuple(config[name] for name in _CONSTEXPR_NAMES)
         device = driver.active.get_current_device()
-        self._compiled[key] = (compiled.run, compiled.function, compiled.packed_metadata, config["BLOCK_B"], constants,
-                               driver.active.get_current_stream, device)
+        self._compiled[key] = (
+            compiled.run,
+            compiled.function,
+            compiled.packed_metadata,
+            config["BLOCK_B"],
+            constants,
+            driver.active.get_current_stream,
+            device,
+        )

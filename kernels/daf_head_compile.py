@@ -24,10 +24,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .daf_head import (
+    DAFHeadLaunch,
+    _pow2,
+    block_k_for,
+    chunk_size,
+    daf_head_kernel,
+    daf_head_kernel_tuned,
+    feasible_tiles,
+    shared_memory_estimate,
+)
+from .offline import SHARED_MEMORY_LIMIT, offline_target, record_compiles
 
 DTYPES = ("fp32", "fp16", "bf16")
 PROJECTION_SIZES = (16, 32, 64, 128, 256, 512)
@@ -52,27 +67,27 @@ class Variant:
     @property
     def id(self) -> str:
         tile = "auto" if self.tile is None else f"b{self.tile['BLOCK_B']}w{self.tile['num_warps']}"
-        return (f"sm{self.arch}-{self.dtype}-m{self.n_modalities}-{self.fusion}-{'mask' if self.has_mask else 'nomask'}"
-                f"-p{self.projection_size}-a{self.attention_size}-h{self.hidden_size}-o{self.n_outputs}-b{self.batch}-{tile}")
+        return (
+            f"sm{self.arch}-{self.dtype}-m{self.n_modalities}-{self.fusion}-{'mask' if self.has_mask else 'nomask'}"
+            f"-p{self.projection_size}-a{self.attention_size}-h{self.hidden_size}-o{self.n_outputs}-b{self.batch}-{tile}"
+        )
 
 
 def _torch_dtype(name: str):
-    import torch
-
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
 def densest_tile(projection_size: int, dtype: str, arch: int, **shape) -> dict:
     """The kept tile with the most values per thread (the one most likely to spill)."""
-    from .daf_head import feasible_tiles
-
     tiles = feasible_tiles(projection_size, _torch_dtype(dtype), arch=arch, **shape)
     return max(tiles, key=lambda t: (t["BLOCK_B"] / t["num_warps"], t["BLOCK_B"]))
 
 
 def variants(arch: int) -> list[Variant]:
     out = [Variant(arch, dtype, 4, "dynamic", True, p, 4096) for dtype in DTYPES for p in PROJECTION_SIZES]
-    out += [Variant(arch, "fp16", 2, "dynamic", True, p, 4096) for p in PROJECTION_SIZES]  # fp16 with <= 2 modalities keeps more tiles
+    out += [
+        Variant(arch, "fp16", 2, "dynamic", True, p, 4096) for p in PROJECTION_SIZES
+    ]  # fp16 with <= 2 modalities keeps more tiles
     ragged = (48, 16, 100, 256, 512, 33, 128, 200)
     i = 0
     for m in (1, 2, 3, 4):
@@ -81,7 +96,11 @@ def variants(arch: int) -> list[Variant]:
                 dtypes = DTYPES if arch == 90 else (DTYPES[i % 3],)
                 for dtype in dtypes:
                     p = ragged[i % len(ragged)]
-                    shape = dict(attention_size=(64, 100, 16)[i % 3], hidden_size=(128, 144, 24)[i % 3], n_outputs=(1, 8, 3)[i % 3])
+                    shape = dict(
+                        attention_size=(64, 100, 16)[i % 3],
+                        hidden_size=(128, 144, 24)[i % 3],
+                        n_outputs=(1, 8, 3)[i % 3],
+                    )
                     tile = densest_tile(p, dtype, arch, n_modalities=m, **shape)
                     out.append(Variant(arch, dtype, m, fusion, has_mask, p, (1, 33)[i % 2], tile=tile, **shape))
                 i += 1
@@ -90,18 +109,6 @@ def variants(arch: int) -> list[Variant]:
 
 def compile_variant(v: Variant) -> dict:
     """Compile one variant (in this process) and report every kernel Triton built for it."""
-    import torch
-
-    from .daf_head import (
-        DAFHeadLaunch,
-        _pow2,
-        block_k_for,
-        chunk_size,
-        daf_head_kernel,
-        daf_head_kernel_tuned,
-        shared_memory_estimate,
-    )
-    from .offline import SHARED_MEMORY_LIMIT, offline_target, record_compiles
 
     x_dtype = _torch_dtype(v.dtype)
     w_dtype = torch.float16 if v.dtype == "fp16" else torch.float32  # as fastdaf.fused lays them out
@@ -109,11 +116,28 @@ def compile_variant(v: Variant) -> dict:
     P, A, H, NO, M = v.projection_size, v.attention_size, v.hidden_size, v.n_outputs, v.n_modalities
     t = lambda *shape, dtype=torch.float32: torch.randn(*shape).to(dtype)  # noqa: E731
     launch = DAFHeadLaunch(
-        [t(d, P, dtype=w_dtype) for d in dims], [t(P) for _ in dims], t(P, A, dtype=w_dtype), t(A), t(A), t(M),
-        t(P, H, dtype=w_dtype), t(H), t(H, NO, dtype=w_dtype), t(NO),
-        has_mask=v.has_mask, projection_size=P, attention_size=A, hidden_size=H, n_outputs=NO, activation="gelu", fusion=v.fusion,
-        temperature=1.0, precision="ieee" if v.dtype == "fp16" else "tf32", second_precision="ieee" if v.dtype == "fp16" else "tf32",
-        block_config=v.tile, direct=False,
+        [t(d, P, dtype=w_dtype) for d in dims],
+        [t(P) for _ in dims],
+        t(P, A, dtype=w_dtype),
+        t(A),
+        t(A),
+        t(M),
+        t(P, H, dtype=w_dtype),
+        t(H),
+        t(H, NO, dtype=w_dtype),
+        t(NO),
+        has_mask=v.has_mask,
+        projection_size=P,
+        attention_size=A,
+        hidden_size=H,
+        n_outputs=NO,
+        activation="gelu",
+        fusion=v.fusion,
+        temperature=1.0,
+        precision="ieee" if v.dtype == "fp16" else "tf32",
+        second_precision="ieee" if v.dtype == "fp16" else "tf32",
+        block_config=v.tile,
+        direct=False,
     )
     xs = [t(v.batch, d, dtype=x_dtype) for d in dims]
     mask = torch.ones(v.batch, M, dtype=torch.uint8) if v.has_mask else None
@@ -126,16 +150,35 @@ def compile_variant(v: Variant) -> dict:
     p_pad = _pow2(P)
     for c in compiled:
         bb, bk = c.constants["BLOCK_B"], c.constants["BLOCK_K"]
-        estimate = shared_memory_estimate(bb, bk, p_pad, chunk_size(A, p_pad), chunk_size(H, p_pad), _pow2(NO),
-                                          2 if w_dtype == torch.float16 else 4, c.usage.num_stages)
-        result["kernels"].append({"BLOCK_B": bb, "BLOCK_K": bk, "arch": c.arch, **asdict(c.usage), "shared_estimate": estimate,
-                                  "shared_limit": SHARED_MEMORY_LIMIT[v.arch], "block_k_expected": block_k_for(2 if w_dtype == torch.float16 else 4)})
+        estimate = shared_memory_estimate(
+            bb,
+            bk,
+            p_pad,
+            chunk_size(A, p_pad),
+            chunk_size(H, p_pad),
+            _pow2(NO),
+            2 if w_dtype == torch.float16 else 4,
+            c.usage.num_stages,
+        )
+        result["kernels"].append(
+            {
+                "BLOCK_B": bb,
+                "BLOCK_K": bk,
+                "arch": c.arch,
+                **asdict(c.usage),
+                "shared_estimate": estimate,
+                "shared_limit": SHARED_MEMORY_LIMIT[v.arch],
+                "block_k_expected": block_k_for(2 if w_dtype == torch.float16 else 4),
+            }
+        )
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", type=int, action="append", choices=(80, 90), help="compute capability x10 (repeatable; default 90)")
+    parser.add_argument(
+        "--arch", type=int, action="append", choices=(80, 90), help="compute capability x10 (repeatable; default 90)"
+    )
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiler processes")
     parser.add_argument("--only", default=None, help="compile only variants whose id contains this text")
     parser.add_argument("--out", default="-", help="JSON report file ('-': stdout)")
@@ -147,8 +190,6 @@ def main(argv: list[str] | None = None) -> int:
     # the heaviest first, so two workers finish together
     todo.sort(key=lambda v: (v.tile is not None, -v.projection_size))
     if args.jobs > 1:
-        import multiprocessing
-
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(compile_variant, todo))
     else:

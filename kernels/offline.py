@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.runtime.driver import driver
@@ -74,8 +75,6 @@ class OfflineDriver:
         return run_once
 
     def get_empty_cache_for_benchmark(self):
-        import torch
-
         return torch.empty(1)
 
     def clear_cache(self, cache) -> None:
@@ -146,8 +145,12 @@ def parse_ptxas_log(log: str) -> dict[str, int]:
     spill = _PTXAS_LINES["spill"].search(log)
     if regs is None or spill is None:
         raise ValueError(f"no register/spill report in the ptxas log:\n{log[-2000:]}")
-    return {"registers": int(regs.group(1)), "stack_bytes": int(spill.group(1)),
-            "spill_store_bytes": int(spill.group(2)), "spill_load_bytes": int(spill.group(3))}
+    return {
+        "registers": int(regs.group(1)),
+        "stack_bytes": int(spill.group(1)),
+        "spill_store_bytes": int(spill.group(2)),
+        "spill_load_bytes": int(spill.group(3)),
+    }
 
 
 @dataclass(frozen=True)
@@ -182,8 +185,12 @@ def record_compiles() -> Iterator[list[Compiled]]:
         if "Used" not in log:
             log = run_ptxas(kernel.asm["ptx"], kernel.metadata.target.arch)
         constants = {fn.jit_function.arg_names[k[0]]: v for k, v in compile["constants"].items() if len(k) == 1}
-        usage = Usage(shared_bytes=int(kernel.metadata.shared), num_warps=int(kernel.metadata.num_warps),
-                      num_stages=int(kernel.metadata.num_stages), **parse_ptxas_log(log))
+        usage = Usage(
+            shared_bytes=int(kernel.metadata.shared),
+            num_warps=int(kernel.metadata.num_warps),
+            num_stages=int(kernel.metadata.num_stages),
+            **parse_ptxas_log(log),
+        )
         compiled.append(Compiled(fn.name, int(kernel.metadata.target.arch), constants, usage))
         return False
 
@@ -202,8 +209,12 @@ def run_ptxas(ptx: str, arch: int) -> str:
         with open(src, "w") as f:
             f.write(ptx)
         gpu = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
-        done = subprocess.run([bundled_ptxas(), "-v", f"--gpu-name={gpu}", src, "-o", os.path.join(tmp, "kernel.cubin")],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [bundled_ptxas(), "-v", f"--gpu-name={gpu}", src, "-o", os.path.join(tmp, "kernel.cubin")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     return done.stderr
 
 

@@ -50,12 +50,26 @@ def espeak_version() -> str:
 
 def voice_for(utterance_id: str, seed: int) -> dict[str, object]:
     rng = random.Random(f"{seed}:{utterance_id}")
-    return {"voice": f"{rng.choice(VOICES)}+{rng.choice(VARIANTS)}", "rate": rng.randint(*RATES), "pitch": rng.randint(*PITCHES)}
+    return {
+        "voice": f"{rng.choice(VOICES)}+{rng.choice(VARIANTS)}",
+        "rate": rng.randint(*RATES),
+        "pitch": rng.randint(*PITCHES),
+    }
 
 
 def synthesise(text: str, voice: dict[str, object]) -> bytes:
     """WAV bytes of `text` spoken by espeak-ng (22.05 kHz mono)."""
-    cmd = ["espeak-ng", "-v", str(voice["voice"]), "-s", str(voice["rate"]), "-p", str(voice["pitch"]), "--stdout", text]
+    cmd = [
+        "espeak-ng",
+        "-v",
+        str(voice["voice"]),
+        "-s",
+        str(voice["rate"]),
+        "-p",
+        str(voice["pitch"]),
+        "--stdout",
+        text,
+    ]
     return subprocess.run(cmd, capture_output=True, check=True).stdout
 
 
@@ -69,12 +83,19 @@ def build_features(rows, extractor: FeatureExtractor, cache: Path, *, seed: int,
         for b in range(0, len(todo), batch_size):
             batch = todo[b : b + batch_size]
             texts = [extractor.text.normalize(r.text) for r in batch]
-            audio = list(pool.map(lambda rt: synthesise(rt[1], voice_for(rt[0].id, seed)) if rt[1] else None, zip(batch, texts)))
+            audio = list(
+                pool.map(lambda rt: synthesise(rt[1], voice_for(rt[0].id, seed)) if rt[1] else None, zip(batch, texts))
+            )
             out = extractor.extract([t or None for t in texts], audio, names=[r.id for r in batch], strict=False)
             good = [k for k, err in enumerate(out.errors) if err is None]
-            new = FeatureSet({m: x[good] for m, x in out.features.items()}, out.present[good],
-                             torch.tensor([batch[k].label for k in good]), [batch[k].id for k in good],
-                             [batch[k].split for k in good], info={"encoders": extractor.spec()})
+            new = FeatureSet(
+                {m: x[good] for m, x in out.features.items()},
+                out.present[good],
+                torch.tensor([batch[k].label for k in good]),
+                [batch[k].id for k in good],
+                [batch[k].split for k in good],
+                info={"encoders": extractor.spec()},
+            )
             done = new if done is None else concat([done, new])
             done.save(cache)
             rate = (b + len(batch)) / (time.perf_counter() - start)
@@ -113,27 +134,53 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for split in ("train", "valid") for r in [x for x in rows if x.split == split][: args.limit]]
     # text: mean-pooled hidden states of layers 1-6 averaged (valid MAE 0.559 vs 0.583 for the last layer alone,
     # measured with text-only heads; see the note of the training issue)
-    extractor = FeatureExtractor({"kind": "text", "model": "default", "layer": [1, 2, 3, 4, 5, 6]}, "acoustic", device="cpu")
+    extractor = FeatureExtractor(
+        {"kind": "text", "model": "default", "layer": [1, 2, 3, 4, 5, 6]}, "acoustic", device="cpu"
+    )
     args.work.mkdir(parents=True, exist_ok=True)
     cache = args.work / f"mosei-espeak-seed{args.seed}{'-limit' + str(args.limit) if args.limit else ''}.safetensors"
     data = build_features(rows, extractor, cache, seed=args.seed)
     train, valid = data.split("train"), data.split("valid")
-    cfg = DAFConfig(data.modalities, fusion="dynamic", projection_size=128, attention_size=64, hidden_size=128, dropout=0.1)
-    options = TrainOptions(epochs=100, batch_size=256, lr=1e-3, weight_decay=1e-2, loss="l1", patience=10, seed=args.seed, modality_dropout=0.3)
+    cfg = DAFConfig(
+        data.modalities, fusion="dynamic", projection_size=128, attention_size=64, hidden_size=128, dropout=0.1
+    )
+    options = TrainOptions(
+        epochs=100,
+        batch_size=256,
+        lr=1e-3,
+        weight_decay=1e-2,
+        loss="l1",
+        patience=10,
+        seed=args.seed,
+        modality_dropout=0.3,
+    )
     result = train_head(cfg, train, valid, options, progress=True)
     metrics = evaluate(result.head, valid)
     card = {
         "name": "fastdaf default (CMU-MOSEI transcripts + espeak-ng speech)",
-        "data": {"transcripts": "CMU-MOSEI train (fit) and valid (selection), shared/data/cmu-mosei-text",
-                 "train_rows": len(train), "valid_rows": len(valid)},
-        "audio": {"source": "espeak-ng synthesis of the transcripts (CMU-MOSEI audio not reachable)", "espeak_ng": espeak_version(),
-                  "voices": list(VOICES), "variants": list(VARIANTS), "rate_wpm": list(RATES), "pitch": list(PITCHES),
-                  "drawn_from": "random.Random(f'{seed}:{utterance_id}'), independent of labels"},
+        "data": {
+            "transcripts": "CMU-MOSEI train (fit) and valid (selection), shared/data/cmu-mosei-text",
+            "train_rows": len(train),
+            "valid_rows": len(valid),
+        },
+        "audio": {
+            "source": "espeak-ng synthesis of the transcripts (CMU-MOSEI audio not reachable)",
+            "espeak_ng": espeak_version(),
+            "voices": list(VOICES),
+            "variants": list(VARIANTS),
+            "rate_wpm": list(RATES),
+            "pitch": list(PITCHES),
+            "drawn_from": "random.Random(f'{seed}:{utterance_id}'), independent of labels",
+        },
         "encoders": extractor.spec(),
         "training": {"seed": args.seed, "options": options.__dict__, "best_epoch": result.best_epoch},
         "valid_metrics": metrics,
-        "versions": {"fastdaf": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "fastdaf": __version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+        },
     }
     result.head.save_pretrained(args.out, extra={"encoders": extractor.spec(), "model_card": card, **result.record()})
     print(json.dumps(card["valid_metrics"], indent=2))

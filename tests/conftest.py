@@ -44,28 +44,63 @@ def tiny_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_models")
     paths = {}
     tokenizer = tf.AutoTokenizer.from_pretrained(default_text_model_path())
-    bert = tf.BertModel(tf.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                      intermediate_size=37, max_position_embeddings=64))
+    bert = tf.BertModel(
+        tf.BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=64,
+        )
+    )
     paths["bert"] = root / "bert"
     bert.save_pretrained(paths["bert"])
     tokenizer.save_pretrained(paths["bert"])
 
-    speech = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, conv_dim=(16,) * 7,
-                  num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
-    extractor = tf.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True)
+    speech = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+    )
+    extractor = tf.Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
+    )
     for name, model in {
         "wav2vec2": tf.Wav2Vec2Model(tf.Wav2Vec2Config(**speech)),
-        "wav2vec2_layernorm": tf.Wav2Vec2Model(tf.Wav2Vec2Config(**speech, feat_extract_norm="layer", do_stable_layer_norm=True)),
+        "wav2vec2_layernorm": tf.Wav2Vec2Model(
+            tf.Wav2Vec2Config(**speech, feat_extract_norm="layer", do_stable_layer_norm=True)
+        ),
         "hubert": tf.HubertModel(tf.HubertConfig(**speech)),
         "wavlm": tf.WavLMModel(tf.WavLMConfig(**speech, num_buckets=16, max_bucket_distance=64)),
     }.items():
         paths[name] = root / name
         model.save_pretrained(paths[name])
         extractor.save_pretrained(paths[name])
-    whisper = tf.WhisperModel(tf.WhisperConfig(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-                                               encoder_ffn_dim=37, decoder_ffn_dim=37, num_mel_bins=80, vocab_size=64, max_target_positions=16,
-                                               pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
-                                               suppress_tokens=[], begin_suppress_tokens=[]))
+    whisper = tf.WhisperModel(
+        tf.WhisperConfig(
+            d_model=32,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=37,
+            decoder_ffn_dim=37,
+            num_mel_bins=80,
+            vocab_size=64,
+            max_target_positions=16,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            decoder_start_token_id=1,
+            suppress_tokens=[],
+            begin_suppress_tokens=[],
+        )
+    )
     paths["whisper"] = root / "whisper"
     whisper.save_pretrained(paths["whisper"])
     tf.WhisperFeatureExtractor(feature_size=80).save_pretrained(paths["whisper"])

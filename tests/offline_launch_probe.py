@@ -50,7 +50,14 @@ with offline_target(90), torch.no_grad():
     through_triton.direct_launch = False
     direct = FusedDAFHead.from_head(head)
     direct._by_dtype = through_triton._by_dtype  # the same weight tensors, so the arguments can be compared
-    for batch, misaligned, with_mask in [(1, False, False), (16, False, True), (17, False, True), (17, True, True), (16, False, True), (1, False, False)]:
+    for batch, misaligned, with_mask in [
+        (1, False, False),
+        (16, False, True),
+        (17, False, True),
+        (17, True, True),
+        (16, False, True),
+        (1, False, False),
+    ]:
         feats = features(batch, misaligned)
         present = torch.ones(batch, 2, dtype=torch.bool) if with_mask else None
         out = (torch.empty(batch, 1), torch.empty(batch, 2))
@@ -63,7 +70,16 @@ with offline_target(90), torch.no_grad():
         before = triton_calls
         direct(feats, present, out=out, check=False)
         second = comparable(NoLaunch.last_args)
-        results.append({"batch": batch, "misaligned": misaligned, "mask": with_mask, "first_via_triton": first_via_triton,
-                        "second_via_triton": triton_calls > before, "first_equal": first == want, "second_equal": second == want,
-                        "n_args": len(want)})
+        results.append(
+            {
+                "batch": batch,
+                "misaligned": misaligned,
+                "mask": with_mask,
+                "first_via_triton": first_via_triton,
+                "second_via_triton": triton_calls > before,
+                "first_equal": first == want,
+                "second_equal": second == want,
+                "n_args": len(want),
+            }
+        )
 print(json.dumps(results))

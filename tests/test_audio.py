@@ -1,4 +1,3 @@
-
 import numpy as np
 import pytest
 import soundfile
@@ -80,12 +79,27 @@ def write(tmp_path, name, data: bytes):
         (lambda t, c: b"", {}, AudioTooShortError, "empty"),
         (lambda t, c: np.zeros(0, dtype=np.float32), dict(sampling_rate=16000), AudioTooShortError, "empty"),
         (lambda t, c: np.zeros(800, dtype=np.float32), dict(sampling_rate=16000), AudioTooShortError, "0.050 s"),
-        (lambda t, c: np.array([0.0, np.nan] * 2000, dtype=np.float32), dict(sampling_rate=16000), NonFiniteAudioError, "NaN or infinite"),
+        (
+            lambda t, c: np.array([0.0, np.nan] * 2000, dtype=np.float32),
+            dict(sampling_rate=16000),
+            NonFiniteAudioError,
+            "NaN or infinite",
+        ),
         (lambda t, c: np.zeros(4000, dtype=np.float32), {}, SamplingRateError, "sampling_rate is required"),
         (lambda t, c: np.zeros(4000, dtype=np.float32), dict(sampling_rate=100), SamplingRateError, "100 Hz"),
         (lambda t, c: np.zeros(4000, dtype=np.float32), dict(sampling_rate=16000.5), SamplingRateError, "integer"),
-        (lambda t, c: np.zeros(int(4000 * (MAX_SECONDS + 1)), dtype=np.float32), dict(sampling_rate=4000), AudioTooLongError, "at most"),
-        (lambda t, c: np.zeros((4000, 2, 2), dtype=np.float32), dict(sampling_rate=16000), AudioDecodeError, "dimensions"),
+        (
+            lambda t, c: np.zeros(int(4000 * (MAX_SECONDS + 1)), dtype=np.float32),
+            dict(sampling_rate=4000),
+            AudioTooLongError,
+            "at most",
+        ),
+        (
+            lambda t, c: np.zeros((4000, 2, 2), dtype=np.float32),
+            dict(sampling_rate=16000),
+            AudioDecodeError,
+            "dimensions",
+        ),
         (lambda t, c: 42, {}, AudioDecodeError, "file path, bytes"),
     ],
 )
@@ -94,7 +108,11 @@ def test_bad_audio_raises_the_specific_error_naming_the_input(tmp_path, clip, ma
     with pytest.raises(error, match=words) as info:
         load_audio(audio, **kwargs)
     assert isinstance(info.value, AudioError) and isinstance(info.value, FastDAFError)
-    named = str(audio) if isinstance(audio, type(tmp_path)) else ("bytes" if isinstance(audio, bytes) else type(audio).__name__)
+    named = (
+        str(audio)
+        if isinstance(audio, type(tmp_path))
+        else ("bytes" if isinstance(audio, bytes) else type(audio).__name__)
+    )
     assert named in str(info.value)
 
 

@@ -62,8 +62,12 @@ def text_inputs(enc, sentences):
 
 def test_bucketed_text_core_is_exact_and_pool_bounded(tiny_models):
     enc = TextEncoder(tiny_models["bert"], layer=[1, 2])
-    runner = BucketedRunner(enc.core, {"input_ids": InputSpec(pad=0), "attention_mask": InputSpec(pad=0)},
-                            Buckets(batch=(1, 2, 4), length=(8, 16, 32)), max_graphs=2)
+    runner = BucketedRunner(
+        enc.core,
+        {"input_ids": InputSpec(pad=0), "attention_mask": InputSpec(pad=0)},
+        Buckets(batch=(1, 2, 4), length=(8, 16, 32)),
+        max_graphs=2,
+    )
     for sentences in (SENTENCES[:1], SENTENCES, SENTENCES[1:]):
         inputs = text_inputs(enc, sentences)
         torch.testing.assert_close(runner(inputs), enc.core(**inputs), rtol=1e-5, atol=1e-5)
@@ -80,13 +84,19 @@ def test_bucketed_acoustic_core_is_exact(clips):
     runner = BucketedRunner(enc.core, specs, Buckets(batch=(4,), length=(80000,)))
     padded_inputs = pad_to({"waveforms": padded, "lengths": lengths}, specs, 4, 80000)
     assert padded_inputs["lengths"].tolist() == lengths.tolist() + [80000]
-    torch.testing.assert_close(runner({"waveforms": padded, "lengths": lengths}), enc.core(padded, lengths), rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(
+        runner({"waveforms": padded, "lengths": lengths}), enc.core(padded, lengths), rtol=1e-4, atol=1e-3
+    )
 
 
 def test_bucketed_masked_speech_core_is_exact(tiny_models, clips):
     enc = SpeechEncoder(tiny_models["wav2vec2_layernorm"])
     inputs = enc._inputs([c.numpy() for c in clips])
-    specs = {"inputs": InputSpec(pad=0.0), "frames": InputSpec(has_length=False, pad=1), "attention_mask": InputSpec(pad=0)}
+    specs = {
+        "inputs": InputSpec(pad=0.0),
+        "frames": InputSpec(has_length=False, pad=1),
+        "attention_mask": InputSpec(pad=0),
+    }
     runner = BucketedRunner(enc.core, specs, Buckets(batch=(4,), length=(16000 * 5,)))
     for got, want in zip(runner(inputs), enc.core(**inputs)):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
@@ -166,7 +176,9 @@ def test_backend_choices_and_refusals(tiny_models):
 def test_compile_backend_matches_eager(tiny_models):
     eager = TextEncoder(tiny_models["bert"])
     compiled = TextEncoder(tiny_models["bert"], backend="compile")
-    torch.testing.assert_close(compiled.encode(SENTENCES).vectors, eager.encode(SENTENCES).vectors, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        compiled.encode(SENTENCES).vectors, eager.encode(SENTENCES).vectors, rtol=1e-4, atol=1e-5
+    )
     assert isinstance(make_runner(eager.core, "eager", torch.device("cpu"), specs={}).core, torch.nn.Module)
 
 
@@ -200,7 +212,11 @@ def test_exact_shapes_run_cores_that_padding_would_change_unpadded_in_a_bounded_
         want = core(**inputs)
         torch.testing.assert_close(runner(inputs), want, rtol=0, atol=0)
         assert not torch.allclose(padded(inputs), want)  # buckets would have changed the result
-    assert made == [{"inputs": (1, 150), "frames": (1,)}, {"inputs": (3, 150), "frames": (3,)}, {"inputs": (2, 120), "frames": (2,)}]
+    assert made == [
+        {"inputs": (1, 150), "frames": (1,)},
+        {"inputs": (3, 150), "frames": (3,)},
+        {"inputs": (2, 120), "frames": (2,)},
+    ]
     assert list(runner.pool) == [(1, 150), (2, 120)]  # one entry per shape, least recently used evicted
     big = {"inputs": torch.randn(5, 150, generator=g), "frames": torch.full((5,), 7)}
     torch.testing.assert_close(runner(big), core(**big))  # beyond the bounds: eager, nothing captured
@@ -221,6 +237,8 @@ def test_make_runner_gives_cudagraph_cores_that_padding_changes_exact_shapes(mon
     assert built == {"buckets": ExactShapes(max_batch=8, max_length=32000), "max_graphs": 3}
     make_runner(TimeNormalised(), "cudagraph", cuda, specs={}, buckets=buckets)
     assert built["buckets"] is buckets
-    assert isinstance(make_runner(TimeNormalised(), "auto", cuda, specs={}, buckets=buckets, graph_safe=False), backends.Runner)
+    assert isinstance(
+        make_runner(TimeNormalised(), "auto", cuda, specs={}, buckets=buckets, graph_safe=False), backends.Runner
+    )
     with pytest.raises(UnsupportedError, match="features change with padding"):
         make_runner(TimeNormalised(), "tensorrt", cuda, specs={}, graph_safe=False)

@@ -18,7 +18,9 @@ def text_only_extractor():
 def checkpoint(tmp_path_factory):
     head = DAFHead(DAFConfig({"text": 384, "audio": 62}))
     path = tmp_path_factory.mktemp("ckpt")
-    head.save_pretrained(path, extra={"encoders": {"text": {"kind": "text", "model": "default"}, "audio": {"kind": "acoustic"}}})
+    head.save_pretrained(
+        path, extra={"encoders": {"text": {"kind": "text", "model": "default"}, "audio": {"kind": "acoustic"}}}
+    )
     return path
 
 
@@ -50,7 +52,20 @@ def test_predictor_refuses_mismatched_inputs(checkpoint, tmp_path):
 def test_predict_cli_refuses_bad_output_and_mixed_modes(checkpoint, tmp_path, capsys):
     manifest = tmp_path / "m.csv"
     manifest.write_text("id,text\na,hello there\n")
-    assert cli_main(["predict", "--checkpoint", str(checkpoint), "--manifest", str(manifest), "--out", str(tmp_path / "out.txt")]) == 2
+    assert (
+        cli_main(
+            [
+                "predict",
+                "--checkpoint",
+                str(checkpoint),
+                "--manifest",
+                str(manifest),
+                "--out",
+                str(tmp_path / "out.txt"),
+            ]
+        )
+        == 2
+    )
     assert "--out must end in .csv or .jsonl, got 'out.txt'" in capsys.readouterr().err
     assert cli_main(["predict", "--checkpoint", str(checkpoint), "--manifest", str(manifest), "--text", "x"]) == 2
     assert "--manifest cannot be combined with --text/--audio" in capsys.readouterr().err
@@ -64,5 +79,7 @@ def test_bench_e2e_argument_checks(capsys):
 def test_transcripts_need_a_text_encoder(tmp_path):
     path = tmp_path / "valid.csv"
     path.write_text(",sentence,polarity\nv[0],fine words,1.0\n")
-    with pytest.raises(InputError, match=r"valid.csv holds transcripts, but the model has no text encoder \(it has \['audio'\]\)"):
+    with pytest.raises(
+        InputError, match=r"valid.csv holds transcripts, but the model has no text encoder \(it has \['audio'\]\)"
+    ):
         load_data(path, encoders={"audio": {"kind": "acoustic"}})

@@ -9,8 +9,27 @@ from fastdaf.errors import InputError
 
 
 def test_bench_head_cli_json_on_cpu(capsys):
-    code = main(["head", "--device", "cpu", "--batch-sizes", "1", "8", "--modalities", "text=32,audio=7",
-                 "--projection-size", "16", "--backends", "eager", "--warmup", "1", "--iters", "5", "--json"])
+    code = main(
+        [
+            "head",
+            "--device",
+            "cpu",
+            "--batch-sizes",
+            "1",
+            "8",
+            "--modalities",
+            "text=32,audio=7",
+            "--projection-size",
+            "16",
+            "--backends",
+            "eager",
+            "--warmup",
+            "1",
+            "--iters",
+            "5",
+            "--json",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["environment"]["device"].startswith("CPU") and report["environment"]["torch"] == torch.__version__
@@ -46,8 +65,32 @@ def test_bench_bad_arguments_exit_2(argv, words, capsys):
 
 def test_bench_e2e_on_cpu(tiny_models, tmp_path, capsys):
     plot = tmp_path / "e2e.png"
-    code = main(["e2e", "--device", "cpu", "--backends", "eager", "cudagraph", "--batch-sizes", "1", "2", "--tokens", "8",
-                 "--audio-seconds", "1", "--text-model", tiny_models["bert"], "--warmup", "1", "--iters", "3", "--plot", str(plot), "--json"])
+    code = main(
+        [
+            "e2e",
+            "--device",
+            "cpu",
+            "--backends",
+            "eager",
+            "cudagraph",
+            "--batch-sizes",
+            "1",
+            "2",
+            "--tokens",
+            "8",
+            "--audio-seconds",
+            "1",
+            "--text-model",
+            tiny_models["bert"],
+            "--warmup",
+            "1",
+            "--iters",
+            "3",
+            "--plot",
+            str(plot),
+            "--json",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     rows = report["results"]
@@ -69,6 +112,28 @@ def test_bench_e2e_head_choice_gives_the_all_eager_row(tiny_models):
     assert (row["backend"], row["head"]) == ("eager", "eager") and row["head_p50_us"] > 0
     with pytest.raises(InputError, match="head 'fast'"):
         bench_e2e(cpu, ["eager"], [1], head="fast", **options)
-    code = main(["e2e", "--device", "cpu", "--backends", "eager", "--batch-sizes", "1", "--tokens", "8", "--audio-seconds", "0.5",
-                 "--text-model", tiny_models["bert"], "--head", "eager", "--warmup", "1", "--iters", "2", "--json"])
+    code = main(
+        [
+            "e2e",
+            "--device",
+            "cpu",
+            "--backends",
+            "eager",
+            "--batch-sizes",
+            "1",
+            "--tokens",
+            "8",
+            "--audio-seconds",
+            "0.5",
+            "--text-model",
+            tiny_models["bert"],
+            "--head",
+            "eager",
+            "--warmup",
+            "1",
+            "--iters",
+            "2",
+            "--json",
+        ]
+    )
     assert code == 0

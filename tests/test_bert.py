@@ -7,7 +7,12 @@ from fastdaf.encoders import TextEncoder, default_text_model_path
 from fastdaf.encoders.bert import load_native_bert
 from fastdaf.errors import EncoderError
 
-SENTENCES = ["this is sp another of my favorite albums now you might wonder", "i hated it.", "Ok!", "naïve café déjà vu, 3.5 stars"]
+SENTENCES = [
+    "this is sp another of my favorite albums now you might wonder",
+    "i hated it.",
+    "Ok!",
+    "naïve café déjà vu, 3.5 stars",
+]
 
 
 @pytest.mark.parametrize("pooling, layer", [("mean", None), ("mean", [1, 2, 3, 4, 5, 6]), ("cls", 3), ("pooler", None)])
@@ -29,8 +34,12 @@ def test_native_tokenizer_matches_transformers_with_truncation():
 
 
 def test_native_tiny_bert_and_fallbacks(tiny_models, tmp_path):
-    torch.testing.assert_close(TextEncoder(tiny_models["bert"], native=True).encode(SENTENCES).vectors,
-                               TextEncoder(tiny_models["bert"], native=False).encode(SENTENCES).vectors, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        TextEncoder(tiny_models["bert"], native=True).encode(SENTENCES).vectors,
+        TextEncoder(tiny_models["bert"], native=False).encode(SENTENCES).vectors,
+        rtol=1e-4,
+        atol=1e-5,
+    )
     assert load_native_bert(tmp_path) is None  # no checkpoint: transformers reports the problem
     with pytest.raises(EncoderError, match="native BERT"):
         TextEncoder(str(tmp_path), native=True)

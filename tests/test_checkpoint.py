@@ -60,17 +60,40 @@ def rewrite_weights(path, change):
         (lambda p: (p / CONFIG_FILE).unlink(), "has no config.json"),
         (lambda p: (p / WEIGHTS_FILE).unlink(), "has no model.safetensors"),
         (lambda p: (p / CONFIG_FILE).write_text("{not json"), "not valid JSON"),
-        (lambda p: rewrite_config(p, lambda m: m.update(format="other")), "expected format 'fastdaf-daf-head', found 'other'"),
+        (
+            lambda p: rewrite_config(p, lambda m: m.update(format="other")),
+            "expected format 'fastdaf-daf-head', found 'other'",
+        ),
         (lambda p: rewrite_config(p, lambda m: m.update(format_version=99)), "unknown format_version 99"),
-        (lambda p: rewrite_config(p, lambda m: m["config"].update(fusion="late")), "invalid head config: fusion 'late'"),
+        (
+            lambda p: rewrite_config(p, lambda m: m["config"].update(fusion="late")),
+            "invalid head config: fusion 'late'",
+        ),
         (lambda p: (p / WEIGHTS_FILE).write_bytes(b"\x00garbage" * 10), "corrupt or not a safetensors file"),
-        (lambda p: rewrite_weights(p, lambda s: s.pop("projections.audio.weight")), r"missing tensor\(s\) \['projections.audio.weight'\]"),
-        (lambda p: rewrite_weights(p, lambda s: s.update(extra_tensor=torch.zeros(2))), r"unexpected tensor\(s\) \['extra_tensor'\]"),
-        (lambda p: rewrite_weights(p, lambda s: s.update({"projections.audio.weight": torch.zeros(128, 7)})),
-         r"'projections.audio.weight' has shape \[128, 7\], expected \[128, 6\]"),
-        (lambda p: rewrite_weights(p, lambda s: s.update({"mlp_out.bias": torch.zeros(2, dtype=torch.int64)})), "'mlp_out.bias' has dtype I64, expected a floating-point dtype"),
-        (lambda p: rewrite_weights(p, lambda s: s["input_std_audio"].fill_(float("nan"))), "'input_std_audio' holds NaN"),
-        (lambda p: rewrite_config(p, lambda m: m["config"]["modalities"].update(audio=74)), r"'input_mean_audio' has shape \[6\], expected \[74\]"),
+        (
+            lambda p: rewrite_weights(p, lambda s: s.pop("projections.audio.weight")),
+            r"missing tensor\(s\) \['projections.audio.weight'\]",
+        ),
+        (
+            lambda p: rewrite_weights(p, lambda s: s.update(extra_tensor=torch.zeros(2))),
+            r"unexpected tensor\(s\) \['extra_tensor'\]",
+        ),
+        (
+            lambda p: rewrite_weights(p, lambda s: s.update({"projections.audio.weight": torch.zeros(128, 7)})),
+            r"'projections.audio.weight' has shape \[128, 7\], expected \[128, 6\]",
+        ),
+        (
+            lambda p: rewrite_weights(p, lambda s: s.update({"mlp_out.bias": torch.zeros(2, dtype=torch.int64)})),
+            "'mlp_out.bias' has dtype I64, expected a floating-point dtype",
+        ),
+        (
+            lambda p: rewrite_weights(p, lambda s: s["input_std_audio"].fill_(float("nan"))),
+            "'input_std_audio' holds NaN",
+        ),
+        (
+            lambda p: rewrite_config(p, lambda m: m["config"]["modalities"].update(audio=74)),
+            r"'input_mean_audio' has shape \[6\], expected \[74\]",
+        ),
     ],
 )
 def test_loading_errors_name_what_is_wrong(saved, breakage, words):

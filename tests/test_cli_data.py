@@ -23,7 +23,10 @@ def run_json(argv, capsys):
 
 def test_train_and_eval_on_an_mmsa_pickle(tmp_path, capsys):
     rng = np.random.default_rng(0)
-    pkl = dump({s: mmsa_split(n, 6, aligned=False, rng=rng) for s, n in (("train", 60), ("valid", 20), ("test", 20))}, tmp_path / "unaligned_50.pkl")
+    pkl = dump(
+        {s: mmsa_split(n, 6, aligned=False, rng=rng) for s, n in (("train", 60), ("valid", 20), ("test", 20))},
+        tmp_path / "unaligned_50.pkl",
+    )
     ckpt = tmp_path / "ckpt"
     run_json(["train", str(pkl), "--out", str(ckpt), "--epochs", "3", "--json"], capsys)
     head = DAFHead.from_pretrained(ckpt)
@@ -66,7 +69,10 @@ def test_ablate_writes_table_and_plot(tmp_path, capsys):
     data, _ = make_cue_task({"train": 600, "valid": 200}, seed=3)
     data.save(tmp_path / "cue.safetensors")
     out = tmp_path / "ablation"
-    report = run_json(["ablate", str(tmp_path / "cue.safetensors"), "--out", str(out), "--seeds", "2", "--epochs", "8", "--json"], capsys)
+    report = run_json(
+        ["ablate", str(tmp_path / "cue.safetensors"), "--out", str(out), "--seeds", "2", "--epochs", "8", "--json"],
+        capsys,
+    )
     names = ["dynamic", "static", "mean", "concat", "text only", "audio only"]
     assert list(report["results"]) == names
     table = (out / "ablation.md").read_text()

@@ -49,7 +49,9 @@ class Custom:
         self.x = 1
 
 
-def write_csd(path: Path, root: str, videos: dict[str, tuple[np.ndarray, np.ndarray]], metadata: dict[str, str] | None = None) -> Path:
+def write_csd(
+    path: Path, root: str, videos: dict[str, tuple[np.ndarray, np.ndarray]], metadata: dict[str, str] | None = None
+) -> Path:
     with h5py.File(path, "w") as f:
         g = f.create_group(root)
         data = g.create_group("data")
@@ -99,11 +101,17 @@ def test_real_mosei_transcripts(shared_data):
 
 
 def test_generic_csv_columns_and_splits(tmp_path):
-    path = write_csv(tmp_path / "mine.csv", ["id", "text", "label", "split"],
-                     [["v1[0]", "hello", "0.5", "dev"], ["v1[1]", "there", "-1", ""], ["solo", "x", "2", "test"]])
+    path = write_csv(
+        tmp_path / "mine.csv",
+        ["id", "text", "label", "split"],
+        [["v1[0]", "hello", "0.5", "dev"], ["v1[1]", "there", "-1", ""], ["solo", "x", "2", "test"]],
+    )
     rows = ds.read_transcript_csv(path)
     assert [(r.id, r.video, r.text, r.label, r.split) for r in rows] == [
-        ("v1[0]", "v1", "hello", 0.5, "dev"), ("v1[1]", "v1", "there", -1.0, "mine"), ("solo", "solo", "x", 2.0, "test")]
+        ("v1[0]", "v1", "hello", 0.5, "dev"),
+        ("v1[1]", "v1", "there", -1.0, "mine"),
+        ("solo", "solo", "x", 2.0, "test"),
+    ]
     assert rows[0].emotions == {}
     assert {r.split for r in ds.read_transcript_csv(path, split="train")} == {"train"}
     # the strict MOSEI reader wants the six emotion columns
@@ -117,10 +125,17 @@ def test_generic_csv_columns_and_splits(tmp_path):
         (["", "sentence", "score"], [["a[0]", "x", "1"]], r"bad\.csv.*label column \('polarity' or 'label'\)"),
         (["key", "sentence", "polarity"], [["a[0]", "x", "1"]], r"bad\.csv.*an id column"),
         (["", "words", "polarity"], [["a[0]", "x", "1"]], r"bad\.csv.*text column"),
-        (["", "sentence", "polarity"], [["a[0]", "x", "1"], ["a[1]", "y", "high"]], r"bad\.csv, line 3: column 'polarity' is 'high'"),
+        (
+            ["", "sentence", "polarity"],
+            [["a[0]", "x", "1"], ["a[1]", "y", "high"]],
+            r"bad\.csv, line 3: column 'polarity' is 'high'",
+        ),
         (["", "sentence", "polarity"], [["a[0]", "x", "nan"]], r"bad\.csv, line 2: column 'polarity' is 'nan'"),
-        (["", "sentence", "polarity"], [["a[0]", "x", "1"], ["a[1]", "x", "1"], ["a[0]", "z", "0"]],
-         r"bad\.csv, line 4: duplicate id 'a\[0\]' \(first on line 2\)"),
+        (
+            ["", "sentence", "polarity"],
+            [["a[0]", "x", "1"], ["a[1]", "x", "1"], ["a[0]", "z", "0"]],
+            r"bad\.csv, line 4: duplicate id 'a\[0\]' \(first on line 2\)",
+        ),
         (["", "sentence", "polarity"], [["a[0]", "x"]], r"bad\.csv, line 2: 2 fields, expected 3"),
     ],
 )
@@ -135,7 +150,9 @@ def test_strict_mosei_checks(tmp_path):
     rows = ds.read_mosei_transcripts(ok)
     assert rows[1].label == -2.33 and rows[1].emotions["happiness"] == 1.67 and rows[1].split == "train"
     with pytest.raises(FeatureFileError, match=r"x\.csv, line 3: polarity 3\.5 is outside \[-3, 3\]"):
-        ds.read_mosei_transcripts(write_csv(tmp_path / "x.csv", MOSEI_HEADER, [mosei_row("v[0]"), mosei_row("v[1]", label=3.5)]))
+        ds.read_mosei_transcripts(
+            write_csv(tmp_path / "x.csv", MOSEI_HEADER, [mosei_row("v[0]"), mosei_row("v[1]", label=3.5)])
+        )
     with pytest.raises(FeatureFileError, match=r"y\.csv, line 2: emotion intensities \{'happiness': -1\.0\}"):
         ds.read_mosei_transcripts(write_csv(tmp_path / "y.csv", MOSEI_HEADER, [mosei_row("v[0]", emo=-1)]))
     with pytest.raises(FeatureFileError, match=r"z\.csv, line 2: id 'novideo' is not shaped"):
@@ -152,7 +169,9 @@ def test_transcript_dir_splits_and_cross_file_duplicates(tmp_path):
     rows = ds.read_transcript_dir(d)
     assert {r.id: r.split for r in rows} == {"a[0]": "train", "a[1]": "train", "b[0]": "valid"}
     write_csv(d / "test.csv", MOSEI_HEADER, [mosei_row("a[1]")])
-    with pytest.raises(FeatureFileError, match=r"'a\[1\]' is in both (train\.csv and test\.csv|test\.csv and train\.csv)"):
+    with pytest.raises(
+        FeatureFileError, match=r"'a\[1\]' is in both (train\.csv and test\.csv|test\.csv and train\.csv)"
+    ):
         ds.read_transcript_dir(d)
     with pytest.raises(FeatureFileError, match="no .csv transcript files"):
         (tmp_path / "empty").mkdir()
@@ -173,9 +192,13 @@ def mmsa_split(n: int, L: int, *, aligned: bool, rng: np.random.Generator, la: i
         text[i, t:] = HUGE
         bert[i, 0, :t] = rng.integers(100, 2000, size=t)
         bert[i, 1, :t] = 1
-    part = {"text": text, "text_bert": bert, "regression_labels": rng.uniform(-3, 3, size=n).astype(np.float32),
-            "id": np.array([f"vid{i}$_${i}" for i in range(n)], dtype=object),
-            "raw_text": np.array([f"words {i}" for i in range(n)], dtype=object)}
+    part = {
+        "text": text,
+        "text_bert": bert,
+        "regression_labels": rng.uniform(-3, 3, size=n).astype(np.float32),
+        "id": np.array([f"vid{i}$_${i}" for i in range(n)], dtype=object),
+        "raw_text": np.array([f"words {i}" for i in range(n)], dtype=object),
+    }
     if aligned:
         audio = rng.normal(size=(n, L, 5)).astype(np.float32)
         vision = rng.normal(size=(n, L, 3)).astype(np.float32)
@@ -188,8 +211,8 @@ def mmsa_split(n: int, L: int, *, aligned: bool, rng: np.random.Generator, la: i
         audio = rng.normal(size=(n, la, 5)).astype(np.float32)
         vision = rng.normal(size=(n, lv, 3)).astype(np.float32)
         for i in range(n):
-            audio[i, alen[i]:] = HUGE
-            vision[i, vlen[i]:] = np.nan
+            audio[i, alen[i] :] = HUGE
+            vision[i, vlen[i] :] = np.nan
         part["audio_lengths"] = [int(v) for v in alen]
         part["vision_lengths"] = vlen.astype(np.int64)
     part["audio"], part["vision"] = audio, vision
@@ -213,7 +236,9 @@ def test_mmsa_masked_pooling(tmp_path, aligned):
     assert len(fs) == 12 and fs.present.all()
     assert fs.splits == ["train"] * 5 + ["valid"] * 3 + ["test"] * 4
     assert fs.ids == [f"vid{i}$_${i}" for s in ("train", "valid", "test") for i in range(len(data[s]["text"]))]
-    np.testing.assert_allclose(fs.labels.numpy(), np.concatenate([data[s]["regression_labels"] for s in ("train", "valid", "test")]))
+    np.testing.assert_allclose(
+        fs.labels.numpy(), np.concatenate([data[s]["regression_labels"] for s in ("train", "valid", "test")])
+    )
     row = 0
     for s in ("train", "valid", "test"):
         p = data[s]
@@ -225,7 +250,9 @@ def test_mmsa_masked_pooling(tmp_path, aligned):
             audio[np.isneginf(audio)] = 0.0
             np.testing.assert_allclose(fs.features["text"][row].numpy(), p["text"][i, :t].mean(0), rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(fs.features["audio"][row].numpy(), audio.mean(0), rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(fs.features["video"][row].numpy(), p["vision"][i, :v].mean(0), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                fs.features["video"][row].numpy(), p["vision"][i, :v].mean(0), rtol=1e-5, atol=1e-6
+            )
             row += 1
     assert torch.isfinite(fs.features["audio"]).all() and fs.features["audio"].abs().max() < 10
     rules = fs.info["pooling"]["train"]
@@ -250,16 +277,34 @@ def test_mmsa_empty_rows_absent_and_subset_of_splits(tmp_path):
 @pytest.mark.parametrize(
     "mutate, pattern",
     [
-        (lambda p: p["audio"].__setitem__((2, 0, 1), np.nan), r"split 'train', modality 'audio', row 2 .*non-finite value nan"),
-        (lambda p: p["audio"].__setitem__((1, 0, 0), np.inf), r"split 'train', modality 'audio', row 1 .*non-finite value inf"),
-        (lambda p: p["vision"].__setitem__((3, 0, 0), -np.inf), r"split 'train', modality 'video', row 3 .*only in audio"),
+        (
+            lambda p: p["audio"].__setitem__((2, 0, 1), np.nan),
+            r"split 'train', modality 'audio', row 2 .*non-finite value nan",
+        ),
+        (
+            lambda p: p["audio"].__setitem__((1, 0, 0), np.inf),
+            r"split 'train', modality 'audio', row 1 .*non-finite value inf",
+        ),
+        (
+            lambda p: p["vision"].__setitem__((3, 0, 0), -np.inf),
+            r"split 'train', modality 'video', row 3 .*only in audio",
+        ),
         (lambda p: p["text"].__setitem__((0, 0, 0), np.nan), r"split 'train', modality 'text', row 0"),
         (lambda p: p.pop("regression_labels"), r"split 'train' has no 'regression_labels'"),
-        (lambda p: p.pop("audio_lengths"), r"split 'train' has no audio_lengths and 'audio' has 7 time steps, not the text length 9"),
+        (
+            lambda p: p.pop("audio_lengths"),
+            r"split 'train' has no audio_lengths and 'audio' has 7 time steps, not the text length 9",
+        ),
         (lambda p: p.__setitem__("vision_lengths", [1, 2, 3, 99]), r"'vision_lengths' row 3 is 99, expected 0\.\.6"),
-        (lambda p: p.__setitem__("text_bert", p["text_bert"][:, :2]), r"'text_bert' has shape \[4, 2, 9\], expected \[4, 3, 9\]"),
+        (
+            lambda p: p.__setitem__("text_bert", p["text_bert"][:, :2]),
+            r"'text_bert' has shape \[4, 2, 9\], expected \[4, 3, 9\]",
+        ),
         (lambda p: p.__setitem__("id", ["a", "b", "c"]), r"split 'train' has 3 ids for 4 rows"),
-        (lambda p: p.__setitem__("regression_labels", np.array([0, 1, np.nan, 0])), r"'regression_labels' row 2 is nan"),
+        (
+            lambda p: p.__setitem__("regression_labels", np.array([0, 1, np.nan, 0])),
+            r"'regression_labels' row 2 is nan",
+        ),
     ],
 )
 def test_mmsa_errors_name_split_modality_row(tmp_path, mutate, pattern):
@@ -279,8 +324,13 @@ def test_mmsa_top_level_shape(tmp_path):
 
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
 def test_safe_unpickler_admits_plain_data(tmp_path, protocol):
-    obj = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "s": np.array(["x", "yz"], dtype=object), "u": np.array(["p", "q"]),
-           "n": np.int64(4), "l": [1, 2.5, 3j, "t", b"raw", bytearray(b"ba"), (1, 2), {3}, frozenset({4}), None, True]}
+    obj = {
+        "a": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "s": np.array(["x", "yz"], dtype=object),
+        "u": np.array(["p", "q"]),
+        "n": np.int64(4),
+        "l": [1, 2.5, 3j, "t", b"raw", bytearray(b"ba"), (1, 2), {3}, frozenset({4}), None, True],
+    }
     back = ds.safe_load_pickle(dump(obj, tmp_path / "ok.pkl", protocol))
     np.testing.assert_array_equal(back["a"], obj["a"])
     assert back["s"].tolist() == ["x", "yz"] and back["u"].tolist() == ["p", "q"] and back["n"] == 4
@@ -291,7 +341,10 @@ def test_safe_unpickler_refuses_code_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
     payload = pickle.dumps({"train": {"text": Evil(marker)}})
     (tmp_path / "evil.pkl").write_bytes(payload)
-    with pytest.raises(ds.UnsafePickleError, match=r"evil\.pkl: refused to load (posix|os)\.system: only numpy arrays, lists, dicts, strings and numbers"):
+    with pytest.raises(
+        ds.UnsafePickleError,
+        match=r"evil\.pkl: refused to load (posix|os)\.system: only numpy arrays, lists, dicts, strings and numbers",
+    ):
         ds.load_mmsa_pickle(tmp_path / "evil.pkl")
     assert not marker.exists()
     # control: the same bytes really do run the command under a plain pickle.loads
@@ -338,27 +391,44 @@ def csd_folder(tmp_path: Path, *, extra: dict[str, dict] | None = None, metadata
     folder = tmp_path / "csd"
     folder.mkdir(exist_ok=True)
     lab = lambda rows: np.array(rows, dtype=np.float32)  # noqa: E731
-    write_csd(folder / "CMU_MOSEI_Labels.csd", "All Labels", {
-        "A": (lab([[1.0, 0, 0, 0, 0, 0, 0.5], [-2.0, 1, 0, 0, 0, 0, 0]]), np.array([[0, 2], [2, 5]], float)),
-        "B": (lab([[0.33, 0, 0, 0, 0, 0, 0]]), np.array([[0, 1]], float)),
-        "C": (lab([[3.0, 0, 0, 0, 0, 0, 0]]), np.array([[10, 11]], float)),
-    }, metadata={"dimension names": '["sentiment", "happy"]', "root name": "All Labels"} if metadata else None)
+    write_csd(
+        folder / "CMU_MOSEI_Labels.csd",
+        "All Labels",
+        {
+            "A": (lab([[1.0, 0, 0, 0, 0, 0, 0.5], [-2.0, 1, 0, 0, 0, 0, 0]]), np.array([[0, 2], [2, 5]], float)),
+            "B": (lab([[0.33, 0, 0, 0, 0, 0, 0]]), np.array([[0, 1]], float)),
+            "C": (lab([[3.0, 0, 0, 0, 0, 0, 0]]), np.array([[10, 11]], float)),
+        },
+        metadata={"dimension names": '["sentiment", "happy"]', "root name": "All Labels"} if metadata else None,
+    )
     # audio rows: [0,1] [1,2] [2,3] [3,4] [4,6]; row 2 touches segment [0,2] only at its boundary
     audio = np.array([[1, 10], [3, -np.inf], [5, 50], [7, 70], [9, 90]], dtype=np.float32)
-    write_csd(folder / "CMU_MOSEI_COVAREP.csd", "COVAREP", {
-        "A": (audio, np.array([[0, 1], [1, 2], [2, 3], [3, 4], [4, 6]], float)),
-        "B": (np.array([[100, 100]], np.float32), np.array([[5, 6]], float)),  # no overlap with [0,1]
-    })  # C missing entirely
+    write_csd(
+        folder / "CMU_MOSEI_COVAREP.csd",
+        "COVAREP",
+        {
+            "A": (audio, np.array([[0, 1], [1, 2], [2, 3], [3, 4], [4, 6]], float)),
+            "B": (np.array([[100, 100]], np.float32), np.array([[5, 6]], float)),  # no overlap with [0,1]
+        },
+    )  # C missing entirely
     video = np.array([[2.0], [4.0], [np.nan]], dtype=np.float32)  # the NaN row overlaps no segment
-    write_csd(folder / "CMU_MOSEI_VisualFacet42.csd", "FACET 4.2", {
-        "A": (video, np.array([[0.5, 1.5], [1.5, 3.0], [20, 21]], float)),
-        "B": (np.array([[6.0], [8.0]], np.float32), np.array([[0, 0.5], [0.9, 1.2]], float)),
-        "C": (np.array([[1.0]], np.float32), np.array([[10.5, 10.6]], float)),
-    })
-    write_csd(folder / "CMU_MOSEI_TimestampedWordVectors.csd", "glove_vectors", {
-        "A": (np.array([[1, 1, 1], [3, 3, 3]], np.float32), np.array([[0, 4], [4, 5]], float)),
-        "C": (np.array([[2, 4, 6]], np.float32), np.array([[9, 12]], float)),
-    })
+    write_csd(
+        folder / "CMU_MOSEI_VisualFacet42.csd",
+        "FACET 4.2",
+        {
+            "A": (video, np.array([[0.5, 1.5], [1.5, 3.0], [20, 21]], float)),
+            "B": (np.array([[6.0], [8.0]], np.float32), np.array([[0, 0.5], [0.9, 1.2]], float)),
+            "C": (np.array([[1.0]], np.float32), np.array([[10.5, 10.6]], float)),
+        },
+    )
+    write_csd(
+        folder / "CMU_MOSEI_TimestampedWordVectors.csd",
+        "glove_vectors",
+        {
+            "A": (np.array([[1, 1, 1], [3, 3, 3]], np.float32), np.array([[0, 4], [4, 5]], float)),
+            "C": (np.array([[2, 4, 6]], np.float32), np.array([[9, 12]], float)),
+        },
+    )
     for name, videos in (extra or {}).items():
         write_csd(folder / name, "extra", videos)
     return folder
@@ -395,8 +465,14 @@ def test_csd_overlap_pooling_and_absent_modalities(tmp_path):
 
 def test_csd_non_finite_in_pooled_row_is_named(tmp_path):
     folder = csd_folder(tmp_path, metadata=False)
-    write_csd(folder / "CMU_MOSEI_VisualFacet42.csd", "FACET", {"A": (np.array([[1.0], [-np.inf]], np.float32), np.array([[0, 1], [1, 2]], float))})
-    with pytest.raises(FeatureFileError, match=r"VisualFacet42\.csd: video 'A', feature row 1, column 0 is -inf \(modality 'video'\)"):
+    write_csd(
+        folder / "CMU_MOSEI_VisualFacet42.csd",
+        "FACET",
+        {"A": (np.array([[1.0], [-np.inf]], np.float32), np.array([[0, 1], [1, 2]], float))},
+    )
+    with pytest.raises(
+        FeatureFileError, match=r"VisualFacet42\.csd: video 'A', feature row 1, column 0 is -inf \(modality 'video'\)"
+    ):
         ds.load_csd_folder(folder, folds={"train": ["A", "B", "C"]})
     # -inf is accepted (as 0) when video is listed in zero_neg_inf
     fs = ds.load_csd_folder(folder, folds={"train": ["A"]}, zero_neg_inf=("audio", "video"))
@@ -407,11 +483,16 @@ def test_csd_name_inference_and_ambiguity(tmp_path):
     folder = csd_folder(tmp_path)
     roles = ds.infer_csd_modalities(folder)
     assert {r: p.name for r, p in roles.items()} == {
-        "labels": "CMU_MOSEI_Labels.csd", "audio": "CMU_MOSEI_COVAREP.csd", "video": "CMU_MOSEI_VisualFacet42.csd",
-        "text": "CMU_MOSEI_TimestampedWordVectors.csd"}
+        "labels": "CMU_MOSEI_Labels.csd",
+        "audio": "CMU_MOSEI_COVAREP.csd",
+        "video": "CMU_MOSEI_VisualFacet42.csd",
+        "text": "CMU_MOSEI_TimestampedWordVectors.csd",
+    }
     one = {"A": (np.ones((1, 4), np.float32), np.array([[0, 1]], float))}
     csd_folder(tmp_path, extra={"CMU_MOSEI_VisualOpenFace2.csd": one, "CMU_MOSEI_TimestampedPhones.csd": one})
-    with pytest.raises(FeatureFileError, match=r"2 files fit video \(CMU_MOSEI_VisualFacet42\.csd, CMU_MOSEI_VisualOpenFace2\.csd\)") as err:
+    with pytest.raises(
+        FeatureFileError, match=r"2 files fit video \(CMU_MOSEI_VisualFacet42\.csd, CMU_MOSEI_VisualOpenFace2\.csd\)"
+    ) as err:
         ds.load_csd_folder(folder, folds={"train": ["A"]})
     assert "CMU_MOSEI_TimestampedPhones.csd fits no role" in str(err.value) and "explicit mapping" in str(err.value)
     (tmp_path / "amb").mkdir()
@@ -420,15 +501,23 @@ def test_csd_name_inference_and_ambiguity(tmp_path):
     with pytest.raises(FeatureFileError, match=r"audio_video\.csd fits several roles \(audio, video\)"):
         ds.infer_csd_modalities(tmp_path / "amb")
     # an explicit mapping settles it and may use any modality name
-    fs = ds.load_csd_folder(folder, folds={"train": ["A"]},
-                            modalities={"labels": "CMU_MOSEI_Labels.csd", "openface": "CMU_MOSEI_VisualOpenFace2.csd",
-                                        "audio": str(folder / "CMU_MOSEI_COVAREP.csd")})
+    fs = ds.load_csd_folder(
+        folder,
+        folds={"train": ["A"]},
+        modalities={
+            "labels": "CMU_MOSEI_Labels.csd",
+            "openface": "CMU_MOSEI_VisualOpenFace2.csd",
+            "audio": str(folder / "CMU_MOSEI_COVAREP.csd"),
+        },
+    )
     assert list(fs.modalities) == ["audio", "openface"] and fs.modalities["openface"] == 4
     assert fs.present[:, 1].tolist() == [True, False]  # OpenFace row [0,1] overlaps A[0]=[0,2] only
     with pytest.raises(InputError, match="include 'labels'"):
         ds.load_csd_folder(folder, modalities={"audio": "CMU_MOSEI_COVAREP.csd"})
     with pytest.raises(FeatureFileError, match=r"no \.csd file at .*nothere\.csd"):
-        ds.load_csd_folder(folder, folds={"train": ["A"]}, modalities={"labels": "CMU_MOSEI_Labels.csd", "audio": "nothere.csd"})
+        ds.load_csd_folder(
+            folder, folds={"train": ["A"]}, modalities={"labels": "CMU_MOSEI_Labels.csd", "audio": "nothere.csd"}
+        )
 
 
 def test_csd_default_folds_from_transcripts(tmp_path, monkeypatch):
@@ -462,16 +551,25 @@ def test_csd_default_folds_with_the_shared_transcripts(tmp_path, shared_data, mo
     folder.mkdir()
     seg = (np.zeros((1, 7), np.float32), np.array([[0, 1]], float))
     write_csd(folder / "labels.csd", "All Labels", {train_video: seg, valid_video: seg, "not_a_mosei_video": seg})
-    write_csd(folder / "covarep.csd", "COVAREP", {train_video: (np.ones((1, 2), np.float32), np.array([[0, 1]], float))})
+    write_csd(
+        folder / "covarep.csd", "COVAREP", {train_video: (np.ones((1, 2), np.float32), np.array([[0, 1]], float))}
+    )
     fs = ds.load_csd_folder(folder)
-    assert dict(zip(fs.ids, fs.splits)) == {f"{train_video}[0]": "train", f"{valid_video}[0]": "valid", "not_a_mosei_video[0]": "test"}
+    assert dict(zip(fs.ids, fs.splits)) == {
+        f"{train_video}[0]": "train",
+        f"{valid_video}[0]": "valid",
+        "not_a_mosei_video[0]": "test",
+    }
 
 
 def test_csd_malformed_files(tmp_path):
     folder = csd_folder(tmp_path)
     with h5py.File(folder / "CMU_MOSEI_Labels.csd", "a") as f:
         del f["All Labels/data/B/intervals"]
-    with pytest.raises(FeatureFileError, match=r"CMU_MOSEI_Labels\.csd: /All Labels/data/B must be a group with 'features' and 'intervals'"):
+    with pytest.raises(
+        FeatureFileError,
+        match=r"CMU_MOSEI_Labels\.csd: /All Labels/data/B must be a group with 'features' and 'intervals'",
+    ):
         ds.load_csd_folder(folder, folds={"train": ["A", "B"]})
     (folder / "CMU_MOSEI_Labels.csd").write_bytes(b"not hdf5")
     with pytest.raises(FeatureFileError, match=r"CMU_MOSEI_Labels\.csd is not a readable HDF5"):
@@ -483,7 +581,9 @@ def test_csd_malformed_files(tmp_path):
         f.create_group("a").create_group("data")
         f.create_group("b").create_group("data")
     write_csd(folder / "CMU_MOSEI_Labels.csd", "L", {"A": (np.zeros((1, 7), np.float32), np.array([[0, 1]], float))})
-    with pytest.raises(FeatureFileError, match=r"COVAREP\.csd: expected exactly one top-level group holding 'data'.*\['a', 'b'\]"):
+    with pytest.raises(
+        FeatureFileError, match=r"COVAREP\.csd: expected exactly one top-level group holding 'data'.*\['a', 'b'\]"
+    ):
         ds.load_csd_folder(folder, folds={"train": ["A"]})
     with pytest.raises(InputError, match=r"video 'A' is in folds 'train' and 'test'"):
         ds.load_csd_folder(folder, folds={"train": ["A"], "test": ["A"]})

@@ -58,7 +58,12 @@ def test_manifest_with_bad_rows(corpus, tmp_path, extractor):
     assert data.info["encoders"] == extractor.spec()
     report = [json.loads(line) for line in errors_path(out).read_text().splitlines()]
     reasons = {r["id"]: r["error"] for r in report}
-    assert set(reasons) == {"bad_missing", "bad_corrupt", "bad_empty", "bad_label"}  # (duplicate ids: test_hardening_cli.py)
+    assert set(reasons) == {
+        "bad_missing",
+        "bad_corrupt",
+        "bad_empty",
+        "bad_label",
+    }  # (duplicate ids: test_hardening_cli.py)
     assert reasons["bad_missing"].startswith("AudioNotFoundError") and "nope.wav" in reasons["bad_missing"]
     assert reasons["bad_corrupt"].startswith("AudioDecodeError") and "corrupt.wav" in reasons["bad_corrupt"]
     assert "empty after normalisation" in reasons["bad_empty"]
@@ -82,10 +87,16 @@ def test_manifest_with_bad_rows(corpus, tmp_path, extractor):
 def test_jsonl_manifest_and_cli(tmp_path, shared_data, capsys):
     clip = shared_data / "speech" / "cmu_arctic_us_axb_a0005.wav"
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text("\n".join(json.dumps(r) for r in [
-        {"id": "a", "text": "will we ever forget it", "audio": str(clip), "label": 0.5},
-        {"id": "b", "text": "i love it", "label": "2.5"},
-    ]) + "\n")
+    manifest.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"id": "a", "text": "will we ever forget it", "audio": str(clip), "label": 0.5},
+                {"id": "b", "text": "i love it", "label": "2.5"},
+            ]
+        )
+        + "\n"
+    )
     out = tmp_path / "f.safetensors"
     assert cli_main(["extract", str(manifest), "--out", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -132,7 +143,11 @@ def test_same_clip_in_any_format_gives_the_same_features(extractor, shared_data,
     samples, rate = soundfile.read(shared_data / "speech" / "cmu_arctic_us_aew_a0001.wav", dtype="float32")
     variants = {}
     for target in (8000, 16000, 22050, 44100, 48000):
-        wave = torchaudio.functional.resample(torch.from_numpy(samples), rate, target).numpy() if target != rate else samples
+        wave = (
+            torchaudio.functional.resample(torch.from_numpy(samples), rate, target).numpy()
+            if target != rate
+            else samples
+        )
         for fmt, subtype, stereo in (("wav", "PCM_16", False), ("flac", "PCM_16", True), ("wav", "FLOAT", True)):
             data = np.stack([wave, wave], axis=1) if stereo else wave
             path = tmp_path / f"{target}_{subtype}_{int(stereo)}.{fmt}"
@@ -144,7 +159,9 @@ def test_same_clip_in_any_format_gives_the_same_features(extractor, shared_data,
     prosodic = torch.tensor([n.startswith(("f0_", "voiced", "log_energy")) for n in FEATURE_NAMES])
 
     def error(row, cols):
-        scale = torch.maximum(base[cols].abs(), torch.ones_like(base[cols]))  # Hz- and dB-valued features do not dominate
+        scale = torch.maximum(
+            base[cols].abs(), torch.ones_like(base[cols])
+        )  # Hz- and dB-valued features do not dominate
         return float(((row[cols] - base[cols]) / scale).norm() / (base[cols] / scale).norm())
 
     for n, row in zip(names, feats):

@@ -10,10 +10,30 @@ from fastdaf.reference_check import reference64, relative_error, tolerance
 CASES = [
     # (modalities, options, batch, with mask)
     ({"text": 40, "audio": 7}, dict(projection_size=32, attention_size=16, hidden_size=24), 1, False),
-    ({"text": 20, "audio": 74, "video": 35}, dict(projection_size=64, attention_size=32, hidden_size=16, n_outputs=7), 33, True),
-    ({"a": 5, "b": 17, "c": 3, "d": 16}, dict(projection_size=16, attention_size=16, hidden_size=16, fusion="static", activation="relu"), 18, True),
-    ({"text": 24, "audio": 9}, dict(projection_size=48, attention_size=20, hidden_size=40, fusion="mean", activation="silu", n_outputs=2), 17, True),
-    ({"text": 12}, dict(projection_size=16, attention_size=16, hidden_size=16, activation="tanh", temperature=0.5), 3, False),
+    (
+        {"text": 20, "audio": 74, "video": 35},
+        dict(projection_size=64, attention_size=32, hidden_size=16, n_outputs=7),
+        33,
+        True,
+    ),
+    (
+        {"a": 5, "b": 17, "c": 3, "d": 16},
+        dict(projection_size=16, attention_size=16, hidden_size=16, fusion="static", activation="relu"),
+        18,
+        True,
+    ),
+    (
+        {"text": 24, "audio": 9},
+        dict(projection_size=48, attention_size=20, hidden_size=40, fusion="mean", activation="silu", n_outputs=2),
+        17,
+        True,
+    ),
+    (
+        {"text": 12},
+        dict(projection_size=16, attention_size=16, hidden_size=16, activation="tanh", temperature=0.5),
+        3,
+        False,
+    ),
     ({"text": 20, "audio": 74}, dict(projection_size=512, attention_size=100, hidden_size=144, n_outputs=8), 2, True),
 ]
 
@@ -39,8 +59,12 @@ def poisoned_outputs(head, batch):
 
 def assert_matches(fused_out, score, weights, tol):
     assert torch.isfinite(fused_out.score).all() and torch.isfinite(fused_out.weights).all()
-    assert relative_error(fused_out.score, score) <= tol, f"score error {relative_error(fused_out.score, score):.2e} > {tol}"
-    assert relative_error(fused_out.weights, weights) <= tol, f"weights error {relative_error(fused_out.weights, weights):.2e} > {tol}"
+    assert relative_error(fused_out.score, score) <= tol, (
+        f"score error {relative_error(fused_out.score, score):.2e} > {tol}"
+    )
+    assert relative_error(fused_out.weights, weights) <= tol, (
+        f"weights error {relative_error(fused_out.weights, weights):.2e} > {tol}"
+    )
 
 
 @pytest.mark.parametrize("modalities, options, batch, with_mask", CASES)

@@ -107,7 +107,11 @@ def bare_machine_modules() -> set[str]:
             req = Requirement(text)
             if req.marker is None or req.marker.evaluate({"extra": ""}):
                 todo.append(req.name)
-    return {module for module, owners in importlib.metadata.packages_distributions().items() if any(_normal(d) in dists for d in owners)}
+    return {
+        module
+        for module, owners in importlib.metadata.packages_distributions().items()
+        if any(_normal(d) in dists for d in owners)
+    }
 
 
 def load_script():
@@ -122,14 +126,37 @@ def test_smoke_runs_on_a_bare_machine(tmp_path):
     assert {"torch", "triton", "transformers", "torchaudio", "numpy", "safetensors"} <= allowed
     for name in MUST_HIDE:  # installed here, so hiding them is what the run proves
         assert name not in allowed and importlib.util.find_spec(name) is not None, name
-    (tmp_path / "modules.json").write_text(json.dumps({"allowed": sorted(allowed), "probe": MUST_HIDE, "checkout": str(REPO)}))
+    (tmp_path / "modules.json").write_text(
+        json.dumps({"allowed": sorted(allowed), "probe": MUST_HIDE, "checkout": str(REPO)})
+    )
     out, record = tmp_path / "out", tmp_path / "record.json"
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "TMPDIR", "LANG")}  # no PYTHONPATH, no TRITON_INTERPRET
+    env = {
+        k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "TMPDIR", "LANG")
+    }  # no PYTHONPATH, no TRITON_INTERPRET
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
-    proc = subprocess.run([sys.executable, "-c", BARE, str(tmp_path / "modules.json"), str(record), str(SCRIPT),
-                           "--smoke", "--iters", "3", "--deadline", "200", "--out", str(out)],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BARE,
+            str(tmp_path / "modules.json"),
+            str(record),
+            str(SCRIPT),
+            "--smoke",
+            "--iters",
+            "3",
+            "--deadline",
+            "200",
+            "--out",
+            str(out),
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     seen = json.loads(record.read_text())
     assert seen["probe"] == {name: "hidden" for name in MUST_HIDE}
@@ -138,11 +165,22 @@ def test_smoke_runs_on_a_bare_machine(tmp_path):
 
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["environment"]["fastdaf_from"] == str(REPO)
-    assert {s: v["status"] for s, v in report["sections"].items()} == {"validation": "done", "timing": "done", "e2e": "done"}
+    assert {s: v["status"] for s, v in report["sections"].items()} == {
+        "validation": "done",
+        "timing": "done",
+        "e2e": "done",
+    }
     cases = report["validation"]
     assert len(cases) == 17 and all(r["ok"] and r["all_written"] for r in cases), [r for r in cases if not r.get("ok")]
     design = [r["case"] for r in cases if not r["case"]["autotune"]]
-    for a, b in (("dtype", "fusion"), ("dtype", "mask"), ("fusion", "mask"), ("dtype", "n"), ("fusion", "n"), ("mask", "n")):
+    for a, b in (
+        ("dtype", "fusion"),
+        ("dtype", "mask"),
+        ("fusion", "mask"),
+        ("dtype", "n"),
+        ("fusion", "n"),
+        ("mask", "n"),
+    ):
         pairs = {(c[a] if a != "n" else len(c["mods"]), c[b] if b != "n" else len(c["mods"])) for c in design}
         levels = lambda k: {c[k] if k != "n" else len(c["mods"]) for c in design}  # noqa: E731
         assert len(pairs) == len(levels(a)) * len(levels(b)), (a, b)  # every pair of factor levels occurs
@@ -150,7 +188,9 @@ def test_smoke_runs_on_a_bare_machine(tmp_path):
     assert [(r["plan"], r["backend"], r["head"]) for r in report["e2e"]] == [("default-all-eager", "eager", "eager")]
     targets = report["targets"]
     assert len(targets) == N_TARGETS and len({t["name"] for t in targets}) == N_TARGETS
-    assert all(set(t) >= {"name", "value", "threshold", "pass"} and t["value"] is None and t["pass"] is None for t in targets)
+    assert all(
+        set(t) >= {"name", "value", "threshold", "pass"} and t["value"] is None and t["pass"] is None for t in targets
+    )
 
 
 def test_deadline_skips_what_does_not_fit_and_still_reports(tmp_path, capsys):
@@ -182,7 +222,11 @@ def test_errors_are_recorded_and_only_correctness_sets_the_exit_code(tmp_path, m
     assert [r.get("ok") for r in report["validation"]] == [True, None, True]
     assert report["validation"][1]["error"] == "RuntimeError: injected"
     assert report["correctness_failures"] == [cases[1]["name"]]
-    assert report["sections"]["timing"] == {"status": "skipped", "why": "--skip-timing", "seconds": pytest.approx(0, abs=1)}
+    assert report["sections"]["timing"] == {
+        "status": "skipped",
+        "why": "--skip-timing",
+        "seconds": pytest.approx(0, abs=1),
+    }
 
     # timing and end-to-end errors are recorded, the run goes on, and the exit code stays 0
     monkeypatch.setattr(gpu_check, "validation_cases", lambda smoke: cases[:1])
@@ -201,26 +245,55 @@ def test_targets_are_judged_from_the_rows_of_one_run():
     gpu_check = load_script()
 
     def head_row(name, batch, dtype, **p50):
-        row = {"name": name, "batch": batch, "dtype": dtype, **{f"{k.replace('_', '-')}_p50_us": v for k, v in p50.items()}}
-        row.update(fused_speedup_vs_eager=row["eager_p50_us"] / row["fused_p50_us"],
-                   graph_fused_speedup_vs_graph_reference=row["cudagraph_p50_us"] / row["fused-cudagraph_p50_us"])
+        row = {
+            "name": name,
+            "batch": batch,
+            "dtype": dtype,
+            **{f"{k.replace('_', '-')}_p50_us": v for k, v in p50.items()},
+        }
+        row.update(
+            fused_speedup_vs_eager=row["eager_p50_us"] / row["fused_p50_us"],
+            graph_fused_speedup_vs_graph_reference=row["cudagraph_p50_us"] / row["fused-cudagraph_p50_us"],
+        )
         return row
 
     def e2e_row(plan, backend, head, batch, total_us):
-        return {"plan": plan, "backend": backend, "head": head, "batch": batch, "total_p50_us": total_us, "utterances_per_s": batch / (total_us * 1e-6)}
+        return {
+            "plan": plan,
+            "backend": backend,
+            "head": head,
+            "batch": batch,
+            "total_p50_us": total_us,
+            "utterances_per_s": batch / (total_us * 1e-6),
+        }
 
     report = {
         "empty_launch": {"p50_us": 10.0},
         "timing": [
             head_row("fp16-P128-B1", 1, "fp16", eager=200.0, cudagraph=40.0, fused=12.0, fused_cudagraph=8.0),
             head_row("fp32-P256-B1", 1, "fp32", eager=210.0, cudagraph=45.0, fused=18.0, fused_cudagraph=9.0),
-            {**head_row("fp16-P128-B65536", 65536, "fp16", eager=3000.0, cudagraph=2900.0, fused=500.0, fused_cudagraph=490.0),
-             "roofline_fraction_hbm": 0.7, "roofline_fraction": 0.8},
+            {
+                **head_row(
+                    "fp16-P128-B65536",
+                    65536,
+                    "fp16",
+                    eager=3000.0,
+                    cudagraph=2900.0,
+                    fused=500.0,
+                    fused_cudagraph=490.0,
+                ),
+                "roofline_fraction_hbm": 0.7,
+                "roofline_fraction": 0.8,
+            },
             {"name": "fp16-P256-B65536", "error": "RuntimeError: out of memory"},
         ],
-        "e2e": [e2e_row("default-fast", "cudagraph", "fused-cudagraph", 1, 1200.0), e2e_row("default-fast", "cudagraph", "fused-cudagraph", 64, 5000.0),
-                e2e_row("default-all-eager", "eager", "eager", 1, 9000.0), {"plan": "default-tensorrt", "backend": "tensorrt", "skipped": "no tensorrt"},
-                e2e_row("hubert-bert-fast", "cudagraph", "fused-cudagraph", 1, 5000.0)],
+        "e2e": [
+            e2e_row("default-fast", "cudagraph", "fused-cudagraph", 1, 1200.0),
+            e2e_row("default-fast", "cudagraph", "fused-cudagraph", 64, 5000.0),
+            e2e_row("default-all-eager", "eager", "eager", 1, 9000.0),
+            {"plan": "default-tensorrt", "backend": "tensorrt", "skipped": "no tensorrt"},
+            e2e_row("hubert-bert-fast", "cudagraph", "fused-cudagraph", 1, 5000.0),
+        ],
     }
     got = {t["name"]: t for t in gpu_check.judge_targets(report)}
     assert len(got) == N_TARGETS

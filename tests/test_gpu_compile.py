@@ -41,7 +41,15 @@ VARIANTS = [v for arch in ARCHS for v in variants(arch)]
 def report(tmp_path_factory) -> dict[str, dict]:
     out = tmp_path_factory.mktemp("gpu_compile") / "report.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", "fastdaf.kernels.daf_head_compile", "--jobs", str(min(2, os.cpu_count() or 1)), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fastdaf.kernels.daf_head_compile",
+        "--jobs",
+        str(min(2, os.cpu_count() or 1)),
+        "--out",
+        str(out),
+    ]
     for arch in ARCHS:
         cmd += ["--arch", str(arch)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
@@ -57,11 +65,17 @@ def test_variant_compiles_within_the_targets_limits(report, variant):
     for k in entry["kernels"]:
         tile = f"BLOCK_B={k['BLOCK_B']} BLOCK_K={k['BLOCK_K']} num_warps={k['num_warps']} num_stages={k['num_stages']}"
         assert k["arch"] == variant.arch, f"{tile}: compiled for sm_{k['arch']}"
-        assert k["shared_bytes"] <= SHARED_MEMORY_LIMIT[variant.arch], f"{tile}: {k['shared_bytes']} bytes of shared memory"
+        assert k["shared_bytes"] <= SHARED_MEMORY_LIMIT[variant.arch], (
+            f"{tile}: {k['shared_bytes']} bytes of shared memory"
+        )
         budget = SPILL_BUDGET_BYTES if variant.projection_size <= 256 else SPILL_BUDGET_P512_BYTES
-        assert k["spill_store_bytes"] <= budget, f"{tile}: {k['spill_store_bytes']} bytes spilled ({k['registers']} registers)"
+        assert k["spill_store_bytes"] <= budget, (
+            f"{tile}: {k['spill_store_bytes']} bytes spilled ({k['registers']} registers)"
+        )
         # the pruning's estimate must never be below what the compiler allocates, or a kept tile could fail to launch
-        assert k["shared_estimate"] >= k["shared_bytes"], f"{tile}: estimate {k['shared_estimate']} < {k['shared_bytes']}"
+        assert k["shared_estimate"] >= k["shared_bytes"], (
+            f"{tile}: estimate {k['shared_estimate']} < {k['shared_bytes']}"
+        )
         assert k["num_stages"] == 2 and k["BLOCK_K"] == k["block_k_expected"], tile
 
 
@@ -74,8 +88,10 @@ def test_every_tile_the_autotuner_may_choose_was_compiled(report, arch, dtype):
     assert {v.projection_size for v in sweep} == set(PROJECTION_SIZES)
     for v in sweep:
         compiled = {(k["BLOCK_B"], k["BLOCK_K"], k["num_warps"], k["num_stages"]) for k in report[v.id]["kernels"]}
-        expected = {(t["BLOCK_B"], t["BLOCK_K"], t["num_warps"], t["num_stages"])
-                    for t in feasible_tiles(v.projection_size, torch_dtype, n_modalities=v.n_modalities, arch=arch)}
+        expected = {
+            (t["BLOCK_B"], t["BLOCK_K"], t["num_warps"], t["num_stages"])
+            for t in feasible_tiles(v.projection_size, torch_dtype, n_modalities=v.n_modalities, arch=arch)
+        }
         assert compiled == expected, (v.id, compiled, expected)
 
 
@@ -93,10 +109,17 @@ def test_variants_cover_every_class():
 
 
 def test_ptxas_report_is_read():
-    log = ("ptxas info    : Compiling entry function 'k' for 'sm_90a'\nptxas info    : Function properties for k\n"
-           "    616 bytes stack frame, 688 bytes spill stores, 692 bytes spill loads\n"
-           "ptxas info    : Used 255 registers, used 1 barriers, 616 bytes cumulative stack size\n")
-    assert parse_ptxas_log(log) == {"registers": 255, "stack_bytes": 616, "spill_store_bytes": 688, "spill_load_bytes": 692}
+    log = (
+        "ptxas info    : Compiling entry function 'k' for 'sm_90a'\nptxas info    : Function properties for k\n"
+        "    616 bytes stack frame, 688 bytes spill stores, 692 bytes spill loads\n"
+        "ptxas info    : Used 255 registers, used 1 barriers, 616 bytes cumulative stack size\n"
+    )
+    assert parse_ptxas_log(log) == {
+        "registers": 255,
+        "stack_bytes": 616,
+        "spill_store_bytes": 688,
+        "spill_load_bytes": 692,
+    }
     with pytest.raises(ValueError):
         parse_ptxas_log("ptxas fatal: something else")
 

@@ -43,8 +43,16 @@ BAD_INVOCATIONS = {
     "predict manifest device": (["predict", "--manifest", "{m}", "--device", "tpu"], "--device", "'tpu'"),
     "extract device": (["extract", "{m}", "--out", "{t}/f.safetensors", "--device", "tpu"], "--device", "'tpu'"),
     "extract batch 0": (["extract", "{m}", "--out", "{t}/f.safetensors", "--batch-size", "0"], "--batch-size", "'0'"),
-    "extract batch -3": (["extract", "{m}", "--out", "{t}/f.safetensors", "--batch-size", "-3"], "--batch-size", "'-3'"),
-    "extract batch word": (["extract", "{m}", "--out", "{t}/f.safetensors", "--batch-size", "many"], "--batch-size", "'many'"),
+    "extract batch -3": (
+        ["extract", "{m}", "--out", "{t}/f.safetensors", "--batch-size", "-3"],
+        "--batch-size",
+        "'-3'",
+    ),
+    "extract batch word": (
+        ["extract", "{m}", "--out", "{t}/f.safetensors", "--batch-size", "many"],
+        "--batch-size",
+        "'many'",
+    ),
     "extract out suffix": (["extract", "{m}", "--out", "{t}/f.csv"], "--out", "'f.csv'"),
     "extract out under a file": (["extract", "{m}", "--out", "{f}/f.safetensors"], "--out", "f.safetensors"),
     "extract out is a folder": (["extract", "{m}", "--out", "{t}/sub.safetensors"], "--out", "sub.safetensors"),
@@ -52,9 +60,17 @@ BAD_INVOCATIONS = {
     "predict out suffix": (["predict", "--manifest", "{m}", "--out", "{t}/o.txt"], "--out", "'o.txt'"),
     "predict out is a folder": (["predict", "--manifest", "{m}", "--out", "{t}/sub.csv"], "--out", "sub.csv"),
     "predict out without manifest": (["predict", "--text", "fine", "--out", "{t}/o.csv"], "--out", "--manifest"),
-    "predict duplicate ids": (["predict", "--manifest", "{d}", "--out", "{t}/o.csv"], "--allow-duplicate-ids", "'a' on lines 2, 4"),
+    "predict duplicate ids": (
+        ["predict", "--manifest", "{d}", "--out", "{t}/o.csv"],
+        "--allow-duplicate-ids",
+        "'a' on lines 2, 4",
+    ),
     "predict empty id": (["predict", "--manifest", "{e}", "--allow-duplicate-ids"], "id", "line 3"),
-    "extract duplicate ids": (["extract", "{d}", "--out", "{t}/f.safetensors"], "--allow-duplicate-ids", "'a' on lines 2, 4"),
+    "extract duplicate ids": (
+        ["extract", "{d}", "--out", "{t}/f.safetensors"],
+        "--allow-duplicate-ids",
+        "'a' on lines 2, 4",
+    ),
     "extract empty id": (["extract", "{e}", "--out", "{t}/f.safetensors"], "id", "line 3"),
     "train epochs": (["train", "{m}", "--out", "{t}/ckpt", "--epochs", "0"], "--epochs", "'0'"),
     "train dropout": (["train", "{m}", "--out", "{t}/ckpt", "--dropout", "1.5"], "--dropout", "'1.5'"),
@@ -74,7 +90,13 @@ def test_bad_invocation_is_refused_before_work(name, tmp_path, capsys, no_work):
     (tmp_path / "sub.safetensors").mkdir()
     (tmp_path / "sub.csv").mkdir()
     before = sorted(tmp_path.rglob("*"))
-    places = {"m": tmp_path / "m.csv", "d": tmp_path / "dup.csv", "e": tmp_path / "empty.csv", "f": tmp_path / "file.txt", "t": tmp_path}
+    places = {
+        "m": tmp_path / "m.csv",
+        "d": tmp_path / "dup.csv",
+        "e": tmp_path / "empty.csv",
+        "f": tmp_path / "file.txt",
+        "t": tmp_path,
+    }
     code, err = run_cli([a.format(**places) for a in argv], capsys)
     assert code == 2, err
     assert option in err and value in err, err
@@ -84,8 +106,13 @@ def test_bad_invocation_is_refused_before_work(name, tmp_path, capsys, no_work):
 
 def test_bad_device_from_the_real_command_line(tmp_path):
     """The installed entry point too: exit 2, one message naming option, value and choices, no traceback."""
-    proc = subprocess.run([sys.executable, "-m", "fastdaf.cli", "extract", "m.csv", "--out", "f.safetensors", "--device", "tpu"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastdaf.cli", "extract", "m.csv", "--out", "f.safetensors", "--device", "tpu"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "argument --device: 'tpu' is not a device; use cpu, cuda or cuda:N" in proc.stderr
     assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
@@ -112,7 +139,9 @@ def test_manifests_with_a_byte_order_mark_are_read(tmp_path):
 def test_empty_and_duplicate_ids_are_refused_with_their_lines(tmp_path):
     path = tmp_path / "m.csv"
     path.write_text("id,text\na,one\nb,two\na,three\nc,four\nb,five\na,six\n")
-    with pytest.raises(ManifestError, match=r"2 id\(s\) appear more than once \('a' on lines 2, 4, 7; 'b' on lines 3, 6\)"):
+    with pytest.raises(
+        ManifestError, match=r"2 id\(s\) appear more than once \('a' on lines 2, 4, 7; 'b' on lines 3, 6\)"
+    ):
         read_manifest(path)
     assert [r.id for r in read_manifest(path, allow_duplicate_ids=True)] == ["a", "b", "a", "c", "b", "a"]
     jsonl = tmp_path / "m.jsonl"
@@ -160,7 +189,9 @@ def test_predict_manifest_survives_kill_9_and_resumes(shared_data, tmp_path, cap
     ids = mosei_manifest(shared_data, manifest, 256)
     out = tmp_path / "out.csv"
     argv = ["predict", "--manifest", str(manifest), "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "fastdaf.cli", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastdaf.cli", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 180
     try:
         while not (out.exists() and out.read_bytes().count(b"\n") > 40):  # the header and at least one batch
@@ -173,7 +204,7 @@ def test_predict_manifest_survives_kill_9_and_resumes(shared_data, tmp_path, cap
     written = read_results(out)
     assert 32 <= len(written) < len(ids), "the kill should land mid-run"
     with out.open("ab") as f:
-        f.write(b'999999[9],0.12')  # as if killed in the middle of writing a row: cut off and redone
+        f.write(b"999999[9],0.12")  # as if killed in the middle of writing a row: cut off and redone
     assert cli_main(argv) == 0
     assert f"of {len(ids)} rows; {len(written)} were already in the output" in capsys.readouterr().err
     got = read_results(out)

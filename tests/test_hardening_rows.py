@@ -33,7 +33,9 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     head = DAFHead(DAFConfig({"text": 384, "audio": FEATURE_DIM}))
     path = tmp_path_factory.mktemp("ckpt")
-    head.save_pretrained(path, extra={"encoders": {"text": {"kind": "text", "model": "default"}, "audio": {"kind": "acoustic"}}})
+    head.save_pretrained(
+        path, extra={"encoders": {"text": {"kind": "text", "model": "default"}, "audio": {"kind": "acoustic"}}}
+    )
     return path
 
 
@@ -74,7 +76,9 @@ def test_predictor_and_predict_refuse_only_the_bad_row(predictor):
 
 def test_manifests_keep_every_other_row(checkpoint, text_extractor, tmp_path, capsys):
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text('{"id": "a", "text": "good"}\n{"id": "b", "text": "bad \\udce9"}\n{"id": "c", "text": "also good"}\n')
+    manifest.write_text(
+        '{"id": "a", "text": "good"}\n{"id": "b", "text": "bad \\udce9"}\n{"id": "c", "text": "also good"}\n'
+    )
     out = tmp_path / "out.jsonl"
     assert cli_main(["predict", "--checkpoint", str(checkpoint), "--manifest", str(manifest), "--out", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -87,7 +91,16 @@ def test_manifests_keep_every_other_row(checkpoint, text_extractor, tmp_path, ca
 
 
 def test_cli_single_mode_exits_2_on_a_non_utf8_argument(checkpoint):
-    argv = [sys.executable, "-m", "fastdaf.cli", "predict", "--checkpoint", os.fsencode(checkpoint), "--text", b"caf\xe9"]
+    argv = [
+        sys.executable,
+        "-m",
+        "fastdaf.cli",
+        "predict",
+        "--checkpoint",
+        os.fsencode(checkpoint),
+        "--text",
+        b"caf\xe9",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(argv, capture_output=True, timeout=300, env=env)
     err = done.stderr.decode(errors="replace")
@@ -100,6 +113,7 @@ def test_cli_single_mode_exits_2_on_a_non_utf8_argument(checkpoint):
 @pytest.fixture
 def no_decoding(monkeypatch):
     """Any decode fails the test: a refusal must come from the header alone."""
+
     def decoded(*args, **kwargs):
         raise AssertionError("samples were decoded before the refusal")
 
@@ -155,7 +169,9 @@ def speech_clips(shared_data) -> list[Path]:
 def test_real_speech_is_speech_and_non_speech_is_not(shared_data):
     for clip in speech_clips(shared_data):
         assert no_speech_reason(load_audio(clip, target_rate=RATE).samples) is None, clip.name
-    quiet_late = np.concatenate([np.zeros(60 * RATE), 10 ** (-30 / 20) * soundfile.read(EXAMPLE_CLIP, dtype="float32")[0]])
+    quiet_late = np.concatenate(
+        [np.zeros(60 * RATE), 10 ** (-30 / 20) * soundfile.read(EXAMPLE_CLIP, dtype="float32")[0]]
+    )
     assert no_speech_reason(torch.from_numpy(quiet_late).float()) is None  # 30 dB quieter, after a minute of silence
     reasons = {name: no_speech_reason(torch.from_numpy(x).float()) for name, x in non_speech().items()}
     assert reasons["silence"] == reasons["dc offset"] == reasons["white noise"] == "no voiced frames"
@@ -181,7 +197,7 @@ def test_audio_without_speech_is_absent_with_a_note(shared_data, audio_encoder):
     noise = list(non_speech().values())
     out = extractor.extract(None, clips + noise, sampling_rates=[None] * len(clips) + [RATE] * len(noise), strict=False)
     assert out.errors[: len(clips)] == [None] * len(clips) and out.present[: len(clips), 0].all()
-    for err in out.errors[len(clips):]:
+    for err in out.errors[len(clips) :]:
         assert err.startswith("InputError: utterance") and "nothing to encode: audio has no speech" in err
     with pytest.raises(InputError, match=r"utterance 0: nothing to encode: audio has no speech \(no voiced frames\)"):
         extractor.extract(None, [np.zeros(RATE, np.float32)], sampling_rates=[RATE])
@@ -209,9 +225,17 @@ def test_manifest_rows_carry_their_notes(checkpoint, tmp_path):
     silent = tmp_path / "silent.wav"
     soundfile.write(silent, np.zeros(2 * RATE, np.float32), RATE)
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text("".join(json.dumps({"id": i, "text": EXAMPLE_TEXT, "audio": str(a)}) + "\n" for i, a in (("quiet", silent), ("spoken", EXAMPLE_CLIP))))
+    manifest.write_text(
+        "".join(
+            json.dumps({"id": i, "text": EXAMPLE_TEXT, "audio": str(a)}) + "\n"
+            for i, a in (("quiet", silent), ("spoken", EXAMPLE_CLIP))
+        )
+    )
     out = tmp_path / "out.jsonl"
     assert cli_main(["predict", "--checkpoint", str(checkpoint), "--manifest", str(manifest), "--out", str(out)]) == 0
     rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
-    assert rows["quiet"]["notes"] == "audio has no speech (no voiced frames): treated as absent" and rows["quiet"]["weight_audio"] == 0
+    assert (
+        rows["quiet"]["notes"] == "audio has no speech (no voiced frames): treated as absent"
+        and rows["quiet"]["weight_audio"] == 0
+    )
     assert rows["spoken"]["notes"] is None and rows["spoken"]["weight_audio"] > 0

@@ -84,7 +84,7 @@ def test_gradients_reach_every_parameter(fusion, rng):
     cfg = DAFConfig({"text": 12, "audio": 6}, fusion=fusion, dropout=0.0)
     head = DAFHead(cfg).train()
     out = head(make_inputs(cfg, 32, rng))
-    (out.score ** 2).sum().backward()
+    (out.score**2).sum().backward()
     for name, p in head.named_parameters():
         assert p.grad is not None, name
         assert p.grad.abs().sum() > 0, name
@@ -126,7 +126,9 @@ def test_bad_inputs_raise_input_error(call, words, rng):
 
 def test_reference_matches_hand_computation(rng):
     """The dynamic head computes exactly the function in fastdaf.head's docstring."""
-    cfg = DAFConfig({"text": 5, "audio": 3}, projection_size=4, attention_size=3, hidden_size=6, activation="tanh", temperature=2.0)
+    cfg = DAFConfig(
+        {"text": 5, "audio": 3}, projection_size=4, attention_size=3, hidden_size=6, activation="tanh", temperature=2.0
+    )
     head = DAFHead(cfg).double().eval()
     feats = make_inputs(cfg, 2, rng, dtype=torch.float64)
     out = head(feats)
@@ -135,14 +137,31 @@ def test_reference_matches_hand_computation(rng):
         hs, scores = [], []
         for m in ("text", "audio"):
             x = feats[m][b]
-            h = [math.tanh(sum(sd[f"projections.{m}.weight"][p, k].item() * x[k].item() for k in range(x.numel())) + sd[f"projections.{m}.bias"][p].item()) for p in range(4)]
-            a = [math.tanh(sum(sd["score_hidden.weight"][j, p].item() * h[p] for p in range(4)) + sd["score_hidden.bias"][j].item()) for j in range(3)]
+            h = [
+                math.tanh(
+                    sum(sd[f"projections.{m}.weight"][p, k].item() * x[k].item() for k in range(x.numel()))
+                    + sd[f"projections.{m}.bias"][p].item()
+                )
+                for p in range(4)
+            ]
+            a = [
+                math.tanh(
+                    sum(sd["score_hidden.weight"][j, p].item() * h[p] for p in range(4))
+                    + sd["score_hidden.bias"][j].item()
+                )
+                for j in range(3)
+            ]
             scores.append(sum(sd["score_out.weight"][0, j].item() * a[j] for j in range(3)) / 2.0)
             hs.append(h)
         e = [math.exp(s - max(scores)) for s in scores]
         w = [v / sum(e) for v in e]
         z = [w[0] * hs[0][p] + w[1] * hs[1][p] for p in range(4)]
-        hid = [math.tanh(sum(sd["mlp_hidden.weight"][j, p].item() * z[p] for p in range(4)) + sd["mlp_hidden.bias"][j].item()) for j in range(6)]
+        hid = [
+            math.tanh(
+                sum(sd["mlp_hidden.weight"][j, p].item() * z[p] for p in range(4)) + sd["mlp_hidden.bias"][j].item()
+            )
+            for j in range(6)
+        ]
         y = sum(sd["mlp_out.weight"][0, j].item() * hid[j] for j in range(6)) + sd["mlp_out.bias"][0].item()
         assert out.score[b].item() == pytest.approx(y, rel=1e-9, abs=1e-12)
         assert out.weights[b].tolist() == pytest.approx(w, rel=1e-9)

@@ -27,7 +27,9 @@ def test_hand_worked_example_with_zero_label_and_ties():
     assert m["Mult_acc_5"] == 0.8
     assert m["MAE"] == 0.58
     p, t = np.array(pred), np.array(label)
-    pearson = ((p - p.mean()) * (t - t.mean())).sum() / math.sqrt(((p - p.mean()) ** 2).sum() * ((t - t.mean()) ** 2).sum())
+    pearson = ((p - p.mean()) * (t - t.mean())).sum() / math.sqrt(
+        ((p - p.mean()) ** 2).sum() * ((t - t.mean()) ** 2).sum()
+    )
     assert m["Corr"] == round(pearson, 4)
 
 

@@ -38,7 +38,15 @@ def checkpoint(tmp_path_factory):
         for p in head.parameters():
             p.normal_(0, 0.3)
     path = tmp_path_factory.mktemp("ckpt")
-    head.save_pretrained(path, extra={"encoders": {"text": {"kind": "text", "model": "default", "layer": [1, 2, 3, 4, 5, 6]}, "audio": {"kind": "acoustic"}}})
+    head.save_pretrained(
+        path,
+        extra={
+            "encoders": {
+                "text": {"kind": "text", "model": "default", "layer": [1, 2, 3, 4, 5, 6]},
+                "audio": {"kind": "acoustic"},
+            }
+        },
+    )
     return path
 
 
@@ -71,7 +79,14 @@ def test_one_utterance_text_audio_both(predictor, clips, monkeypatch):
 
 def test_labels_follow_documented_thresholds():
     assert [sentiment_label(s) for s in (-3, -0.5, -0.49, 0, 0.49, 0.5, 3)] == [
-        "negative", "negative", "neutral", "neutral", "neutral", "positive", "positive"]
+        "negative",
+        "negative",
+        "neutral",
+        "neutral",
+        "neutral",
+        "positive",
+        "positive",
+    ]
 
 
 def test_batch_equals_single_in_order(predictor, clips):
@@ -90,8 +105,10 @@ def test_arrays_bytes_and_paths_agree(predictor, clips):
     samples, rate = soundfile.read(path, dtype="float32")
     with open(path, "rb") as f:
         raw = f.read()
-    results = [predictor.predict(PROMPTS["aew_a0003"], a, sampling_rate=r) for a, r in
-               ((path, None), (raw, None), (samples, rate), (torch.from_numpy(samples), rate))]
+    results = [
+        predictor.predict(PROMPTS["aew_a0003"], a, sampling_rate=r)
+        for a, r in ((path, None), (raw, None), (samples, rate), (torch.from_numpy(samples), rate))
+    ]
     for r in results[1:]:
         assert r.score == pytest.approx(results[0].score, abs=1e-5)
 
@@ -145,7 +162,21 @@ def test_predictor_errors(checkpoint, tmp_path):
 
 
 def test_cli_single_and_bad_input(checkpoint, clips, capsys):
-    assert cli_main(["predict", "--checkpoint", str(checkpoint), "--text", PROMPTS["axb_a0005"], "--audio", clips["axb_a0005"], "--json"]) == 0
+    assert (
+        cli_main(
+            [
+                "predict",
+                "--checkpoint",
+                str(checkpoint),
+                "--text",
+                PROMPTS["axb_a0005"],
+                "--audio",
+                clips["axb_a0005"],
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"score", "label", "weights", "outputs", "notes"}
     for argv, words in (
@@ -173,7 +204,9 @@ def test_cli_manifest_with_bad_rows(checkpoint, clips, tmp_path, capsys):
         w.writerow(["id", "text", "audio"])
         w.writerows(rows)
     out_csv = tmp_path / "out.csv"
-    assert cli_main(["predict", "--checkpoint", str(checkpoint), "--manifest", str(manifest), "--out", str(out_csv)]) == 0
+    assert (
+        cli_main(["predict", "--checkpoint", str(checkpoint), "--manifest", str(manifest), "--out", str(out_csv)]) == 0
+    )
     assert "3 predicted, 3 failed, of 6 rows" in capsys.readouterr().err
     got = list(csv.DictReader(out_csv.open()))
     assert [r["id"] for r in got] == ["a", "b", "c", "d", "e", "f"]  # nothing lost, order kept
@@ -181,7 +214,9 @@ def test_cli_manifest_with_bad_rows(checkpoint, clips, tmp_path, capsys):
     assert set(errors) == {"b", "d", "e"}
     assert "AudioNotFoundError" in errors["b"] and "AudioDecodeError" in errors["d"] and "empty" in errors["e"]
     predictor = SentimentPredictor(checkpoint)
-    assert float(got[0]["score"]) == pytest.approx(predictor.predict(PROMPTS["axb_a0004"], clips["axb_a0004"]).score, abs=1e-3)
+    assert float(got[0]["score"]) == pytest.approx(
+        predictor.predict(PROMPTS["axb_a0004"], clips["axb_a0004"]).score, abs=1e-3
+    )
     assert float(got[2]["weight_audio"]) == 0.0 and float(got[5]["weight_text"]) == 0.0
     # JSONL on stdout
     assert cli_main(["predict", "--checkpoint", str(checkpoint), "--manifest", str(manifest), "--json"]) == 0

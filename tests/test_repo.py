@@ -8,7 +8,11 @@ def test_ci_runs_the_readme_test_command():
     start = readme.index("```bash")
     commands = readme[start + 1 : start + 3]
     assert "pytest" in commands[1] and "fastdaf" in commands[0]
-    ci_lines = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
+    ci_lines = [
+        line
+        for line in (REPO / ".ci" / "run").read_text().splitlines()
+        if line and not line.startswith(("#", "set ", "cd "))
+    ]
     assert ci_lines == [commands[1]]
 
 

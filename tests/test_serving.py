@@ -54,7 +54,10 @@ def text_tensor(*texts) -> np.ndarray:
 
 
 def audio_tensors(*clips, rate=CLIP_RATE) -> dict[str, np.ndarray]:
-    return {"audio": np.stack(clips).astype(np.float32), "sampling_rate": np.full((len(clips), 1), rate, dtype=np.int32)}
+    return {
+        "audio": np.stack(clips).astype(np.float32),
+        "sampling_rate": np.full((len(clips), 1), rate, dtype=np.int32),
+    }
 
 
 # ------------------------------------------------------------ the protocol, without a server
@@ -70,7 +73,13 @@ def test_decode_request_reads_rows_and_keeps_optional_inputs_optional():
     assert text_only[0].audio is None and text_only[0].sampling_rate is None
     audio_only = decode_request(audio_tensors(clip))
     assert audio_only[0].text is None
-    marked = decode_request({"text": text_tensor("words"), "audio": np.zeros((1, 0), np.float32), "sampling_rate": np.zeros((1, 1), np.int32)})
+    marked = decode_request(
+        {
+            "text": text_tensor("words"),
+            "audio": np.zeros((1, 0), np.float32),
+            "sampling_rate": np.zeros((1, 1), np.int32),
+        }
+    )
     assert marked[0].audio is None and marked[0].sampling_rate is None and marked[0].text == "words"
 
 
@@ -82,12 +91,24 @@ def test_decode_request_reads_rows_and_keeps_optional_inputs_optional():
         ({"text": np.array([[1.0]], dtype=np.float32)}, "`text` must be BYTES"),
         ({"text": text_tensor(b"\xff\xfe")}, "not valid UTF-8"),
         ({"text": text_tensor("a" * 20_001)}, "20001 characters; at most 20000"),
-        ({"text": text_tensor("a", "b"), **audio_tensors(np.zeros(CLIP_RATE, np.float32))}, "disagree on the batch size"),
-        ({"audio": np.zeros((1, CLIP_RATE), np.float64), "sampling_rate": np.array([[CLIP_RATE]], np.int32)}, "must be FP32"),
+        (
+            {"text": text_tensor("a", "b"), **audio_tensors(np.zeros(CLIP_RATE, np.float32))},
+            "disagree on the batch size",
+        ),
+        (
+            {"audio": np.zeros((1, CLIP_RATE), np.float64), "sampling_rate": np.array([[CLIP_RATE]], np.int32)},
+            "must be FP32",
+        ),
         ({"audio": np.zeros((1, CLIP_RATE), np.float32)}, "needs `sampling_rate`"),
-        ({"audio": np.zeros((1, CLIP_RATE), np.float32), "sampling_rate": np.array([[CLIP_RATE]], np.int64)}, "must be INT32"),
+        (
+            {"audio": np.zeros((1, CLIP_RATE), np.float32), "sampling_rate": np.array([[CLIP_RATE]], np.int64)},
+            "must be INT32",
+        ),
         ({"text": text_tensor("x"), "sampling_rate": np.array([[CLIP_RATE]], np.int32)}, "without `audio`"),
-        ({"audio": np.zeros(CLIP_RATE, np.float32), "sampling_rate": np.array([CLIP_RATE], np.int32)}, "expected [batch, samples]"),
+        (
+            {"audio": np.zeros(CLIP_RATE, np.float32), "sampling_rate": np.array([CLIP_RATE], np.int32)},
+            "expected [batch, samples]",
+        ),
         (audio_tensors(np.zeros(CLIP_RATE * 61, np.float32)), "at most 60 s"),
     ],
 )
@@ -106,14 +127,19 @@ def test_answer_requests_matches_predict_and_isolates_bad_requests(predictor):
     requests = [
         {"text": text_tensor(EXAMPLE_TEXT), **audio_tensors(clip, rate=rate)},
         {"text": text_tensor(b"\xff")},  # refused while decoding
-        {"text": text_tensor("what a wonderful, happy day"), **audio_tensors(np.full(rate, np.nan, np.float32), rate=rate)},  # refused by predict
+        {
+            "text": text_tensor("what a wonderful, happy day"),
+            **audio_tensors(np.full(rate, np.nan, np.float32), rate=rate),
+        },  # refused by predict
         {"text": text_tensor("this was awful", "it is fine I guess")},  # two rows in one request
         {"text": text_tensor("fine", "")},  # its second row has nothing to encode
     ]
     answers = answer_requests(predictor, requests, max_audio_seconds=60)
     assert "UTF-8" in answers[1] and "NaN" in answers[2]
     assert answers[4].startswith("InputError: row 1: nothing to encode"), answers[4]  # the row within its request
-    want = predictor.predict([EXAMPLE_TEXT, "this was awful", "it is fine I guess"], [clip, None, None], sampling_rate=[rate, None, None])
+    want = predictor.predict(
+        [EXAMPLE_TEXT, "this was awful", "it is fine I guess"], [clip, None, None], sampling_rate=[rate, None, None]
+    )
     got = [(answers[0], 0), (answers[3], 0), (answers[3], 1)]
     for (out, row), p in zip(got, want):
         assert out["score"][row, 0] == pytest.approx(p.score, abs=1e-5)
@@ -133,8 +159,11 @@ def test_answer_requests_keeps_an_unexpected_failure_with_its_own_request(predic
                 raise RuntimeError("kernel exploded")
             return predictor.predict_each(texts, audios, rates, names=names)
 
-    answers = answer_requests(Flaky(), [{"text": text_tensor("so good")}, {"text": text_tensor("boom")}, {"text": text_tensor("so bad")}],
-                              max_audio_seconds=60)
+    answers = answer_requests(
+        Flaky(),
+        [{"text": text_tensor("so good")}, {"text": text_tensor("boom")}, {"text": text_tensor("so bad")}],
+        max_audio_seconds=60,
+    )
     assert answers[1] == "internal error: RuntimeError: kernel exploded"
     assert answers[0]["score"][0, 0] == pytest.approx(predictor.predict("so good").score, abs=1e-5)
     assert answers[2]["score"][0, 0] == pytest.approx(predictor.predict("so bad").score, abs=1e-5)
@@ -143,7 +172,9 @@ def test_answer_requests_keeps_an_unexpected_failure_with_its_own_request(predic
 def test_answer_requests_carries_each_rows_notes_as_a_json_list(predictor):
     silence = np.zeros(CLIP_RATE, np.float32)
     tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(CLIP_RATE) / CLIP_RATE)).astype(np.float32)
-    [answer] = answer_requests(predictor, [{"text": text_tensor("fine", "great"), **audio_tensors(silence, tone)}], max_audio_seconds=60)
+    [answer] = answer_requests(
+        predictor, [{"text": text_tensor("fine", "great"), **audio_tensors(silence, tone)}], max_audio_seconds=60
+    )
     want = predictor.predict_each(["fine", "great"], [silence, tone], [CLIP_RATE, CLIP_RATE])
     assert answer["notes"].shape == (2, 1) and answer["notes"].dtype == object
     assert [json.loads(n) for n in answer["notes"][:, 0]] == [w.notes for w in want]
@@ -156,33 +187,72 @@ def test_export_triton_writes_a_repository_triton_can_parse(tmp_path):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    out = subprocess.run([BIN / "fastdaf", "export-triton", str(tmp_path / "repo"), "--max-batch-size", "16", "--preferred-batch-sizes", "4", "16",
-                          "--instances", "2", "--device", "cpu", "--max-audio-seconds", "30", "--json"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            BIN / "fastdaf",
+            "export-triton",
+            str(tmp_path / "repo"),
+            "--max-batch-size",
+            "16",
+            "--preferred-batch-sizes",
+            "4",
+            "16",
+            "--instances",
+            "2",
+            "--device",
+            "cpu",
+            "--max-audio-seconds",
+            "30",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     info = json.loads(out.stdout)
-    assert sorted(info["files"]) == ["fastdaf/1/checkpoint/config.json", "fastdaf/1/checkpoint/model.safetensors", "fastdaf/1/model.py",
-                                     "fastdaf/config.pbtxt"]
+    assert sorted(info["files"]) == [
+        "fastdaf/1/checkpoint/config.json",
+        "fastdaf/1/checkpoint/model.safetensors",
+        "fastdaf/1/model.py",
+        "fastdaf/config.pbtxt",
+    ]
     model_dir = tmp_path / "repo" / MODEL_NAME
     config = text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert (config.name, config.backend, config.max_batch_size) == ("fastdaf", "python", 16)
     assert [(i.name, i.optional) for i in config.input] == [("text", True), ("audio", True), ("sampling_rate", True)]
-    assert [o.name for o in config.output] == ["score", "label", "weights", "notes"] and list(config.output[2].dims) == [2]
+    assert [o.name for o in config.output] == ["score", "label", "weights", "notes"] and list(
+        config.output[2].dims
+    ) == [2]
     assert config.output[3].data_type == model_config_pb2.TYPE_STRING and list(config.output[3].dims) == [1]
     assert list(config.dynamic_batching.preferred_batch_size) == [4, 16]
-    assert config.instance_group[0].count == 2 and config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert (
+        config.instance_group[0].count == 2
+        and config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    )
     assert config.parameters["weights_order"].string_value == "text,audio"
     assert config.parameters["max_audio_seconds"].string_value == "30"
     # the copied checkpoint loads and is the bundled model
     from fastdaf.default_model import path as default_model_path
     from fastdaf.head import DAFHead
 
-    copied, bundled = DAFHead.from_pretrained(model_dir / "1" / "checkpoint"), DAFHead.from_pretrained(default_model_path())
+    copied, bundled = (
+        DAFHead.from_pretrained(model_dir / "1" / "checkpoint"),
+        DAFHead.from_pretrained(default_model_path()),
+    )
     for (name, a), (_, b) in zip(copied.state_dict().items(), bundled.state_dict().items()):
         assert a.equal(b), name
     assert "from fastdaf.serving import TritonPythonModel" in (model_dir / "1" / "model.py").read_text()
     # nothing is overwritten without --force
-    again = subprocess.run([BIN / "fastdaf", "export-triton", str(tmp_path / "repo")], capture_output=True, text=True, check=False)
+    again = subprocess.run(
+        [BIN / "fastdaf", "export-triton", str(tmp_path / "repo")], capture_output=True, text=True, check=False
+    )
     assert again.returncode == 2 and "already exists" in again.stderr and "--force" in again.stderr
-    forced = subprocess.run([BIN / "fastdaf", "export-triton", str(tmp_path / "repo"), "--force"], capture_output=True, text=True, check=False)
+    forced = subprocess.run(
+        [BIN / "fastdaf", "export-triton", str(tmp_path / "repo"), "--force"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert forced.returncode == 0, forced.stderr
 
 
@@ -198,9 +268,18 @@ def test_serve_and_export_refuse_a_corrupt_checkpoint_in_seconds_naming_the_file
         meta = json.loads((checkpoint / "config.json").read_text())
         meta["config"]["modalities"]["text"] = 300  # the weights hold 384-d text tensors
         (checkpoint / "config.json").write_text(json.dumps(meta))
-    for command in (["export-triton", str(tmp_path / "repo")], ["serve", "--http-port", str(free_port()), "--grpc-port", str(free_port())]):
+    for command in (
+        ["export-triton", str(tmp_path / "repo")],
+        ["serve", "--http-port", str(free_port()), "--grpc-port", str(free_port())],
+    ):
         started = time.monotonic()
-        out = subprocess.run([BIN / "fastdaf", *command, "--checkpoint", str(checkpoint)], capture_output=True, text=True, timeout=60, check=False)
+        out = subprocess.run(
+            [BIN / "fastdaf", *command, "--checkpoint", str(checkpoint)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         seconds = time.monotonic() - started
         assert out.returncode == 2, (command[0], out.returncode, out.stderr[-500:])
         assert str(checkpoint / "model.safetensors") in out.stderr and "Traceback" not in out.stderr, out.stderr
@@ -213,7 +292,9 @@ def test_serve_options_refuse_what_triton_would_reject(tmp_path):
         ServeOptions(max_batch_size=8, preferred_batch_sizes=(16,))
     with pytest.raises(InputError, match="device"):
         ServeOptions(device="tpu")
-    assert "max_batch_size: 8" in model_config(["text"], ServeOptions(max_batch_size=8, preferred_batch_sizes=(8,), device="cpu"))
+    assert "max_batch_size: 8" in model_config(
+        ["text"], ServeOptions(max_batch_size=8, preferred_batch_sizes=(8,), device="cpu")
+    )
     assert ServeOptions().preferred_batch_sizes == (8, 16, 32)
     assert ServeOptions(max_batch_size=1).preferred_batch_sizes == (1,)
     assert ServeOptions(max_batch_size=64).preferred_batch_sizes == (8, 16, 32, 64)
@@ -237,7 +318,9 @@ def server(tmp_path_factory):
 
 def expected_predictions(predictor, ids: list[int], bad_every: int) -> dict[int, object]:
     requests = [load_request(i, bad_every=bad_every) for i in ids]
-    results = predictor.predict_each([r.text for r in requests], [r.audio for r in requests], [r.sampling_rate for r in requests])
+    results = predictor.predict_each(
+        [r.text for r in requests], [r.audio for r in requests], [r.sampling_rate for r in requests]
+    )
     return dict(zip(ids, results))
 
 
@@ -274,21 +357,46 @@ def check_load_records(records: list[dict], predictor, *, bad_every: int, bad_st
 def test_load_from_32_clients_matches_in_process_predictions_and_bad_requests_fail_alone(server, predictor, tmp_path):
     assert set(BAD_MESSAGES) == set(BAD_KINDS)
     records_file = tmp_path / "records.jsonl"
-    out = subprocess.run([BIN / "fastdaf-bench", "serve", "--url", server.http, "--requests", "1000", "--concurrency", "32",
-                          "--bad-every", "10", "--records", str(records_file), "--json"], capture_output=True, text=True, timeout=600, check=False)
+    out = subprocess.run(
+        [
+            BIN / "fastdaf-bench",
+            "serve",
+            "--url",
+            server.http,
+            "--requests",
+            "1000",
+            "--concurrency",
+            "32",
+            "--bad-every",
+            "10",
+            "--records",
+            str(records_file),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)["results"]
     records = [json.loads(line) for line in records_file.read_text().splitlines()]
     assert [r["id"] for r in records] == list(range(1000))
     assert summary["bad_requests_sent"] == 100 and summary["succeeded"] == 900 and summary["failed"] == 100
     check_load_records(records, predictor, bad_every=10)
-    print(f"serve load: {summary['requests_per_s']} requests/s, p50 {summary['latency_ms_good']['p50']} ms, p99 {summary['latency_ms_good']['p99']} ms")
+    print(
+        f"serve load: {summary['requests_per_s']} requests/s, p50 {summary['latency_ms_good']['p50']} ms, p99 {summary['latency_ms_good']['p99']} ms"
+    )
 
 
 def test_a_bad_request_inside_a_dynamic_batch_does_not_fail_the_good_ones(server, predictor):
     """32 text-only requests at once (same inputs, so Triton batches them), every other one bad."""
-    texts = [f"this is honestly the best thing that happened to me, number {i}" if i % 2 == 0 else (b"\xff\xfe" if i % 4 == 1 else "")
-             for i in range(32)]
+    texts = [
+        f"this is honestly the best thing that happened to me, number {i}"
+        if i % 2 == 0
+        else (b"\xff\xfe" if i % 4 == 1 else "")
+        for i in range(32)
+    ]
     probe = TritonClient(server.http)
     before = probe.statistics()
     start = threading.Barrier(len(texts))
@@ -338,7 +446,10 @@ def test_notes_are_served_as_in_process(server, predictor):
     """Audio without speech (here: silence) may be treated as absent with a note; the server carries the notes."""
     silence = np.zeros(CLIP_RATE, np.float32)
     speech = load_request(2, mix="text+audio")
-    cases = [("a calm and pleasant afternoon", silence, CLIP_RATE), ("a calm and pleasant afternoon", speech.audio, speech.sampling_rate)]
+    cases = [
+        ("a calm and pleasant afternoon", silence, CLIP_RATE),
+        ("a calm and pleasant afternoon", speech.audio, speech.sampling_rate),
+    ]
     want = predictor.predict_each([c[0] for c in cases], [c[1] for c in cases], [c[2] for c in cases])
     for url, protocol in ((server.http, "http"), (server.grpc, "grpc")):
         with TritonClient(url, protocol=protocol) as client:
@@ -348,17 +459,24 @@ def test_notes_are_served_as_in_process(server, predictor):
                 assert got["score"] == pytest.approx(expected.score, abs=1e-4)
 
 
-@pytest.mark.parametrize(("body", "says"), [
-    (b"{not json", "failed to parse the request JSON"),
-    (b'{"inputs": [', "failed to parse the request JSON"),
-    (b"\xff\xfe", "failed to parse the request JSON"),
-    (b'{"no_inputs": 1}', "Unable to parse 'inputs'"),
-])
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"{not json", "failed to parse the request JSON"),
+        (b'{"inputs": [', "failed to parse the request JSON"),
+        (b"\xff\xfe", "failed to parse the request JSON"),
+        (b'{"no_inputs": 1}', "Unable to parse 'inputs'"),
+    ],
+)
 def test_a_body_that_is_not_json_gets_tritons_500(server, body, says):
     """Triton's HTTP frontend (C++) parses the body before any fastdaf code runs, and answers a parse
     error with 500, which the README documents: such a request is the client's bug, never worth a retry."""
-    request = urllib.request.Request(f"http://{server.http}/v2/models/{MODEL_NAME}/infer", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://{server.http}/v2/models/{MODEL_NAME}/infer",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(request, timeout=30)
     assert err.value.code == 500 and says in json.loads(err.value.read())["error"]
@@ -371,23 +489,45 @@ def test_client_example_script_against_the_server(server, predictor):
 
     want = predictor.predict(EXAMPLE_TEXT, str(EXAMPLE_CLIP))
     for args in (["--url", server.http], ["--url", server.grpc, "--grpc"]):
-        out = subprocess.run([sys.executable, REPO / "examples" / "triton_client.py", *args, "--text", EXAMPLE_TEXT, "--audio", str(EXAMPLE_CLIP)],
-                             capture_output=True, text=True, timeout=120, check=False)
+        out = subprocess.run(
+            [
+                sys.executable,
+                REPO / "examples" / "triton_client.py",
+                *args,
+                "--text",
+                EXAMPLE_TEXT,
+                "--audio",
+                str(EXAMPLE_CLIP),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert out.returncode == 0, out.stderr
         got = json.loads(out.stdout)
         assert got["score"] == pytest.approx(want.score, abs=1e-4) and got["label"] == want.label
         assert got["weights"] == pytest.approx(want.weights, abs=1e-4) and got["notes"] == want.notes
-    refused = subprocess.run([sys.executable, REPO / "examples" / "triton_client.py", "--url", server.http, "--text", ""],
-                             capture_output=True, text=True, timeout=120, check=False)
+    refused = subprocess.run(
+        [sys.executable, REPO / "examples" / "triton_client.py", "--url", server.http, "--text", ""],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert refused.returncode == 1 and "empty" in refused.stderr
 
 
 def test_server_survives_clients_that_disconnect_mid_request(server, predictor):
     from tritonclient import http
 
-    body = json.dumps({"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ["a request nobody waits for"]}]}).encode()
-    head = (f"POST /v2/models/{MODEL_NAME}/infer HTTP/1.1\r\nHost: {server.http}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {{}}\r\n\r\n")
+    body = json.dumps(
+        {"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": ["a request nobody waits for"]}]}
+    ).encode()
+    head = (
+        f"POST /v2/models/{MODEL_NAME}/infer HTTP/1.1\r\nHost: {server.http}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {{}}\r\n\r\n"
+    )
     for _ in range(5):
         with socket.create_connection(("127.0.0.1", server.http_port)) as s:  # body cut off half way
             s.sendall(head.format(len(body)).encode() + body[: len(body) // 2])
@@ -432,7 +572,9 @@ def test_shutdown_during_load_finishes_the_accepted_requests(tmp_path, predictor
     accepted = [r for r in records if r["sent_at"] < sigterm_at]
     assert accepted and all(r["ok"] for r in accepted), [r for r in accepted if not r["ok"]][:3]
     after = [r for r in records if r["done_at"] > sigterm_at]
-    print(f"shutdown: {len(accepted)} requests sent before SIGTERM, {len(after)} answered after it, {sum(not r['ok'] for r in records)} refused")
+    print(
+        f"shutdown: {len(accepted)} requests sent before SIGTERM, {len(after)} answered after it, {sum(not r['ok'] for r in records)} refused"
+    )
     assert after, "the load ended before the shutdown began"
     expected = expected_predictions(predictor, [r["id"] for r in records if r["ok"]], bad_every=0)
     for record in records:
@@ -449,10 +591,17 @@ def test_serve_says_what_is_missing_before_starting_anything(monkeypatch, tmp_pa
     with pytest.raises(ServeError, match=r"pip install 'fastdaf\[serve\]'"):
         serve()
     monkeypatch.delitem(sys.modules, "pytriton.utils.distribution")
-    out = subprocess.run([BIN / "fastdaf", "serve", "--checkpoint", str(tmp_path / "nowhere"), "--http-port", "1", "--grpc-port", "2"],
-                         capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [BIN / "fastdaf", "serve", "--checkpoint", str(tmp_path / "nowhere"), "--http-port", "1", "--grpc-port", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 2 and "CheckpointError" not in out.stdout and "no checkpoint directory" in out.stderr
-    out = subprocess.run([BIN / "fastdaf", "serve", "--exit-timeout", "60"], capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [BIN / "fastdaf", "serve", "--exit-timeout", "60"], capture_output=True, text=True, timeout=120, check=False
+    )
     assert out.returncode == 2 and "1..25" in out.stderr
 
 
@@ -482,10 +631,17 @@ def test_client_and_load_generator_refuse_bad_arguments_naming_them(tmp_path):
     port = free_port()  # nothing listens there
     with pytest.raises(ServerError, match=rf"no fastdaf model 'fastdaf' answers at 127.0.0.1:{port}"):
         TritonClient(f"127.0.0.1:{port}", timeout_s=5).predict("hello")
-    out = subprocess.run([BIN / "fastdaf-bench", "serve", "--url", f"127.0.0.1:{port}", "--requests", "5"],
-                         capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [BIN / "fastdaf-bench", "serve", "--url", f"127.0.0.1:{port}", "--requests", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 2 and f"no fastdaf model 'fastdaf' answers at 127.0.0.1:{port}" in out.stderr
-    out = subprocess.run([BIN / "fastdaf-bench", "serve", "--bad-every", "-1"], capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [BIN / "fastdaf-bench", "serve", "--bad-every", "-1"], capture_output=True, text=True, timeout=120, check=False
+    )
     assert out.returncode == 2 and "--bad-every must be >= 0" in out.stderr
     with pytest.raises(ServeError, match="did not become ready") as err:
         ServerProcess("--checkpoint", str(tmp_path / "nowhere"), startup_timeout_s=120)

@@ -53,14 +53,22 @@ def secrets_in(items: list[str]) -> tuple[set[str], set[str]]:
 
 
 def evil_model_py(marker: Path) -> bytes:
-    return (f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
-            "class TritonPythonModel:\n    def initialize(self, args):\n"
-            f"        pathlib.Path({str(marker)!r}).touch()\n    def execute(self, requests):\n        return []\n").encode()
+    return (
+        f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
+        "class TritonPythonModel:\n    def initialize(self, args):\n"
+        f"        pathlib.Path({str(marker)!r}).touch()\n    def execute(self, requests):\n        return []\n"
+    ).encode()
 
 
-EVIL_CONFIG = json.dumps({"name": MODEL_NAME, "backend": "python", "max_batch_size": 0,
-                          "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [1]}],
-                          "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}]})
+EVIL_CONFIG = json.dumps(
+    {
+        "name": MODEL_NAME,
+        "backend": "python",
+        "max_batch_size": 0,
+        "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [1]}],
+        "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}],
+    }
+)
 
 
 def repository_tries(protocol: str, url: str, headers: dict[str, str], model_py: bytes) -> dict[str, bool]:
@@ -71,7 +79,9 @@ def repository_tries(protocol: str, url: str, headers: dict[str, str], model_py:
     calls = {
         "index": lambda: client.get_model_repository_index(headers=headers),
         "unload": lambda: client.unload_model(MODEL_NAME, headers=headers),
-        "load": lambda: client.load_model(MODEL_NAME, headers=headers, config=EVIL_CONFIG, files={"file:1/model.py": model_py}),
+        "load": lambda: client.load_model(
+            MODEL_NAME, headers=headers, config=EVIL_CONFIG, files={"file:1/model.py": model_py}
+        ),
     }
     return {name: _accepted(call) for name, call in calls.items()}
 
@@ -87,7 +97,9 @@ def _accepted(call) -> bool:
 def raw_http(port: int, header_lines: bytes) -> bytes:
     """POST /v2/repository/index with hand-written header lines, past any client's header checks."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"POST /v2/repository/index HTTP/1.1\r\nHost: x\r\n" + header_lines + b"\r\nContent-Length: 0\r\n\r\n")
+        s.sendall(
+            b"POST /v2/repository/index HTTP/1.1\r\nHost: x\r\n" + header_lines + b"\r\nContent-Length: 0\r\n\r\n"
+        )
         try:
             return s.recv(4096)
         except OSError:
@@ -98,16 +110,33 @@ def raw_grpc_index(port: int, key: bytes, value: bytes) -> bytes:
     """A gRPC RepositoryIndex call in hand-made HTTP/2 frames (literal HPACK headers), past grpc's own checks."""
 
     def frame(kind: int, flags: int, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", 0 if kind == 4 else 1) + payload
+        return (
+            struct.pack(">I", len(payload))[1:]
+            + bytes([kind, flags])
+            + struct.pack(">I", 0 if kind == 4 else 1)
+            + payload
+        )
 
     def literal(name: bytes, val: bytes) -> bytes:
         assert len(name) < 127 and len(val) < 127
         return b"\x00" + bytes([len(name)]) + name + bytes([len(val)]) + val
 
-    headers = b"".join(literal(k, v) for k, v in [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/inference.GRPCInferenceService/RepositoryIndex"),
-                                                   (b":authority", b"x"), (b"content-type", b"application/grpc"), (b"te", b"trailers"), (key, value)])
+    headers = b"".join(
+        literal(k, v)
+        for k, v in [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", b"/inference.GRPCInferenceService/RepositoryIndex"),
+            (b":authority", b"x"),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+            (key, value),
+        ]
+    )
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, b"") + frame(1, 4, headers) + frame(0, 1, b"\x00" * 5))
+        s.sendall(
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, b"") + frame(1, 4, headers) + frame(0, 1, b"\x00" * 5)
+        )
         data = b""
         try:
             while chunk := s.recv(65536):
@@ -139,19 +168,30 @@ def test_no_token_from_any_process_lets_a_client_load_unload_or_list_models(serv
     tries = [{}] + [{key: value} for value in sorted(values) for key in sorted(keys)]
     accepted = []
     for headers in tries:
-        grpc_headers = {**headers, **{f"triton-grpc-protocol-{k}": v for k, v in headers.items()}}  # Triton's gRPC prefix
-        for protocol, result in (("http", repository_tries("http", server.http, headers, model_py)),
-                                 ("grpc", repository_tries("grpc", server.grpc, grpc_headers, model_py))):
+        grpc_headers = {
+            **headers,
+            **{f"triton-grpc-protocol-{k}": v for k, v in headers.items()},
+        }  # Triton's gRPC prefix
+        for protocol, result in (
+            ("http", repository_tries("http", server.http, headers, model_py)),
+            ("grpc", repository_tries("grpc", server.grpc, grpc_headers, model_py)),
+        ):
             accepted += [(protocol, call, headers) for call, ok in result.items() if ok]
     assert not accepted, accepted[:5]
     assert not marker.exists(), "the uploaded model.py ran"
     # the repository is read once at startup: even with the right header, Triton loads nothing
-    tritonserver = next(args for args in map(lambda pid: read_proc(pid, "cmdline"), tree) if args and args[0].endswith("/tritonserver"))
+    tritonserver = next(
+        args for args in map(lambda pid: read_proc(pid, "cmdline"), tree) if args and args[0].endswith("/tritonserver")
+    )
     assert "--model-control-mode=none" in tritonserver
     # the sealed header cannot be sent even by hand: HTTP/1.1 ends a header value at the line break...
     name, value = (s.encode() for s in SEALED_HEADER)
     first, second = value.split(b"\n")
-    for lines in (name + b": " + value, name + b": " + first + b"\r\n " + second, name + b": " + first + b"\r" + second):
+    for lines in (
+        name + b": " + value,
+        name + b": " + first + b"\r\n " + second,
+        name + b": " + first + b"\r" + second,
+    ):
         assert not raw_http(server.http_port, lines).startswith(b"HTTP/1.1 200"), lines
     # ...and gRPC refuses a header name with a space, whatever the value
     answer = raw_grpc_index(server.grpc_port, b"triton-grpc-protocol-" + name, value)

@@ -37,7 +37,13 @@ def test_dynamic_fusion_beats_static_mean_and_unimodal(cue_task):
         if fusion == "dynamic":
             weight_on_informative = float(weights.gather(1, informative[:, None]).mean())
     for modality in train.modalities:
-        result = train_head(small_cfg({modality: train.modalities[modality]}), only(train, modality), only(valid, modality), epochs=200, patience=15)
+        result = train_head(
+            small_cfg({modality: train.modalities[modality]}),
+            only(train, modality),
+            only(valid, modality),
+            epochs=200,
+            patience=15,
+        )
         score, _ = predict_features(result.head, only(test, modality))
         mae[modality] = sentiment_metrics(score, test.labels)["MAE"]
     print("held-out MAE", mae, "weights follow informative", follows)
@@ -155,7 +161,9 @@ def test_cli_train_writes_a_loadable_checkpoint(tmp_path, cue_task, capsys):
     data = concat([train.subset(range(400)), valid.subset(range(100))])
     data.splits = ["train"] * 400 + ["valid"] * 100
     data.save(tmp_path / "feats.safetensors")
-    code = cli_main(["train", str(tmp_path / "feats.safetensors"), "--out", str(tmp_path / "ckpt"), "--epochs", "3", "--json"])
+    code = cli_main(
+        ["train", str(tmp_path / "feats.safetensors"), "--out", str(tmp_path / "ckpt"), "--epochs", "3", "--json"]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     head = DAFHead.from_pretrained(tmp_path / "ckpt")
@@ -176,8 +184,12 @@ def test_cli_demo_json():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "fastdaf.cli", "demo", "--json", "--fusion", "dynamic", "static", "--epochs", "40"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "fastdaf.cli", "demo", "--json", "--fusion", "dynamic", "static", "--epochs", "40"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     report = json.loads(out.stdout)
     dyn, stat = report["results"]["dynamic"], report["results"]["static"]
     assert dyn["metrics"]["MAE"] < stat["metrics"]["MAE"]

@@ -81,8 +81,14 @@ def _stat_names(prefix: str, stats: Sequence[str], unit: str = "") -> list[str]:
     return [f"{prefix}_{stat}{unit}" for stat in stats]
 
 
-_SPECTRAL = (("spectral_centroid", "_hz"), ("spectral_bandwidth", "_hz"), ("spectral_rolloff85", "_hz"),
-             ("spectral_flatness", ""), ("spectral_flux", ""), ("zcr", ""))
+_SPECTRAL = (
+    ("spectral_centroid", "_hz"),
+    ("spectral_bandwidth", "_hz"),
+    ("spectral_rolloff85", "_hz"),
+    ("spectral_flatness", ""),
+    ("spectral_flux", ""),
+    ("zcr", ""),
+)
 _DISTRIBUTION = ("mean", "std", "p10", "p50", "p90")
 
 FEATURE_NAMES: tuple[str, ...] = tuple(
@@ -235,7 +241,13 @@ def estimate_pitch(
 
 
 def _pitch(
-    waveforms: torch.Tensor, lengths: torch.Tensor, *, sample_rate: int, fmin: float = 50.0, fmax: float = 500.0, hop: int = 160
+    waveforms: torch.Tensor,
+    lengths: torch.Tensor,
+    *,
+    sample_rate: int,
+    fmin: float = 50.0,
+    fmax: float = 500.0,
+    hop: int = 160,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """estimate_pitch on a batch _pad_batch already padded and masked."""
     f0, voiced, _ = _pitch_and_energy(waveforms, lengths, sample_rate=sample_rate, fmin=fmin, fmax=fmax, hop=hop)
@@ -243,7 +255,13 @@ def _pitch(
 
 
 def _pitch_and_energy(
-    waveforms: torch.Tensor, lengths: torch.Tensor, *, sample_rate: int, fmin: float = 50.0, fmax: float = 500.0, hop: int = 160
+    waveforms: torch.Tensor,
+    lengths: torch.Tensor,
+    *,
+    sample_rate: int,
+    fmin: float = 50.0,
+    fmax: float = 500.0,
+    hop: int = 160,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """_pitch, plus each frame's energy in dBFS over the YIN window [B, F]."""
     max_lag = math.ceil(sample_rate / fmin)
@@ -283,7 +301,9 @@ def _spectral_constants(sample_rate: int, n_fft: int, win: int, device: torch.de
 def _build_spectral_constants(sample_rate: int, n_fft: int, win: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     n_freqs = n_fft // 2 + 1
     window = torch.hann_window(win, periodic=True, device=device)
-    mel = AF.melscale_fbanks(n_freqs, MEL_FMIN, min(MEL_FMAX, sample_rate / 2), N_MELS, sample_rate, norm=None, mel_scale="htk")
+    mel = AF.melscale_fbanks(
+        n_freqs, MEL_FMIN, min(MEL_FMAX, sample_rate / 2), N_MELS, sample_rate, norm=None, mel_scale="htk"
+    )
     mel = mel.to(device)
     dct = AF.create_dct(N_MFCC, N_MELS, norm="ortho").to(device)
     freqs = torch.linspace(0.0, sample_rate / 2, n_freqs, device=device)
@@ -493,7 +513,10 @@ def no_speech_reason(samples: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> s
     if sample_rate != SAMPLE_RATE:
         samples = AF.resample(samples, sample_rate, SAMPLE_RATE)
     hop = round(HOP_SECONDS * SAMPLE_RATE)
-    chunk, context = round(_SPEECH_CHUNK_SECONDS / HOP_SECONDS) * hop, 8 * hop  # context: more than the YIN window reaches
+    chunk, context = (
+        round(_SPEECH_CHUNK_SECONDS / HOP_SECONDS) * hop,
+        8 * hop,
+    )  # context: more than the YIN window reaches
     found = voiced_at_all = 0
     for start in range(0, samples.numel(), chunk):
         left = min(start, context)

@@ -63,7 +63,7 @@ class Waveform:
 def _soundfile():
     """The soundfile module, imported on first use: only files and bytes need it."""
     try:
-        import soundfile
+        import soundfile  # noqa: PLC0415 - only when a file or bytes are decoded (absent on the GPU box)
     except ImportError as exc:  # OSError (libsndfile missing) propagates with its own message
         raise UnsupportedError(
             "reading audio files or bytes needs the Python package 'soundfile' (pip install soundfile), which is not "
@@ -89,12 +89,20 @@ def describe(audio: AudioInput) -> str:
 
 def _check_rate(rate, name: str) -> int:
     if rate is None:
-        raise SamplingRateError(f"{name}: sampling_rate is required for array input (an integer number of Hz, e.g. 16000)")
-    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) and not (isinstance(rate, float) and rate.is_integer()):
+        raise SamplingRateError(
+            f"{name}: sampling_rate is required for array input (an integer number of Hz, e.g. 16000)"
+        )
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, (int, np.integer))
+        and not (isinstance(rate, float) and rate.is_integer())
+    ):
         raise SamplingRateError(f"{name}: sampling_rate must be an integer number of Hz, got {rate!r}")
     rate = int(rate)
     if not MIN_SAMPLING_RATE <= rate <= MAX_SAMPLING_RATE:
-        raise SamplingRateError(f"{name}: sampling rate {rate} Hz is outside the accepted {MIN_SAMPLING_RATE}..{MAX_SAMPLING_RATE} Hz")
+        raise SamplingRateError(
+            f"{name}: sampling rate {rate} Hz is outside the accepted {MIN_SAMPLING_RATE}..{MAX_SAMPLING_RATE} Hz"
+        )
     return rate
 
 
@@ -106,7 +114,9 @@ def _check_channels(channels: int, name: str) -> None:
 def _check_duration(seconds: float, name: str) -> None:
     """The upper limit only: it is what saves work when checked from a header before decoding."""
     if seconds > MAX_SECONDS:
-        raise AudioTooLongError(f"{name}: {seconds:.1f} s of audio; at most {MAX_SECONDS:.0f} s is accepted (split longer recordings)")
+        raise AudioTooLongError(
+            f"{name}: {seconds:.1f} s of audio; at most {MAX_SECONDS:.0f} s is accepted (split longer recordings)"
+        )
 
 
 _MAGIC = (b"RIFF", b"RF64", b"fLaC", b"OggS", b"FORM", b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2", b".snd", b"caff")
@@ -116,7 +126,9 @@ _BLOCK_FRAMES = 1 << 16  # decoded and downmixed a block at a time: peak memory 
 def _decode_failure(exc: Exception, name: str, known_format: bool) -> AudioError:
     """What a soundfile failure means: corrupt for an input of a known format, else an unsupported format."""
     if not known_format:
-        return UnsupportedAudioFormatError(f"{name}: not an audio format fastdaf reads ({exc}); accepted: {', '.join(readable_formats())}")
+        return UnsupportedAudioFormatError(
+            f"{name}: not an audio format fastdaf reads ({exc}); accepted: {', '.join(readable_formats())}"
+        )
     return AudioDecodeError(f"{name}: cannot decode the audio, it looks corrupt or truncated ({exc})")
 
 
@@ -171,14 +183,21 @@ def _downmix(samples: np.ndarray, name: str, *, channels_last: bool | None) -> n
     return samples.mean(axis=1)
 
 
-def load_audio(audio: AudioInput, sampling_rate: int | None = None, *, target_rate: int | None = None, name: str | None = None) -> Waveform:
+def load_audio(
+    audio: AudioInput, sampling_rate: int | None = None, *, target_rate: int | None = None, name: str | None = None
+) -> Waveform:
     """Read, validate, downmix and (if target_rate is given) resample one audio input."""
     name = name or describe(audio)
     if isinstance(audio, (str, os.PathLike)):
         path = Path(audio)
         if not path.is_file():
             raise AudioNotFoundError(f"{name}: no such audio file")
-        if path.suffix.lower().lstrip(".") not in {f.lower() for f in readable_formats()} | {"oga", "opus", "aif", "aiff"}:
+        if path.suffix.lower().lstrip(".") not in {f.lower() for f in readable_formats()} | {
+            "oga",
+            "opus",
+            "aif",
+            "aiff",
+        }:
             raise UnsupportedAudioFormatError(
                 f"{name}: the extension {path.suffix or '(none)'!r} is not an audio format fastdaf reads; accepted: {', '.join(readable_formats())}"
             )

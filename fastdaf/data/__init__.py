@@ -33,6 +33,7 @@ from .transcripts import (
 
 DATASET_KINDS: tuple[str, ...] = ("features", "mmsa", "csd", "transcripts")
 
+
 def detect_dataset_kind(path: str | Path) -> str:
     """Which reader fits a path: "features", "mmsa", "csd" or "transcripts" (see DATASET_KINDS).
 
@@ -40,15 +41,19 @@ def detect_dataset_kind(path: str | Path) -> str:
     "csd" even if it also holds .csv files (e.g. fold lists next to the sequences).
     """
     p = Path(path)
-    accepted = ("accepted: a .safetensors fastdaf feature file (features), an MMSA .pkl (mmsa), a folder of "
-                "CMU-MultimodalSDK .csd files (csd), a transcript .csv or a folder of them (transcripts)")
+    accepted = (
+        "accepted: a .safetensors fastdaf feature file (features), an MMSA .pkl (mmsa), a folder of "
+        "CMU-MultimodalSDK .csd files (csd), a transcript .csv or a folder of them (transcripts)"
+    )
     if p.is_file():
         suffix = p.suffix.lower()
         kind = {".safetensors": "features", ".pkl": "mmsa", ".pickle": "mmsa", ".csv": "transcripts"}.get(suffix)
         if kind:
             return kind
         hint = "; pass the folder holding the .csd files and the labels file" if suffix == ".csd" else ""
-        raise FeatureFileError(f"cannot tell what kind of dataset {p} is (suffix {suffix or 'none'!r}){hint}; {accepted}")
+        raise FeatureFileError(
+            f"cannot tell what kind of dataset {p} is (suffix {suffix or 'none'!r}){hint}; {accepted}"
+        )
     if p.is_dir():
         suffixes = {c.suffix.lower() for c in p.iterdir() if c.is_file()}
         if ".csd" in suffixes:
@@ -57,6 +62,7 @@ def detect_dataset_kind(path: str | Path) -> str:
             return "transcripts"
         raise FeatureFileError(f"{p} is a folder with no .csd or .csv files; {accepted}")
     raise FeatureFileError(f"no dataset at {str(p)!r}; {accepted}")
+
 
 __all__ = [
     "MOSEI_EMOTIONS",

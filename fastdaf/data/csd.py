@@ -69,10 +69,11 @@ MAX_CSD_POOLED_VALUES = 1 << 28  # segments x feature columns of one pooled moda
 MAX_CSD_METADATA_BYTES = 1 << 20  # one metadata entry; larger ones are skipped (metadata is informational)
 _CSD_PLAIN = ".csd entries must be plain groups and datasets inside the file (links are never followed)"
 
+
 def _h5py() -> Any:
     """h5py, imported only when .csd files are read (it is not needed for anything else)."""
     try:
-        import h5py
+        import h5py  # noqa: PLC0415 - only when .csd files are read
     except ImportError as exc:  # pragma: no cover - h5py is installed with the project environment
         raise FeatureFileError("reading CMU-MultimodalSDK .csd files needs h5py (pip install h5py)") from exc
     return h5py
@@ -108,7 +109,9 @@ def infer_csd_modalities(folder: str | Path) -> dict[str, Path]:
             by_role.setdefault(roles[0], []).append(f)
     problems = [f"{f.name} fits no role" for f, r in guesses.items() if not r]
     problems += [f"{f.name} fits several roles ({', '.join(r)})" for f, r in guesses.items() if len(r) > 1]
-    problems += [f"{len(fs)} files fit {role} ({', '.join(f.name for f in fs)})" for role, fs in by_role.items() if len(fs) > 1]
+    problems += [
+        f"{len(fs)} files fit {role} ({', '.join(f.name for f in fs)})" for role, fs in by_role.items() if len(fs) > 1
+    ]
     if "labels" not in by_role:
         problems.append("no file name contains 'label'")
     if not set(by_role) - {"labels"}:
@@ -156,7 +159,9 @@ def _csd_entry(group: Any, name: str, path: Path) -> Any:
             filename, target = (v.decode("utf-8", "replace") for v in group.id.links.get_val(key))
             raise FeatureFileError(f"{path}: {where} is an external link to {filename}:{target}; {_CSD_PLAIN}")
         if kind == h5py.h5l.TYPE_SOFT:
-            raise FeatureFileError(f"{path}: {where} is a soft link to {group.id.links.get_val(key).decode('utf-8', 'replace')}; {_CSD_PLAIN}")
+            raise FeatureFileError(
+                f"{path}: {where} is a soft link to {group.id.links.get_val(key).decode('utf-8', 'replace')}; {_CSD_PLAIN}"
+            )
         raise FeatureFileError(f"{path}: {where} is a user-defined link (type {kind}); {_CSD_PLAIN}")
     entry = group[name]
     if isinstance(entry, h5py.Dataset) and (entry.is_virtual or entry.external):
@@ -178,7 +183,9 @@ class _CsdVideo:
         """features (float64) and intervals (float64, finite)."""
         feats, intervals = self.features[()].astype(np.float64), self.intervals[()].astype(np.float64)
         if not np.all(np.isfinite(intervals)):
-            raise FeatureFileError(f"{self.where}/intervals row {int(np.argwhere(~np.isfinite(intervals))[0, 0])} is not finite")
+            raise FeatureFileError(
+                f"{self.where}/intervals row {int(np.argwhere(~np.isfinite(intervals))[0, 0])} is not finite"
+            )
         return feats, intervals
 
 
@@ -201,11 +208,16 @@ class _CsdFile:
         if feats is None or intervals is None:
             found = sorted(group.keys()) if isinstance(group, h5py.Group) else type(group).__name__
             raise FeatureFileError(f"{where} must be a group with 'features' and 'intervals', found {found}")
-        for name, ds, expected in (("features", feats, "numbers [T, D]"), ("intervals", intervals, "numbers [T, 2] (start, end seconds)")):
+        for name, ds, expected in (
+            ("features", feats, "numbers [T, D]"),
+            ("intervals", intervals, "numbers [T, 2] (start, end seconds)"),
+        ):
             if not isinstance(ds, h5py.Dataset):
                 raise FeatureFileError(f"{where}/{name} is a {type(ds).__name__}, expected a dataset of {expected}")
         if feats.dtype.kind not in "biuf" or feats.ndim != 2:
-            raise FeatureFileError(f"{where}/features is {feats.dtype} with shape {list(feats.shape)}, expected numbers [T, D]")
+            raise FeatureFileError(
+                f"{where}/features is {feats.dtype} with shape {list(feats.shape)}, expected numbers [T, D]"
+            )
         if intervals.dtype.kind not in "biuf" or intervals.ndim != 2 or intervals.shape != (feats.shape[0], 2):
             raise FeatureFileError(
                 f"{where}/intervals is {intervals.dtype} {list(intervals.shape)}, expected numbers [{feats.shape[0]}, 2] (start, end seconds)"
@@ -268,7 +280,9 @@ def _overlap_masks(seg: np.ndarray, intervals: np.ndarray) -> Any:
         yield lo, np.minimum(s[:, 1:2], intervals[None, :, 1]) - np.maximum(s[:, 0:1], intervals[None, :, 0]) > 0
 
 
-def _overlap_means(seg: np.ndarray, feats: np.ndarray, intervals: np.ndarray, describe: Any, zero_neg_inf: bool) -> tuple[np.ndarray, np.ndarray]:
+def _overlap_means(
+    seg: np.ndarray, feats: np.ndarray, intervals: np.ndarray, describe: Any, zero_neg_inf: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean of the feature rows overlapping each segment by > 0 s; segments with none are absent.
 
     Works chunk by chunk, so memory stays bounded however many segments and rows a video has.
@@ -308,7 +322,9 @@ def _default_folds(transcripts: Path | None, explicit: bool) -> tuple[dict[str, 
     for row in read_transcript_dir(transcripts):
         prev = video_split.setdefault(row.video, row.split)
         if prev != row.split:
-            raise FeatureFileError(f"{transcripts}: video {row.video!r} has segments in both split {prev!r} and {row.split!r} ({row.id})")
+            raise FeatureFileError(
+                f"{transcripts}: video {row.video!r} has segments in both split {prev!r} and {row.split!r} ({row.id})"
+            )
     names = sorted(set(video_split.values()))
     return video_split, f"from the transcript CSVs in {transcripts} ({', '.join(names)}); other videos are 'test'"
 
@@ -360,7 +376,9 @@ def load_csd_folder(
             raise InputError(f"modalities names the same file for two roles: {modalities!r}")
         if len(roles) < 2:
             raise InputError(f"modalities names only the labels file; add at least one modality: {modalities!r}")
-    order = [m for m in ("text", "audio", "video") if m in roles] + [m for m in roles if m not in ("labels", "text", "audio", "video")]
+    order = [m for m in ("text", "audio", "video") if m in roles] + [
+        m for m in roles if m not in ("labels", "text", "audio", "video")
+    ]
 
     video_split: dict[str, str] | None
     if folds is not None:
@@ -404,18 +422,27 @@ def load_csd_folder(
             if width is None:
                 width = vec.shape[1]
             elif vec.shape[1] != width:
-                raise FeatureFileError(f"{labels_file.path}: video {vid!r} has {vec.shape[1]} label columns, earlier videos {width}")
+                raise FeatureFileError(
+                    f"{labels_file.path}: video {vid!r} has {vec.shape[1]} label columns, earlier videos {width}"
+                )
             if not np.all(np.isfinite(vec)):
                 row = int(np.argwhere(~np.isfinite(vec))[0, 0])
-                raise FeatureFileError(f"{labels_file.path}: video {vid!r}, label row {row} is not finite: {vec[row].tolist()}")
+                raise FeatureFileError(
+                    f"{labels_file.path}: video {vid!r}, label row {row} is not finite: {vec[row].tolist()}"
+                )
             seg_video.append((vid, intervals, len(seg_ids)))
             seg_ids += [f"{vid}[{k}]" for k in range(vec.shape[0])]
             seg_splits += [split] * vec.shape[0]
             seg_labels.append(vec)
         if not seg_ids or width is None:
-            raise FeatureFileError(f"{labels_file.path}: no labelled segments" + (f" in the given folds ({len(left_out)} videos in none)" if left_out else ""))
+            raise FeatureFileError(
+                f"{labels_file.path}: no labelled segments"
+                + (f" in the given folds ({len(left_out)} videos in none)" if left_out else "")
+            )
         if not 0 <= label_column < width:
-            raise InputError(f"label_column {label_column} is out of range: {labels_file.path} has {width} label columns")
+            raise InputError(
+                f"label_column {label_column} is out of range: {labels_file.path} has {width} label columns"
+            )
         n = len(seg_ids)
 
         features: dict[str, np.ndarray] = {}
@@ -432,11 +459,17 @@ def load_csd_folder(
                 if out is None:
                     out = _pooled_matrix(n, feats.shape[1], csd.path)
                 elif feats.shape[1] != out.shape[1]:
-                    raise FeatureFileError(f"{csd.path}: video {vid!r} has {feats.shape[1]} feature columns, earlier videos {out.shape[1]}")
+                    raise FeatureFileError(
+                        f"{csd.path}: video {vid!r} has {feats.shape[1]} feature columns, earlier videos {out.shape[1]}"
+                    )
 
-                def describe(row: int, col: int, value: float, _p: Path = csd.path, _v: str = vid, _m: str = modality) -> str:
-                    return (f"{_p}: video {_v!r}, feature row {row}, column {col} is {value} (modality {_m!r}); "
-                            f"only -inf is replaced (by 0), and only in {list(zero_neg_inf)}")
+                def describe(
+                    row: int, col: int, value: float, _p: Path = csd.path, _v: str = vid, _m: str = modality
+                ) -> str:
+                    return (
+                        f"{_p}: video {_v!r}, feature row {row}, column {col} is {value} (modality {_m!r}); "
+                        f"only -inf is replaced (by 0), and only in {list(zero_neg_inf)}"
+                    )
 
                 means, ok = _overlap_means(seg, feats, intervals, describe, modality in zero_neg_inf)
                 out[first : first + seg.shape[0]] = means

@@ -67,7 +67,9 @@ def read_manifest(path: str | Path, *, allow_duplicate_ids: bool = False) -> lis
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not UTF-8 text ({exc})") from exc
     if "id" not in columns or not columns & {"text", "audio"}:
-        raise ManifestError(f"{path}: needs an 'id' column and a 'text' and/or 'audio' column (optional: label, split); found {sorted(columns)}")
+        raise ManifestError(
+            f"{path}: needs an 'id' column and a 'text' and/or 'audio' column (optional: label, split); found {sorted(columns)}"
+        )
     rows = []
     for line, rec in records:
         audio = _cell(rec.get("audio"))
@@ -78,7 +80,11 @@ def read_manifest(path: str | Path, *, allow_duplicate_ids: bool = False) -> lis
             label_value = None if label is None else float(label)
         except ValueError:
             label_value = math.nan  # reported as a bad row
-        rows.append(ManifestRow(line, _cell(rec.get("id")) or "", _cell(rec.get("text")), audio, label_value, _cell(rec.get("split"))))
+        rows.append(
+            ManifestRow(
+                line, _cell(rec.get("id")) or "", _cell(rec.get("text")), audio, label_value, _cell(rec.get("split"))
+            )
+        )
     _check_ids(path, rows, allow_duplicate_ids)
     return rows
 
@@ -87,7 +93,9 @@ def _check_ids(path: Path, rows: list[ManifestRow], allow_duplicates: bool) -> N
     """Refuse rows without an id, and repeated ids unless allowed, naming their lines."""
     empty = [r.line for r in rows if not r.id]
     if empty:
-        raise ManifestError(f"{path}: {len(empty)} row(s) have an empty id (line {_some(empty)}); every row needs an id")
+        raise ManifestError(
+            f"{path}: {len(empty)} row(s) have an empty id (line {_some(empty)}); every row needs an id"
+        )
     for r in rows:
         check_unicode(r.id, f"{path}:{r.line}: id")  # ids are written to the outputs as UTF-8
     if allow_duplicates:
@@ -97,8 +105,10 @@ def _check_ids(path: Path, rows: list[ManifestRow], allow_duplicates: bool) -> N
         lines.setdefault(r.id, []).append(r.line)
     repeated = [f"{i!r} on lines {_some(ls)}" for i, ls in lines.items() if len(ls) > 1]
     if repeated:
-        raise ManifestError(f"{path}: {len(repeated)} id(s) appear more than once ({_some(repeated, sep='; ')}); make ids unique, "
-                            "or allow repeats with --allow-duplicate-ids (allow_duplicate_ids=True)")
+        raise ManifestError(
+            f"{path}: {len(repeated)} id(s) appear more than once ({_some(repeated, sep='; ')}); make ids unique, "
+            "or allow repeats with --allow-duplicate-ids (allow_duplicate_ids=True)"
+        )
 
 
 def _some(items: list, *, sep: str = ", ", limit: int = 10) -> str:

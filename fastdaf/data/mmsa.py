@@ -36,7 +36,10 @@ MMSA_SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
 _POOL_BYTES = 1 << 26  # float64 working set per pooling chunk
 
-def _masked_mean(x: np.ndarray, mask: np.ndarray, *, zero_neg_inf: bool, describe: Any) -> tuple[np.ndarray, np.ndarray]:
+
+def _masked_mean(
+    x: np.ndarray, mask: np.ndarray, *, zero_neg_inf: bool, describe: Any
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean of x[n, t] over t where mask[n, t]; rows with an empty mask are absent (zeros).
 
     Accumulates in float64 in bounded chunks; values outside the mask never enter the sum (not even
@@ -62,7 +65,9 @@ def _masked_mean(x: np.ndarray, mask: np.ndarray, *, zero_neg_inf: bool, describ
 
 
 # MMSA pickles
-def _mmsa_array(part: Mapping[str, Any], key: str, path: Path, split: str, *, ndim: int | None = None, numeric: bool = True) -> np.ndarray:
+def _mmsa_array(
+    part: Mapping[str, Any], key: str, path: Path, split: str, *, ndim: int | None = None, numeric: bool = True
+) -> np.ndarray:
     """One array of an MMSA split, with its presence, rank and numeric dtype checked."""
     if key not in part:
         raise FeatureFileError(
@@ -76,7 +81,9 @@ def _mmsa_array(part: Mapping[str, Any], key: str, path: Path, split: str, *, nd
     if numeric and arr.dtype.kind not in "biuf":
         raise FeatureFileError(f"{path}: split {split!r}, {key!r} has dtype {arr.dtype}, expected numbers")
     if ndim is not None and arr.ndim != ndim:
-        raise FeatureFileError(f"{path}: split {split!r}, {key!r} has shape {list(arr.shape)}, expected {ndim} dimensions")
+        raise FeatureFileError(
+            f"{path}: split {split!r}, {key!r} has shape {list(arr.shape)}, expected {ndim} dimensions"
+        )
     return arr
 
 
@@ -88,12 +95,16 @@ def _mmsa_lengths(part: Mapping[str, Any], key: str, n: int, frames: int, path: 
         raise FeatureFileError(f"{path}: split {split!r}, {key!r} has shape {list(raw.shape)}, expected ({n},)")
     if lengths.dtype.kind == "f" and not np.all(np.isfinite(lengths) & (lengths == np.round(lengths))):
         row = int(np.argwhere(~(np.isfinite(lengths) & (lengths == np.round(lengths))))[0, 0])
-        raise FeatureFileError(f"{path}: split {split!r}, {key!r} row {row} is {lengths[row]!r}, expected a whole number")
+        raise FeatureFileError(
+            f"{path}: split {split!r}, {key!r} row {row} is {lengths[row]!r}, expected a whole number"
+        )
     lengths = lengths.astype(np.int64)
     bad = np.argwhere((lengths < 0) | (lengths > frames))
     if bad.size:
         row = int(bad[0, 0])
-        raise FeatureFileError(f"{path}: split {split!r}, {key!r} row {row} is {lengths[row]}, expected 0..{frames} (the time axis)")
+        raise FeatureFileError(
+            f"{path}: split {split!r}, {key!r} row {row} is {lengths[row]}, expected 0..{frames} (the time axis)"
+        )
     return lengths
 
 
@@ -116,15 +127,21 @@ def _pool_mmsa_split(path: Path, split: str, part: Mapping[str, Any]) -> dict[st
         raise FeatureFileError(f"{path}: split {split!r} has {len(ids_list)} ids for {n} rows of 'text'")
     for i, v in enumerate(ids_list):
         if not isinstance(v, str):
-            raise FeatureFileError(f"{path}: split {split!r}, id of row {i} is a {type(v).__name__} ({BOUNDED_REPR.repr(v)}), expected a string")
+            raise FeatureFileError(
+                f"{path}: split {split!r}, id of row {i} is a {type(v).__name__} ({BOUNDED_REPR.repr(v)}), expected a string"
+            )
     labels = _mmsa_array(part, "regression_labels", path, split).astype(np.float64)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.shape != (n,):
-        raise FeatureFileError(f"{path}: split {split!r}, 'regression_labels' has shape {list(labels.shape)}, expected ({n},)")
+        raise FeatureFileError(
+            f"{path}: split {split!r}, 'regression_labels' has shape {list(labels.shape)}, expected ({n},)"
+        )
     if not np.all(np.isfinite(labels)):
         row = int(np.argwhere(~np.isfinite(labels))[0, 0])
-        raise FeatureFileError(f"{path}: split {split!r}, 'regression_labels' row {row} is {labels[row]}, expected a finite number")
+        raise FeatureFileError(
+            f"{path}: split {split!r}, 'regression_labels' row {row} is {labels[row]}, expected a finite number"
+        )
 
     features: dict[str, np.ndarray] = {}
     present: dict[str, np.ndarray] = {}
@@ -150,11 +167,21 @@ def _pool_mmsa_split(path: Path, split: str, part: Mapping[str, Any]) -> dict[st
 
         def describe(row: int, t: int, col: int, value: float, _m: str = modality) -> str:
             note = "; -inf is replaced by 0 only in audio, as MMSA does" if _m != "audio" or value != -np.inf else ""
-            return (f"{path}: split {split!r}, modality {_m!r}, row {row} (id {ids_list[row]!r}): non-finite value {value} "
-                    f"at time step {t}, column {col}{note}")
+            return (
+                f"{path}: split {split!r}, modality {_m!r}, row {row} (id {ids_list[row]!r}): non-finite value {value} "
+                f"at time step {t}, column {col}{note}"
+            )
 
-        features[modality], present[modality] = _masked_mean(x, mask, zero_neg_inf=modality == "audio", describe=describe)
-    return {"features": features, "present": present, "labels": labels, "ids": [str(v) for v in ids_list], "rules": rules}
+        features[modality], present[modality] = _masked_mean(
+            x, mask, zero_neg_inf=modality == "audio", describe=describe
+        )
+    return {
+        "features": features,
+        "present": present,
+        "labels": labels,
+        "ids": [str(v) for v in ids_list],
+        "rules": rules,
+    }
 
 
 def load_mmsa_pickle(path: str | Path) -> FeatureSet:
@@ -166,20 +193,26 @@ def load_mmsa_pickle(path: str | Path) -> FeatureSet:
     path = Path(path)
     data = safe_load_pickle(path)
     if not isinstance(data, Mapping):
-        raise FeatureFileError(f"{path}: top level is a {type(data).__name__}, expected a dict with 'train'/'valid'/'test'")
+        raise FeatureFileError(
+            f"{path}: top level is a {type(data).__name__}, expected a dict with 'train'/'valid'/'test'"
+        )
     splits = [s for s in MMSA_SPLITS if s in data]
     if not splits:
         raise FeatureFileError(f"{path}: found keys {sorted(map(str, data))}, expected 'train', 'valid' and/or 'test'")
     parts = []
     for split in splits:
         if not isinstance(data[split], Mapping):
-            raise FeatureFileError(f"{path}: split {split!r} is a {type(data[split]).__name__}, expected a dict of arrays")
+            raise FeatureFileError(
+                f"{path}: split {split!r} is a {type(data[split]).__name__}, expected a dict of arrays"
+            )
         parts.append(_pool_mmsa_split(path, split, data[split]))
     for modality in ("text", "audio", "video"):
         dims = {s: p["features"][modality].shape[1] for s, p in zip(splits, parts)}
         if len(set(dims.values())) > 1:
             raise FeatureFileError(f"{path}: {modality} feature width differs between splits: {dims}")
-    features = {m: torch.from_numpy(np.concatenate([p["features"][m] for p in parts])) for m in ("text", "audio", "video")}
+    features = {
+        m: torch.from_numpy(np.concatenate([p["features"][m] for p in parts])) for m in ("text", "audio", "video")
+    }
     present = torch.from_numpy(np.stack([np.concatenate([p["present"][m] for p in parts]) for m in features], axis=1))
     split_col = [s for s, p in zip(splits, parts) for _ in p["ids"]]
     return FeatureSet(

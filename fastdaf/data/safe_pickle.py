@@ -1,12 +1,12 @@
 """Reading a data pickle without running it: `SafeUnpickler` and `safe_load_pickle`.
 
-   Feature widths are taken from the file (768/74/35 in the MMSA releases) and must agree across splits.
-   Reading a pickle can run code, so the file is read by `SafeUnpickler`, which admits only what numpy
-   arrays, lists, dicts, sets, tuples, strings and numbers need and refuses every other global with an
-   `UnsafePickleError` naming the refused `module.name`, before anything of it runs. Object-dtype arrays
-   holding anything but `str` are refused too. Admitted constructors build only from data in the file
-   (`bytes(n)`, `bytearray(n)`, `numpy.ndarray(shape)` would allocate from a count and are refused). The
-   loaded structure is then walked once, each shared sub-object once, and refused if it has a cycle,
+Feature widths are taken from the file (768/74/35 in the MMSA releases) and must agree across splits.
+Reading a pickle can run code, so the file is read by `SafeUnpickler`, which admits only what numpy
+arrays, lists, dicts, sets, tuples, strings and numbers need and refuses every other global with an
+`UnsafePickleError` naming the refused `module.name`, before anything of it runs. Object-dtype arrays
+holding anything but `str` are refused too. Admitted constructors build only from data in the file
+(`bytes(n)`, `bytearray(n)`, `numpy.ndarray(shape)` would allocate from a count and are refused). The
+loaded structure is then walked once, each shared sub-object once, and refused if it has a cycle,
 """
 
 from __future__ import annotations
@@ -36,13 +36,12 @@ class UnsafePickleError(FeatureFileError):
     """A pickle asks for something other than plain data (a callable, a class instance): refused unrun."""
 
 
-
 def _numpy_internals() -> dict[str, Any]:
     """numpy's pickle helpers, found under numpy._core (numpy 2) or numpy.core (numpy 1)."""
     try:
-        from numpy._core import multiarray, numeric
+        from numpy._core import multiarray, numeric  # noqa: PLC0415 - numpy 2 / numpy 1 layouts
     except ImportError:  # pragma: no cover - numpy 1.x without the numpy._core alias
-        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
+        from numpy.core import multiarray, numeric  # noqa: PLC0415 - type: ignore[no-redef]
     return {"_reconstruct": multiarray._reconstruct, "scalar": multiarray.scalar, "_frombuffer": numeric._frombuffer}
 
 
@@ -55,6 +54,7 @@ def _latin1_bytes(text: Any, encoding: Any = "latin1") -> bytes:
 
 def _from_bytes(kind: type) -> Any:
     """`bytes` / `bytearray` rebuilt from data in the file; `bytes(n)` would allocate n bytes from a few."""
+
     def build(*args: Any) -> Any:
         if args and isinstance(args[0], int):
             raise pickle.UnpicklingError(f"{kind.__name__}({args[0]}) allocates from a count, not data; refused")
@@ -81,7 +81,9 @@ def _empty_array(numpy_reconstruct: Any) -> Any:
 
     def build(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
         if subtype is not _ARRAY_TYPE or not isinstance(shape, tuple) or 0 not in shape:
-            raise pickle.UnpicklingError(f"_reconstruct is admitted only for an empty numpy.ndarray, got shape {shape!r}")
+            raise pickle.UnpicklingError(
+                f"_reconstruct is admitted only for an empty numpy.ndarray, got shape {shape!r}"
+            )
         return numpy_reconstruct(np.ndarray, shape, dtype)
 
     return build
@@ -195,7 +197,9 @@ def _check_plain_data(obj: Any, source: str, where: str) -> None:
         if id(node) in open_ids:
             raise FeatureFileError(f"{source}: {_place(where, step)} contains itself; plain data holds no cycles")
         if len(frames) >= MAX_PICKLE_DEPTH:
-            raise FeatureFileError(f"{source}: data nested deeper than {MAX_PICKLE_DEPTH} levels at {_place(where, step)}")
+            raise FeatureFileError(
+                f"{source}: data nested deeper than {MAX_PICKLE_DEPTH} levels at {_place(where, step)}"
+            )
         open_ids.add(id(node))
         frames.append([node, _place(where, step), _members(node), 0, 1])
         return None

@@ -1,21 +1,21 @@
 """CMU-MOSEI transcript CSVs, read into `TranscriptRow`s; every malformed file raises `FeatureFileError` naming the file and line.
 
-   The CMU-MOSEI release of the CMU-MultimodalSDK, as comma-separated files (`train.csv`, `valid.csv`):
-   an unnamed first column with the segment id `<video_id>[<segment_index>]` (e.g. `hh04W3xXa5s[0]`),
-   `sentence` (raw lower-cased ASR-style text; the token `sp` marks a pause and is kept here: strip it
-   with `fastdaf.encoders.normalize_mosei` before encoding), `polarity` (sentiment in [-3, 3]), then
-   `happiness sadness anger surprise disgust fear` (each in [0, 3]). Each row becomes a `TranscriptRow`
-   (`id`, `video` = the id before `[`, raw `text`, `label` = polarity, `emotions`, `split`).
-   The split is the caller's `split` argument, else the file name stem ("train", "valid").
-   The published values are rounded to two decimals (-0.33, 0.67) and a few are multiples of 1/6
-   (0.17, 0.5): they are kept exactly as written, never snapped to a grid.
-   `read_transcript_csv` reads the same shape in general: id column `id` (or `segment_id`) or an unnamed
-   first column, text column `sentence` or `text`, label column `polarity` or `label`, an optional
-   `split` column (used when no `split` argument is given; the file stem otherwise), and whichever of the
-   six emotion columns are present. `read_mosei_transcripts` is the strict variant: all six emotion
-   columns, ids shaped `video[k]`, labels in [-3, 3] and emotions in [0, 3]. Duplicate ids, missing
-   columns, short rows and non-numeric or non-finite numbers are errors naming the line (CSV line
-   numbers, header = line 1). `read_transcript_dir` reads every `*.csv` of a folder, each file a split
+The CMU-MOSEI release of the CMU-MultimodalSDK, as comma-separated files (`train.csv`, `valid.csv`):
+an unnamed first column with the segment id `<video_id>[<segment_index>]` (e.g. `hh04W3xXa5s[0]`),
+`sentence` (raw lower-cased ASR-style text; the token `sp` marks a pause and is kept here: strip it
+with `fastdaf.encoders.normalize_mosei` before encoding), `polarity` (sentiment in [-3, 3]), then
+`happiness sadness anger surprise disgust fear` (each in [0, 3]). Each row becomes a `TranscriptRow`
+(`id`, `video` = the id before `[`, raw `text`, `label` = polarity, `emotions`, `split`).
+The split is the caller's `split` argument, else the file name stem ("train", "valid").
+The published values are rounded to two decimals (-0.33, 0.67) and a few are multiples of 1/6
+(0.17, 0.5): they are kept exactly as written, never snapped to a grid.
+`read_transcript_csv` reads the same shape in general: id column `id` (or `segment_id`) or an unnamed
+first column, text column `sentence` or `text`, label column `polarity` or `label`, an optional
+`split` column (used when no `split` argument is given; the file stem otherwise), and whichever of the
+six emotion columns are present. `read_mosei_transcripts` is the strict variant: all six emotion
+columns, ids shaped `video[k]`, labels in [-3, 3] and emotions in [0, 3]. Duplicate ids, missing
+columns, short rows and non-numeric or non-finite numbers are errors naming the line (CSV line
+numbers, header = line 1). `read_transcript_dir` reads every `*.csv` of a folder, each file a split
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ _ID_COLUMNS = ("id", "segment_id")
 _TEXT_COLUMNS = ("sentence", "text")
 _LABEL_COLUMNS = ("polarity", "label")
 _SEGMENT_ID = re.compile(r"^(.+)\[(\d+)\]$")
+
 
 @dataclasses.dataclass
 class TranscriptRow:
@@ -68,7 +69,9 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     except csv.Error as exc:
         raise FeatureFileError(f"{path}, after line {line}: malformed CSV: {exc}") from exc
     if header is None:
-        raise FeatureFileError(f"{path} is empty; expected a header row with id, sentence/text and polarity/label columns")
+        raise FeatureFileError(
+            f"{path} is empty; expected a header row with id, sentence/text and polarity/label columns"
+        )
     return header, rows
 
 
@@ -97,9 +100,11 @@ def _read_transcripts(path: Path, split: str | None, strict_mosei: bool) -> list
     text_col, label_col, split_col = column(_TEXT_COLUMNS), column(_LABEL_COLUMNS), column(("split",))
     missing = [
         what
-        for what, col in (("an id column ('id' or an unnamed first column)", id_col),
-                          ("a text column ('sentence' or 'text')", text_col),
-                          ("a label column ('polarity' or 'label')", label_col))
+        for what, col in (
+            ("an id column ('id' or an unnamed first column)", id_col),
+            ("a text column ('sentence' or 'text')", text_col),
+            ("a label column ('polarity' or 'label')", label_col),
+        )
         if col is None
     ]
     emotion_cols = {e: names.index(e) for e in MOSEI_EMOTIONS if e in names}

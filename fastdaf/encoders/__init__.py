@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..errors import EncoderError, InputError
+from ..errors import EncoderError
 from .acoustic import AcousticEncoder
 from .base import Encoded, Encoder, masked_mean, pick_device, pick_dtype
 from .precomputed import PrecomputedEncoder
@@ -41,8 +41,14 @@ from .text import (
 )
 
 
-def load_encoder(spec: str | dict[str, Any], *, modality: str, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None, backend: str = "eager") -> TextEncoder | SpeechEncoder | AcousticEncoder | PrecomputedEncoder:
+def load_encoder(
+    spec: str | dict[str, Any],
+    *,
+    modality: str,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    backend: str = "eager",
+) -> TextEncoder | SpeechEncoder | AcousticEncoder | PrecomputedEncoder:
     """Build an encoder from a spec() record or a short string.
 
     Strings: for text, "default" or a model path / hub id; for audio, "acoustic" (built-in),
@@ -75,6 +81,7 @@ def load_encoder(spec: str | dict[str, Any], *, modality: str, device: str | tor
     if kind == "precomputed":
         return PrecomputedEncoder(spec["modality"], int(spec["dim"]))
     raise EncoderError(f"unknown encoder kind {kind!r}; accepted: text, speech, acoustic, precomputed")
+
 
 __all__ = [
     "AcousticEncoder",

@@ -25,7 +25,9 @@ class AcousticEncoder:
     modality = "audio"
     takes_waveforms = True
 
-    def __init__(self, *, device: str | torch.device | None = None, batch_size: int | None = None, backend: str = "eager") -> None:
+    def __init__(
+        self, *, device: str | torch.device | None = None, batch_size: int | None = None, backend: str = "eager"
+    ) -> None:
         self.device = pick_device(device)
         self.sampling_rate, self.dim, self.feature_names = SAMPLE_RATE, FEATURE_DIM, FEATURE_NAMES
         # measured on the 2-core CPU: 64 MOSEI-length clips took 4.9 s unsorted in batches of 32,
@@ -36,11 +38,23 @@ class AcousticEncoder:
         specs = {"waveforms": InputSpec(pad=0.0), "lengths": InputSpec(has_length=False, length_pad="size")}
         seconds = (1, 2, 4, 8, 16, 32, 64)
         buckets = Buckets(batch=(1, 2, 4, 8, 16, 32, 64), length=tuple(s * self.sampling_rate for s in seconds))
-        example = {"waveforms": torch.zeros(1, self.sampling_rate, device=self.device), "lengths": torch.tensor([self.sampling_rate], device=self.device)}
+        example = {
+            "waveforms": torch.zeros(1, self.sampling_rate, device=self.device),
+            "lengths": torch.tensor([self.sampling_rate], device=self.device),
+        }
         self.backend = backend
         self.core = AcousticCore()
-        self.runner = make_runner(self.core, backend, self.device, specs=specs, example=example, output_names=("features",),
-                                  buckets=buckets, dtype=torch.float32, exportable=False)
+        self.runner = make_runner(
+            self.core,
+            backend,
+            self.device,
+            specs=specs,
+            example=example,
+            output_names=("features",),
+            buckets=buckets,
+            dtype=torch.float32,
+            exportable=False,
+        )
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "acoustic", "dim": self.dim}
@@ -56,5 +70,7 @@ class AcousticEncoder:
                 clips = [torch.as_tensor(waves[i]).reshape(-1).float() for i in idx]
                 lengths = torch.tensor([c.numel() for c in clips])
                 padded = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
-                out[idx] = self.runner({"waveforms": padded.to(self.device), "lengths": lengths.to(self.device)}).float().cpu()
+                out[idx] = (
+                    self.runner({"waveforms": padded.to(self.device), "lengths": lengths.to(self.device)}).float().cpu()
+                )
         return Encoded(out, [None] * len(waves))

@@ -42,8 +42,14 @@ def pick_device(device: str | torch.device | None) -> torch.device:
 
 
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    names = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+    }
     if dtype is None or dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, str):
@@ -63,7 +69,7 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def load_pretrained(loader: Callable[..., Any], name: str, what: str):
     """Load with transformers' own progress bars off (fastdaf shows its own), turning failures into EncoderError."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415 - heavy: only when a Hugging Face model is built
 
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()

@@ -40,14 +40,22 @@ class _Embeddings(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)[None] + self.token_type_embeddings.weight[0]
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(positions)[None]
+            + self.token_type_embeddings.weight[0]
+        )
         return self.LayerNorm(x)
 
 
 class _SelfAttention(nn.Module):
     def __init__(self, hidden: int) -> None:
         super().__init__()
-        self.query, self.key, self.value = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
+        self.query, self.key, self.value = (
+            nn.Linear(hidden, hidden),
+            nn.Linear(hidden, hidden),
+            nn.Linear(hidden, hidden),
+        )
 
 
 class _DenseNorm(nn.Module):
@@ -106,7 +114,9 @@ class NativeBert(nn.Module):
         self.encoder = _Encoder(cfg)
         self.pooler = _Dense(cfg["hidden_size"], cfg["hidden_size"])
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False) -> BertOutput:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, output_hidden_states: bool = False
+    ) -> BertOutput:
         x = self.embeddings(input_ids)
         # additive mask as transformers builds it: 0 where attended, the dtype's minimum where padded
         bias = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
@@ -122,18 +132,29 @@ class NativeTokenizer:
     """The subset of a transformers tokenizer call that TextEncoder uses, on the `tokenizers` library."""
 
     def __init__(self, path: Path) -> None:
-        from tokenizers import Tokenizer
+        from tokenizers import Tokenizer  # noqa: PLC0415 - only when the native BERT loads its tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
-        config = json.loads((path / "tokenizer_config.json").read_text()) if (path / "tokenizer_config.json").is_file() else {}
+        config = (
+            json.loads((path / "tokenizer_config.json").read_text())
+            if (path / "tokenizer_config.json").is_file()
+            else {}
+        )
         pad = config.get("pad_token", "[PAD]")
         pad = pad.get("content", "[PAD]") if isinstance(pad, dict) else pad
         self.pad_token_id = self.tokenizer.token_to_id(pad) or 0
 
-    def __call__(self, texts: Sequence[str], *, padding: bool | str = False, truncation: bool = False,
-                 max_length: int | None = None, return_tensors: str | None = None) -> dict[str, Any]:
+    def __call__(
+        self,
+        texts: Sequence[str],
+        *,
+        padding: bool | str = False,
+        truncation: bool = False,
+        max_length: int | None = None,
+        return_tensors: str | None = None,
+    ) -> dict[str, Any]:
         if truncation and max_length:
             self.tokenizer.enable_truncation(max_length)
         else:
@@ -159,9 +180,13 @@ def load_native_bert(path: str | Path) -> tuple[NativeBert, NativeTokenizer] | N
     except (OSError, ValueError):
         return None
     weights = path / "model.safetensors"
-    supported = (cfg.get("model_type") == "bert" and cfg.get("hidden_act", "gelu") == "gelu"
-                 and cfg.get("position_embedding_type", "absolute") == "absolute" and weights.is_file()
-                 and (path / "tokenizer.json").is_file())
+    supported = (
+        cfg.get("model_type") == "bert"
+        and cfg.get("hidden_act", "gelu") == "gelu"
+        and cfg.get("position_embedding_type", "absolute") == "absolute"
+        and weights.is_file()
+        and (path / "tokenizer.json").is_file()
+    )
     if not supported:
         return None
 

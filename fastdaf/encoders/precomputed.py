@@ -29,7 +29,11 @@ class PrecomputedEncoder:
     def encode(self, vectors: Sequence[Any]) -> Encoded:
         rows = []
         for i, v in enumerate(vectors):
-            t = torch.as_tensor(np.asarray(v, dtype=np.float32) if not isinstance(v, torch.Tensor) else v).float().reshape(-1)
+            t = (
+                torch.as_tensor(np.asarray(v, dtype=np.float32) if not isinstance(v, torch.Tensor) else v)
+                .float()
+                .reshape(-1)
+            )
             if t.numel() != self.dim:
                 raise InputError(f"{self.modality} vector at position {i} has {t.numel()} values, expected {self.dim}")
             if not torch.isfinite(t).all():

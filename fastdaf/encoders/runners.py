@@ -90,7 +90,7 @@ BucketPolicy = Buckets | ExactShapes
 
 def tensorrt_available() -> bool:
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt  # noqa: PLC0415, F401
     except ImportError:
         return False
     return True
@@ -119,9 +119,13 @@ def resolve_backend(backend: str, device: torch.device, *, graph_safe: bool = Tr
             "(a feature encoder that normalises over time); use 'cudagraph' (one graph per exact input shape), 'eager' or 'compile'"
         )
     if backend == "tensorrt" and not exportable:
-        raise UnsupportedError("this encoder cannot be exported to TensorRT (its FFTs have no TensorRT layer); use 'cudagraph'")
+        raise UnsupportedError(
+            "this encoder cannot be exported to TensorRT (its FFTs have no TensorRT layer); use 'cudagraph'"
+        )
     if backend == "tensorrt" and not tensorrt_available():
-        raise UnsupportedError("backend 'tensorrt' needs the Python package 'tensorrt' (NVIDIA TensorRT 10), which is not installed")
+        raise UnsupportedError(
+            "backend 'tensorrt' needs the Python package 'tensorrt' (NVIDIA TensorRT 10), which is not installed"
+        )
     return backend
 
 
@@ -172,7 +176,10 @@ def pad_to(inputs: Inputs, specs: dict[str, InputSpec], batch: int, length: int 
 
 def _has_shape(inputs: Inputs, specs: dict[str, InputSpec], batch: int, length: int | None) -> bool:
     """Whether every input already has the bucket's batch (and length): then padding would copy it unchanged."""
-    return all(t.shape[0] == batch and (length is None or not specs[n].has_length or t.shape[1] == length) for n, t in inputs.items())
+    return all(
+        t.shape[0] == batch and (length is None or not specs[n].has_length or t.shape[1] == length)
+        for n, t in inputs.items()
+    )
 
 
 def _slice_rows(out: Any, n: int) -> Any:
@@ -190,7 +197,9 @@ class BucketedRunner(Runner):
 
     name = "bucketed"
 
-    def __init__(self, core: nn.Module, specs: dict[str, InputSpec], buckets: BucketPolicy = Buckets(), *, max_graphs: int = 16) -> None:
+    def __init__(
+        self, core: nn.Module, specs: dict[str, InputSpec], buckets: BucketPolicy = Buckets(), *, max_graphs: int = 16
+    ) -> None:
         super().__init__(core)
         self.specs, self.buckets, self.max_graphs = specs, buckets, max_graphs
         self.pool: collections.OrderedDict[tuple, Callable[[Inputs], Any]] = collections.OrderedDict()
@@ -238,7 +247,9 @@ class CudaGraphRunner(BucketedRunner):
 
     name = "cudagraph"
 
-    def __init__(self, core: nn.Module, specs: dict[str, InputSpec], buckets: BucketPolicy = Buckets(), *, max_graphs: int = 16) -> None:
+    def __init__(
+        self, core: nn.Module, specs: dict[str, InputSpec], buckets: BucketPolicy = Buckets(), *, max_graphs: int = 16
+    ) -> None:
         super().__init__(core, specs, buckets, max_graphs=max_graphs)
         self.memory_pool = torch.cuda.graph_pool_handle()
 
@@ -277,22 +288,40 @@ def export_onnx(core: nn.Module, example: Inputs, path: str | Path, *, output_na
             return self.inner(**dict(zip(names, args)))
 
     with torch.inference_mode(False), torch.no_grad():
-        torch.onnx.export(_Positional(core).eval(), tuple(example[n] for n in names), str(path), input_names=names,
-                          output_names=list(output_names), dynamic_axes=dynamic, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            _Positional(core).eval(),
+            tuple(example[n] for n in names),
+            str(path),
+            input_names=names,
+            output_names=list(output_names),
+            dynamic_axes=dynamic,
+            opset_version=17,
+            dynamo=False,
+        )
     return path
 
 
 def engine_key(core: nn.Module, buckets: Buckets, dtype: torch.dtype, extra: dict[str, Any]) -> str:
     """Cache key of a TensorRT engine: weights, buckets, dtype and versions."""
-    import tensorrt
-
+    import tensorrt  # noqa: PLC0415 - optional: TensorRT where installed
 
     h = hashlib.sha256()
     for name, t in sorted(core.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
-    h.update(json.dumps({"buckets": dataclasses.asdict(buckets), "dtype": str(dtype), "torch": torch.__version__,
-                         "tensorrt": tensorrt.__version__, "fastdaf": __version__, **extra}, sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {
+                "buckets": dataclasses.asdict(buckets),
+                "dtype": str(dtype),
+                "torch": torch.__version__,
+                "tensorrt": tensorrt.__version__,
+                "fastdaf": __version__,
+                **extra,
+            },
+            sort_keys=True,
+        ).encode()
+    )
     return h.hexdigest()[:32]
 
 
@@ -305,9 +334,17 @@ class TensorRTRunner(Runner):
 
     name = "tensorrt"
 
-    def __init__(self, core: nn.Module, specs: dict[str, InputSpec], example: Inputs, *, output_names: Sequence[str],
-                 buckets: Buckets = Buckets(), dtype: torch.dtype = torch.float16) -> None:
-        import tensorrt as trt
+    def __init__(
+        self,
+        core: nn.Module,
+        specs: dict[str, InputSpec],
+        example: Inputs,
+        *,
+        output_names: Sequence[str],
+        buckets: Buckets = Buckets(),
+        dtype: torch.dtype = torch.float16,
+    ) -> None:
+        import tensorrt as trt  # noqa: PLC0415 - optional: TensorRT where installed
 
         super().__init__(core)
         self.specs, self.buckets, self.output_names = specs, buckets, list(output_names)
@@ -330,10 +367,14 @@ class TensorRTRunner(Runner):
         return tuple(shape)
 
     def _build(self, example: Inputs, path: Path, dtype: torch.dtype) -> None:
-        import tensorrt as trt
+        import tensorrt as trt  # noqa: PLC0415 - optional: TensorRT where installed
 
-        onnx_path = export_onnx(self.core.float(), {n: t.float() if t.is_floating_point() else t for n, t in example.items()},
-                                path.with_suffix(".onnx"), output_names=self.output_names)
+        onnx_path = export_onnx(
+            self.core.float(),
+            {n: t.float() if t.is_floating_point() else t for n, t in example.items()},
+            path.with_suffix(".onnx"),
+            output_names=self.output_names,
+        )
         builder = trt.Builder(self.logger)
         network = builder.create_network(0)
         parser = trt.OnnxParser(network, self.logger)
@@ -350,8 +391,12 @@ class TensorRTRunner(Runner):
         lo_l, hi_l = self.buckets.length[0], self.buckets.length[-1]
         for name, t in example.items():
             has_len = self.specs[name].has_length
-            profile.set_shape(name, self._shape(t, lo_b, lo_l if has_len else None), self._shape(t, lo_b, t.shape[1] if has_len else None),
-                              self._shape(t, hi_b, hi_l if has_len else None))
+            profile.set_shape(
+                name,
+                self._shape(t, lo_b, lo_l if has_len else None),
+                self._shape(t, lo_b, t.shape[1] if has_len else None),
+                self._shape(t, hi_b, hi_l if has_len else None),
+            )
         config.add_optimization_profile(profile)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
@@ -359,7 +404,7 @@ class TensorRTRunner(Runner):
         path.write_bytes(bytes(serialized))
 
     def __call__(self, inputs: Inputs) -> Any:
-        import tensorrt as trt
+        import tensorrt as trt  # noqa: PLC0415 - optional: TensorRT where installed
 
         batch, length = _batch_and_length(inputs, self.specs)
         if self.buckets.pick(batch, length) is None:
@@ -388,9 +433,20 @@ def graph_policy(buckets: Buckets, graph_safe: bool) -> BucketPolicy:
     return buckets if graph_safe else ExactShapes(max_batch=buckets.batch[-1], max_length=buckets.length[-1])
 
 
-def make_runner(core: nn.Module, backend: str, device: torch.device, *, specs: dict[str, InputSpec], example: Inputs | None = None,
-                output_names: Sequence[str] = ("output",), buckets: Buckets = Buckets(), graph_safe: bool = True,
-                exportable: bool = True, dtype: torch.dtype = torch.float32, max_graphs: int = 16) -> Runner:
+def make_runner(
+    core: nn.Module,
+    backend: str,
+    device: torch.device,
+    *,
+    specs: dict[str, InputSpec],
+    example: Inputs | None = None,
+    output_names: Sequence[str] = ("output",),
+    buckets: Buckets = Buckets(),
+    graph_safe: bool = True,
+    exportable: bool = True,
+    dtype: torch.dtype = torch.float32,
+    max_graphs: int = 16,
+) -> Runner:
     """The runner for `backend` (see the module docstring)."""
     chosen = resolve_backend(backend, device, graph_safe=graph_safe, exportable=exportable)
     if chosen == "eager":

@@ -48,20 +48,24 @@ class SpeechEncoder:
         batch_size: int = 8,
         backend: str = "eager",
     ) -> None:
-        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel  # noqa: PLC0415 - heavy: only when a Hugging Face model is built
 
         self.model_name = model
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         config = load_pretrained(AutoConfig.from_pretrained, model, "speech encoder config")
         self.is_whisper = config.model_type == "whisper"
-        self.feature_extractor = load_pretrained(AutoFeatureExtractor.from_pretrained, model, "speech feature extractor")
+        self.feature_extractor = load_pretrained(
+            AutoFeatureExtractor.from_pretrained, model, "speech feature extractor"
+        )
         net = load_pretrained(AutoModel.from_pretrained, model, "speech encoder")
         if self.is_whisper:
             net = net.get_encoder()
             window_seconds = min(window_seconds, float(self.feature_extractor.chunk_length))
         elif not hasattr(net, "_get_feat_extract_output_lengths"):
-            raise EncoderError(f"{model!r} ({config.model_type}) is not a supported speech encoder: use wav2vec2, HuBERT, WavLM or Whisper")
+            raise EncoderError(
+                f"{model!r} ({config.model_type}) is not a supported speech encoder: use wav2vec2, HuBERT, WavLM or Whisper"
+            )
         self.model = net.to(self.device, self.dtype).eval()
         self.model.requires_grad_(False)
         if window_seconds <= 0 or batch_size < 1:
@@ -79,15 +83,29 @@ class SpeechEncoder:
         # group-norm feature encoders do not: TensorRT is refused for them, and CUDA graphs are captured per
         # exact input shape (they batch only equal-length windows, see _batches)
         graph_safe = self.is_whisper or self.pass_mask
-        specs = {"inputs": InputSpec(pad=0.0, has_length=not self.is_whisper), "frames": InputSpec(has_length=False, pad=1)}
+        specs = {
+            "inputs": InputSpec(pad=0.0, has_length=not self.is_whisper),
+            "frames": InputSpec(has_length=False, pad=1),
+        }
         if self.pass_mask and not self.is_whisper:
             specs["attention_mask"] = InputSpec(pad=0)
         seconds = [s for s in (1, 2, 4, 8, 16) if s < self.window_seconds] + [self.window_seconds]
         buckets = Buckets(batch=(1, 2, 4, 8, 16), length=tuple(int(s * self.sampling_rate) for s in seconds))
         self.backend = backend
-        example = self._inputs([np.zeros(self.sampling_rate, dtype=np.float32)]) if backend in ("tensorrt", "auto") else None
-        return make_runner(self.core, backend, self.device, specs=specs, example=example, output_names=("sums", "counts"),
-                           buckets=buckets, graph_safe=graph_safe, dtype=self.dtype)
+        example = (
+            self._inputs([np.zeros(self.sampling_rate, dtype=np.float32)]) if backend in ("tensorrt", "auto") else None
+        )
+        return make_runner(
+            self.core,
+            backend,
+            self.device,
+            specs=specs,
+            example=example,
+            output_names=("sums", "counts"),
+            buckets=buckets,
+            graph_safe=graph_safe,
+            dtype=self.dtype,
+        )
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "speech", "model": self.model_name, "layer": self.layer, "window_seconds": self.window_seconds}
@@ -104,8 +122,13 @@ class SpeechEncoder:
 
     def _inputs(self, pieces: list[np.ndarray]) -> dict[str, torch.Tensor]:
         """Model inputs for a list of windows, and each window's count of valid output frames."""
-        fe = self.feature_extractor(pieces, sampling_rate=self.sampling_rate, return_tensors="pt",
-                                    padding=not self.is_whisper or "max_length", return_attention_mask=True)
+        fe = self.feature_extractor(
+            pieces,
+            sampling_rate=self.sampling_rate,
+            return_tensors="pt",
+            padding=not self.is_whisper or "max_length",
+            return_attention_mask=True,
+        )
         lengths = torch.tensor([len(p) for p in pieces])
         if self.is_whisper:
             hop = int(self.feature_extractor.hop_length)
@@ -117,7 +140,9 @@ class SpeechEncoder:
             if self.pass_mask and "attention_mask" in fe:
                 inputs["attention_mask"] = fe["attention_mask"]
         inputs["frames"] = frames
-        return {k: v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device) for k, v in inputs.items()}
+        return {
+            k: v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device) for k, v in inputs.items()
+        }
 
     def _frame_sums(self, pieces: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Sum of hidden states over valid frames, and the number of valid frames, per piece."""

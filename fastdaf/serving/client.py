@@ -38,16 +38,25 @@ def _tritonclient(protocol: str):
         raise InputError(f"protocol {protocol!r} is not accepted; choose one of {list(PROTOCOLS)}")
     try:
         if protocol == "http":
-            import tritonclient.http as module
+            import tritonclient.http as module  # noqa: PLC0415 - serve extra, per protocol
         else:
-            import tritonclient.grpc as module
+            import tritonclient.grpc as module  # noqa: PLC0415 - serve extra, per protocol
     except ImportError as exc:
-        raise FastDAFError(f"tritonclient is not importable ({exc}); install it with: pip install 'fastdaf[serve]'") from None
+        raise FastDAFError(
+            f"tritonclient is not importable ({exc}); install it with: pip install 'fastdaf[serve]'"
+        ) from None
     return module
 
 
-def build_inputs(module: Any, text: str | bytes | None, audio: np.ndarray | None, sampling_rate: int | None, *,
-                 mark_absent: Sequence[str] = (), audio_dtype: str = "FP32") -> list:
+def build_inputs(
+    module: Any,
+    text: str | bytes | None,
+    audio: np.ndarray | None,
+    sampling_rate: int | None,
+    *,
+    mark_absent: Sequence[str] = (),
+    audio_dtype: str = "FP32",
+) -> list:
     """One utterance as Triton inputs (batch of 1).
 
     `mark_absent`: modalities to send even when missing, marked absent (text "", audio of 0 samples
@@ -77,14 +86,23 @@ def build_inputs(module: Any, text: str | bytes | None, audio: np.ndarray | None
 class TritonClient:
     """predict() on a served fastdaf model; plain dicts back, ServerError with the server's message on failure."""
 
-    def __init__(self, url: str = "127.0.0.1:8000", *, protocol: str = "http", model: str = MODEL_NAME, timeout_s: float = 60.0,
-                 mark_absent: bool = True) -> None:
+    def __init__(
+        self,
+        url: str = "127.0.0.1:8000",
+        *,
+        protocol: str = "http",
+        model: str = MODEL_NAME,
+        timeout_s: float = 60.0,
+        mark_absent: bool = True,
+    ) -> None:
         self.module = _tritonclient(protocol)
         self.protocol, self.model = protocol, model
         url = url.removeprefix("http://").removeprefix("https://")
         self.url = url
         if protocol == "http":
-            self.client = self.module.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s)
+            self.client = self.module.InferenceServerClient(
+                url, connection_timeout=timeout_s, network_timeout=timeout_s
+            )
         else:
             self.client = self.module.InferenceServerClient(url)
         self.timeout_s = timeout_s
@@ -111,19 +129,35 @@ class TritonClient:
         """Cumulative counts from Triton's model statistics: requests, executions (batches), and their ns."""
         model = self._as_json("get_inference_statistics")["model_stats"][0]
         infer = model.get("inference_stats", {})
-        return {"requests": int(model.get("inference_count", 0)), "executions": int(model.get("execution_count", 0)),
-                "queue_ns": int(infer.get("queue", {}).get("ns", 0)), "compute_ns": int(infer.get("compute_infer", {}).get("ns", 0))}
+        return {
+            "requests": int(model.get("inference_count", 0)),
+            "executions": int(model.get("execution_count", 0)),
+            "queue_ns": int(infer.get("queue", {}).get("ns", 0)),
+            "compute_ns": int(infer.get("compute_infer", {}).get("ns", 0)),
+        }
 
     def weights_order(self) -> list[str]:
         """The modality order of the `weights` output."""
         return self.parameters()["weights_order"].split(",")
 
-    def predict(self, text: str | bytes | None = None, audio: np.ndarray | None = None, sampling_rate: int | None = None, *,
-                audio_dtype: str = "FP32") -> dict[str, Any]:
+    def predict(
+        self,
+        text: str | bytes | None = None,
+        audio: np.ndarray | None = None,
+        sampling_rate: int | None = None,
+        *,
+        audio_dtype: str = "FP32",
+    ) -> dict[str, Any]:
         """{"score", "label", "weights": {modality: weight}, "notes": [str]} for one utterance, as `fastdaf.predict` gives."""
         order = self.weights_order()
-        inputs = build_inputs(self.module, text, audio, sampling_rate, audio_dtype=audio_dtype,
-                              mark_absent=order if self.mark_absent else ())
+        inputs = build_inputs(
+            self.module,
+            text,
+            audio,
+            sampling_rate,
+            audio_dtype=audio_dtype,
+            mark_absent=order if self.mark_absent else (),
+        )
         try:
             if self.protocol == "http":
                 result = self.client.infer(self.model, inputs, timeout=int(self.timeout_s * 1e6))
@@ -132,7 +166,9 @@ class TritonClient:
         except Exception as exc:  # noqa: BLE001 - tritonclient raises InferenceServerException and transport errors
             status = exc.status() if hasattr(exc, "status") else None
             message = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
-            raise ServerError(message or type(exc).__name__, status=str(status) if status is not None else type(exc).__name__) from None
+            raise ServerError(
+                message or type(exc).__name__, status=str(status) if status is not None else type(exc).__name__
+            ) from None
         weights = result.as_numpy("weights")[0]
         notes = result.as_numpy("notes")  # None from a repository exported before `notes` existed
         return {
@@ -194,7 +230,9 @@ def load_request(i: int, *, bad_every: int = 0, max_audio_seconds: float = 60.0,
             "empty_text": LoadRequest(i, kind, text=""),
             "wrong_type": LoadRequest(i, kind, audio=clip.astype(np.float64), sampling_rate=rate, audio_dtype="FP64"),
             "nan_audio": LoadRequest(i, kind, audio=np.full(rate, np.nan, np.float32), sampling_rate=rate),
-            "oversized_audio": LoadRequest(i, kind, audio=np.zeros(int(rate * (max_audio_seconds + 1)), np.float32), sampling_rate=rate),
+            "oversized_audio": LoadRequest(
+                i, kind, audio=np.zeros(int(rate * (max_audio_seconds + 1)), np.float32), sampling_rate=rate
+            ),
             "bad_utf8": LoadRequest(i, kind, text=b"\xff\xfe not utf-8"),
             "no_rate": LoadRequest(i, kind, audio=clip),
         }[kind]
@@ -206,8 +244,13 @@ def load_request(i: int, *, bad_every: int = 0, max_audio_seconds: float = 60.0,
     if mix not in MIXES:
         raise InputError(f"mix {mix!r} is not accepted; choose one of {list(MIXES)}")
     which = i % 3 if mix == "mixed" else {"text": 0, "audio": 1, "text+audio": 2}[mix]
-    return LoadRequest(i, "good", text=text if which != 1 else None, audio=audio if which != 0 else None,
-                       sampling_rate=rate if which != 0 else None)
+    return LoadRequest(
+        i,
+        "good",
+        text=text if which != 1 else None,
+        audio=audio if which != 0 else None,
+        sampling_rate=rate if which != 0 else None,
+    )
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -221,8 +264,17 @@ def _statistics(client: TritonClient) -> dict[str, int] | None:
         return None
 
 
-def run_load(url: str, n_requests: int, *, concurrency: int = 32, protocol: str = "http", bad_every: int = 0, mix: str = "mixed",
-             mark_absent: bool = False, timeout_s: float = 120.0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def run_load(
+    url: str,
+    n_requests: int,
+    *,
+    concurrency: int = 32,
+    protocol: str = "http",
+    bad_every: int = 0,
+    mix: str = "mixed",
+    mark_absent: bool = False,
+    timeout_s: float = 120.0,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Send n_requests from `concurrency` clients (one connection each); returns (summary, one record per request)."""
     if n_requests < 1 or concurrency < 1:
         raise InputError(f"n_requests and concurrency must be >= 1, got {n_requests} and {concurrency}")
@@ -247,7 +299,9 @@ def run_load(url: str, n_requests: int, *, concurrency: int = 32, protocol: str 
                 record: dict[str, Any] = {"id": r.id, "kind": r.kind, "sent_at": time.time()}
                 t0 = time.perf_counter()
                 try:
-                    record.update(ok=True, **client.predict(r.text, r.audio, r.sampling_rate, audio_dtype=r.audio_dtype))
+                    record.update(
+                        ok=True, **client.predict(r.text, r.audio, r.sampling_rate, audio_dtype=r.audio_dtype)
+                    )
                 except ServerError as exc:
                     record.update(ok=False, error=str(exc), status=exc.status)
                 record["latency_ms"] = round((time.perf_counter() - t0) * 1e3, 3)
@@ -267,12 +321,21 @@ def run_load(url: str, n_requests: int, *, concurrency: int = 32, protocol: str 
     probe.close()
     good = [rec["latency_ms"] for rec in records if rec["kind"] == "good" and rec["ok"]]
     summary = {
-        "url": url, "protocol": protocol, "mix": mix, "mark_absent": mark_absent, "requests": n_requests, "concurrency": concurrency,
-        "succeeded": sum(rec["ok"] for rec in records), "failed": sum(not rec["ok"] for rec in records),
+        "url": url,
+        "protocol": protocol,
+        "mix": mix,
+        "mark_absent": mark_absent,
+        "requests": n_requests,
+        "concurrency": concurrency,
+        "succeeded": sum(rec["ok"] for rec in records),
+        "failed": sum(not rec["ok"] for rec in records),
         "bad_requests_sent": sum(rec["kind"] != "good" for rec in records),
-        "seconds": round(seconds, 3), "requests_per_s": round(n_requests / seconds, 2),
+        "seconds": round(seconds, 3),
+        "requests_per_s": round(n_requests / seconds, 2),
         "latency_ms_good": {"p50": _percentile(good, 50), "p90": _percentile(good, 90), "p99": _percentile(good, 99)},
     }
     if before and after and after["executions"] > before["executions"]:  # other clients' traffic would count too
-        summary["server_mean_batch"] = round((after["requests"] - before["requests"]) / (after["executions"] - before["executions"]), 2)
+        summary["server_mean_batch"] = round(
+            (after["requests"] - before["requests"]) / (after["executions"] - before["executions"]), 2
+        )
     return summary, records

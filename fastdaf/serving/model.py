@@ -16,8 +16,7 @@ class TritonPythonModel:
     """Triton Python-backend entry points; `model.py` in an exported repository re-exports this class."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        import triton_python_backend_utils as pb_utils  # only importable inside Triton's Python backend
-
+        import triton_python_backend_utils as pb_utils  # noqa: PLC0415 - only importable inside Triton's Python backend
 
         self._pb = pb_utils
         config = json.loads(args["model_config"])
@@ -28,12 +27,17 @@ class TritonPythonModel:
         self.predictor = SentimentPredictor(checkpoint, device=device, batch_size=config.get("max_batch_size") or 32)
         order = params.get("weights_order")
         if order and order.split(",") != self.predictor.modalities:
-            raise ServeError(f"config.pbtxt says weights_order={order} but the checkpoint's modalities are {self.predictor.modalities}")
+            raise ServeError(
+                f"config.pbtxt says weights_order={order} but the checkpoint's modalities are {self.predictor.modalities}"
+            )
         # one warm-up call, so that readiness means a first request is served at full speed
         warm = {"text": np.array([[b"warming up"]], dtype=object)}
         if "audio" in self.predictor.modalities:
             t = np.arange(16_000, dtype=np.float32) / 16_000
-            warm.update(audio=(0.1 * np.sin(2 * np.pi * 220 * t))[None].astype(np.float32), sampling_rate=np.array([[16_000]], dtype=np.int32))
+            warm.update(
+                audio=(0.1 * np.sin(2 * np.pi * 220 * t))[None].astype(np.float32),
+                sampling_rate=np.array([[16_000]], dtype=np.int32),
+            )
         if "text" not in self.predictor.modalities:
             warm.pop("text")
         answer_requests(self.predictor, [warm], max_audio_seconds=self.max_audio_seconds)

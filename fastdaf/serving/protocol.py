@@ -42,7 +42,9 @@ class Utterance:
     row: int = 0  # within its request
 
 
-def decode_request(inputs: Mapping[str, np.ndarray | None], *, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS) -> list[Utterance]:
+def decode_request(
+    inputs: Mapping[str, np.ndarray | None], *, max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
+) -> list[Utterance]:
     """One Triton request's tensors (batch dimension first) -> its utterances, or InputError saying what is wrong.
 
     Checks the structure and sizes the server must refuse before any work; what `fastdaf.predict`
@@ -57,7 +59,9 @@ def decode_request(inputs: Mapping[str, np.ndarray | None], *, max_audio_seconds
     given = {k: v for k, v in zip(INPUTS, (text, audio, rate)) if v is not None}
     for key, value in given.items():
         if value.ndim != 2:
-            raise InputError(f"`{key}` has shape {list(value.shape)}; expected [batch, {'samples' if key == 'audio' else 1}]")
+            raise InputError(
+                f"`{key}` has shape {list(value.shape)}; expected [batch, {'samples' if key == 'audio' else 1}]"
+            )
     rows = {k: v.shape[0] for k, v in given.items()}
     if len(set(rows.values())) > 1:
         raise InputError(f"the inputs disagree on the batch size: {rows}")
@@ -105,12 +109,16 @@ def encode_results(predictions: Sequence[Any], modalities: Sequence[str]) -> dic
     return {
         "score": np.array([[p.score] for p in predictions], dtype=np.float32),
         "label": np.array([[p.label.encode()] for p in predictions], dtype=object),
-        "weights": np.array([[p.weights[m] for m in modalities] for p in predictions], dtype=np.float32).reshape(len(predictions), len(modalities)),
+        "weights": np.array([[p.weights[m] for m in modalities] for p in predictions], dtype=np.float32).reshape(
+            len(predictions), len(modalities)
+        ),
         "notes": np.array([[json.dumps(list(p.notes)).encode()] for p in predictions], dtype=object),
     }
 
 
-def answer_requests(predictor: Any, requests: Sequence[Mapping[str, np.ndarray | None]], *, max_audio_seconds: float) -> list[dict[str, np.ndarray] | str]:
+def answer_requests(
+    predictor: Any, requests: Sequence[Mapping[str, np.ndarray | None]], *, max_audio_seconds: float
+) -> list[dict[str, np.ndarray] | str]:
     """Outputs or an error message per request; the good requests are predicted in one batch.
 
     Never raises: an unexpected failure of the batch is retried request by request, so it stays
@@ -143,7 +151,11 @@ def answer_requests(predictor: Any, requests: Sequence[Mapping[str, np.ndarray |
             answers.append(d)
             continue
         mine = next(results)
-        problems = [r if f"row {i}:" in r or len(mine) == 1 else f"row {i}: {r}" for i, r in enumerate(mine) if isinstance(r, str)]
+        problems = [
+            r if f"row {i}:" in r or len(mine) == 1 else f"row {i}: {r}"
+            for i, r in enumerate(mine)
+            if isinstance(r, str)
+        ]
         answers.append("; ".join(problems) if problems else encode_results(mine, predictor.modalities))
     return answers
 
@@ -152,5 +164,9 @@ def _predict(predictor: Any, utterances: Sequence[Utterance]) -> list:
     if not utterances:
         return []
     # messages name the row within its own request, not within the server's batch
-    return predictor.predict_each([u.text for u in utterances], [u.audio for u in utterances], [u.sampling_rate for u in utterances],
-                                  names=[f"row {u.row}" for u in utterances])
+    return predictor.predict_each(
+        [u.text for u in utterances],
+        [u.audio for u in utterances],
+        [u.sampling_rate for u in utterances],
+        names=[f"row {u.row}" for u in utterances],
+    )

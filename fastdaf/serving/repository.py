@@ -65,8 +65,6 @@ class ServeOptions:
         return "KIND_GPU" if self.device == "gpu" else "KIND_CPU"
 
 
-
-
 def model_config(modalities: Sequence[str], options: ServeOptions = ServeOptions(), *, name: str = MODEL_NAME) -> str:
     """config.pbtxt for the Python-backend model: dynamic batching, instance group, optional inputs."""
     preferred = ", ".join(str(b) for b in options.preferred_batch_sizes)
@@ -112,7 +110,9 @@ def validate_checkpoint(checkpoint: str | Path | None = None, *, encoders: bool 
     except FastDAFError as exc:
         if str(checkpoint) in str(exc):
             raise
-        raise CheckpointError(f"checkpoint {str(checkpoint)!r} ({CONFIG_FILE}, {WEIGHTS_FILE}) cannot be served: {exc}") from exc
+        raise CheckpointError(
+            f"checkpoint {str(checkpoint)!r} ({CONFIG_FILE}, {WEIGHTS_FILE}) cannot be served: {exc}"
+        ) from exc
 
 
 def write_model_repository(
@@ -135,7 +135,9 @@ def write_model_repository(
     directory = Path(directory)
     model_dir = directory / name
     if model_dir.exists() and any(model_dir.iterdir()) and not overwrite:
-        raise ServeError(f"{model_dir} already exists and is not empty; choose another directory or pass overwrite (--force)")
+        raise ServeError(
+            f"{model_dir} already exists and is not empty; choose another directory or pass overwrite (--force)"
+        )
     if model_dir.exists():
         shutil.rmtree(model_dir)
     version_dir = model_dir / "1"

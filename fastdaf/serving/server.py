@@ -42,10 +42,11 @@ SEALED_HEADER = ("fastdaf sealed", "no client\ncan send this")
 SEALED_APIS = ("model-repository", "shared-memory", "trace", "logging")
 
 
-def tritonserver_command(repository: Path, backends: Path, *, host: str, http_port: int, grpc_port: int, exit_timeout_s: int,
-                         verbose: bool) -> list[str]:
+def tritonserver_command(
+    repository: Path, backends: Path, *, host: str, http_port: int, grpc_port: int, exit_timeout_s: int, verbose: bool
+) -> list[str]:
     """The tritonserver command line: the repository loaded once (model control off), nothing secret in it."""
-    from pytriton.utils.distribution import get_root_module_path
+    from pytriton.utils.distribution import get_root_module_path  # noqa: PLC0415 - serve extra: only to locate the bundled tritonserver
 
     sealed = f"{','.join(SEALED_APIS)}:{SEALED_HEADER[0]}={SEALED_HEADER[1]}"
     return [
@@ -58,8 +59,12 @@ def tritonserver_command(repository: Path, backends: Path, *, host: str, http_po
         f"--backend-config=python,shm-region-prefix-name=fastdaf{os.getpid()}_",
         "--backend-config=python,shm-default-byte-size=4194304",
         "--backend-config=python,shm-growth-byte-size=1048576",
-        f"--http-address={host}", f"--http-port={http_port}", f"--http-restricted-api={sealed}",
-        f"--grpc-address={host}", f"--grpc-port={grpc_port}", f"--grpc-restricted-protocol={sealed}",
+        f"--http-address={host}",
+        f"--http-port={http_port}",
+        f"--http-restricted-api={sealed}",
+        f"--grpc-address={host}",
+        f"--grpc-port={grpc_port}",
+        f"--grpc-restricted-protocol={sealed}",
         "--allow-metrics=false",
         f"--exit-timeout-secs={exit_timeout_s}",
         f"--log-verbose={1 if verbose else 0}",
@@ -68,13 +73,17 @@ def tritonserver_command(repository: Path, backends: Path, *, host: str, http_po
 
 def _prepare_backends(directory: Path) -> Path:
     """Triton's Python backend with the stub for this interpreter's version, as PyTriton lays it out."""
-    from pytriton.utils.distribution import get_root_module_path, get_stub_path
+    from pytriton.utils.distribution import get_root_module_path, get_stub_path  # noqa: PLC0415 - serve extra: only to locate the bundled tritonserver
 
     backends = directory / "backends"
-    shutil.copytree(get_root_module_path() / "tritonserver" / "backends", backends, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        get_root_module_path() / "tritonserver" / "backends", backends, ignore=shutil.ignore_patterns("__pycache__")
+    )
     stub = get_stub_path(f"{sys.version_info[0]}.{sys.version_info[1]}")
     if not stub.is_file():
-        raise ServeError(f"nvidia-pytriton bundles no Python-backend stub for Python {sys.version_info[0]}.{sys.version_info[1]} ({stub})")
+        raise ServeError(
+            f"nvidia-pytriton bundles no Python-backend stub for Python {sys.version_info[0]}.{sys.version_info[1]} ({stub})"
+        )
     shutil.copy2(stub, backends / "python" / "triton_python_backend_stub")
     return backends
 
@@ -84,7 +93,7 @@ def _server_environment() -> dict[str, str]:
     # without LIBDIR first it may load the system's instead of the one behind this interpreter
     # (and so miss this environment's packages); it finds the interpreter's prefix on PATH.
 
-    from pytriton.utils.distribution import get_libs_path
+    from pytriton.utils.distribution import get_libs_path  # noqa: PLC0415 - serve extra: only to locate the bundled tritonserver
 
     env = dict(os.environ)
     libs = [d for d in (sysconfig.get_config_var("LIBDIR"), str(get_libs_path()), env.get("LD_LIBRARY_PATH")) if d]
@@ -120,36 +129,64 @@ def serve(
     """
 
     try:
-        import pytriton.utils.distribution  # noqa: F401 - only to locate the bundled tritonserver
+        import pytriton.utils.distribution  # noqa: PLC0415, F401 - only to locate the bundled tritonserver
     except ImportError as exc:
-        raise ServeError(f"fastdaf serve needs nvidia-pytriton, which is not importable ({exc}); install it with: pip install 'fastdaf[serve]'") from None
+        raise ServeError(
+            f"fastdaf serve needs nvidia-pytriton, which is not importable ({exc}); install it with: pip install 'fastdaf[serve]'"
+        ) from None
     if not 1 <= exit_timeout_s <= 25:
         raise InputError(f"exit_timeout_s must be in 1..25, got {exit_timeout_s}")
     validate_checkpoint(checkpoint)
     stop = stop or threading.Event()
     url = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{http_port}"
-    with tempfile.TemporaryDirectory(prefix="fastdaf-triton-") as tmp:  # mode 0700: no other user can change the repository
+    with tempfile.TemporaryDirectory(
+        prefix="fastdaf-triton-"
+    ) as tmp:  # mode 0700: no other user can change the repository
         repository = write_model_repository(Path(tmp) / "models", checkpoint, options)
-        command = tritonserver_command(repository, _prepare_backends(Path(tmp)), host=host, http_port=http_port, grpc_port=grpc_port,
-                                       exit_timeout_s=exit_timeout_s, verbose=verbose)
+        command = tritonserver_command(
+            repository,
+            _prepare_backends(Path(tmp)),
+            host=host,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            exit_timeout_s=exit_timeout_s,
+            verbose=verbose,
+        )
         log_file = None if verbose else Path(tmp) / "tritonserver.log"
 
         def failure(what: str) -> ServeError:
-            tail = log_file.read_text(errors="replace").strip().splitlines()[-15:] if log_file and log_file.exists() else []
-            hint = ("; the server log ends with:\n  " + "\n  ".join(tail)) if tail else "; rerun with --verbose for the server log"
+            tail = (
+                log_file.read_text(errors="replace").strip().splitlines()[-15:]
+                if log_file and log_file.exists()
+                else []
+            )
+            hint = (
+                ("; the server log ends with:\n  " + "\n  ".join(tail))
+                if tail
+                else "; rerun with --verbose for the server log"
+            )
             return ServeError(what + hint)
 
         previous = {}
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):  # set explicitly: a backgrounded process inherits SIGINT ignored
+            for sig in (
+                signal.SIGTERM,
+                signal.SIGINT,
+            ):  # set explicitly: a backgrounded process inherits SIGINT ignored
                 previous[sig] = signal.signal(sig, lambda *_: stop.set())
         log = open(log_file, "wb") if log_file else None  # noqa: SIM115 - closed below, after the server
         server = None
         try:
             started = time.perf_counter()
             try:
-                server = subprocess.Popen(command, env=_server_environment(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT if log else None,
-                                          preexec_fn=_die_with_parent())
+                server = subprocess.Popen(
+                    command,
+                    env=_server_environment(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT if log else None,
+                    preexec_fn=_die_with_parent(),
+                )
             except OSError as exc:
                 raise failure(f"Triton did not start ({type(exc).__name__}: {exc})") from None
             while not model_ready(url):
@@ -159,8 +196,15 @@ def serve(
                     raise failure(f"the model was not ready after {startup_timeout_s:.0f} s")
                 time.sleep(0.1)
             if on_ready is not None:
-                on_ready({"model": MODEL_NAME, "http": url, "grpc": f"{host}:{grpc_port}", "pid": os.getpid(),
-                          "startup_s": round(time.perf_counter() - started, 2)})
+                on_ready(
+                    {
+                        "model": MODEL_NAME,
+                        "http": url,
+                        "grpc": f"{host}:{grpc_port}",
+                        "pid": os.getpid(),
+                        "startup_s": round(time.perf_counter() - started, 2),
+                    }
+                )
             while not stop.wait(0.5):
                 if server.poll() is not None:
                     return 1
@@ -192,14 +236,36 @@ class ServerProcess:
     graceful path) and returns the exit code. Ports default to free loopback ports.
     """
 
-    def __init__(self, *serve_args: str, http_port: int | None = None, grpc_port: int | None = None,
-                 env: Mapping[str, str] | None = None, startup_timeout_s: float = 300.0) -> None:
+    def __init__(
+        self,
+        *serve_args: str,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        env: Mapping[str, str] | None = None,
+        startup_timeout_s: float = 300.0,
+    ) -> None:
         self.http_port, self.grpc_port = http_port or free_port(), grpc_port or free_port()
         self.http, self.grpc = f"127.0.0.1:{self.http_port}", f"127.0.0.1:{self.grpc_port}"
-        command = [sys.executable, "-m", "fastdaf.cli", "serve", "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
-                   "--json", *serve_args]
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=dict(os.environ, **(env or {})), start_new_session=True)
+        command = [
+            sys.executable,
+            "-m",
+            "fastdaf.cli",
+            "serve",
+            "--http-port",
+            str(self.http_port),
+            "--grpc-port",
+            str(self.grpc_port),
+            "--json",
+            *serve_args,
+        ]
+        self.proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=dict(os.environ, **(env or {})),
+            start_new_session=True,
+        )
         self.lines: list[str] = []
         self._terminated = False
         self._ready = threading.Event()
@@ -209,7 +275,9 @@ class ServerProcess:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.kill()
                 time.sleep(0.2)  # let the reader take the last lines
-                raise ServeError("fastdaf serve did not become ready; its output ends with:\n" + "".join(self.lines[-30:]))
+                raise ServeError(
+                    "fastdaf serve did not become ready; its output ends with:\n" + "".join(self.lines[-30:])
+                )
 
     def _read(self) -> None:
         for line in self.proc.stdout:
