@@ -17,9 +17,10 @@ from tqdm.auto import tqdm
 
 from .ablation import markdown_table, plot, run_ablation, weights_summary
 from .checkpoint import read_config
-from .choices import ENCODER_BACKENDS, HEADS
+from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, DEFAULT_SERVE_DEVICE, ENCODER_BACKENDS, HEADS, SERVE_DEVICES
 from .config import FUSION_MODES, DAFConfig
 from .default_model import path as default_model_path
+from .encoders import NORMALIZERS
 from .errors import FastDAFError, InputError
 from .extractor import FeatureExtractor, extract_manifest, load_data, pending_rows, read_manifest
 from .head import DAFHead
@@ -150,18 +151,22 @@ def _split_or_all(data, name: str | None, *, default: tuple[str, ...] = ("test",
     return data, "all"
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train a head on a feature file, an MMSA pickle, a .csd folder or transcript CSVs."""
-    _check_out_folder(args.out)
-    options = TrainOptions(
+def _train_options(args: argparse.Namespace, **more: Any) -> TrainOptions:
+    """The training options `train` and `ablate` share, checked (by TrainOptions) before any data loads."""
+    return TrainOptions(
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        seed=args.seed,  # checked before loading
-        modality_dropout=args.modality_dropout,
         patience=args.patience,
-        weight_decay=args.weight_decay,
+        modality_dropout=args.modality_dropout,
+        **more,
     )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a head on a feature file, an MMSA pickle, a .csd folder or transcript CSVs."""
+    _check_out_folder(args.out)
+    options = _train_options(args, seed=args.seed, weight_decay=args.weight_decay)
     data = load_data(args.data, progress=not args.json)
     train, valid = data.split(args.train_split), data.split(args.valid_split)
     n_outputs = 1 if data.labels is None or data.labels.dim() == 1 else data.labels.shape[1]
@@ -202,7 +207,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     missing = sorted(set(rows.modalities) ^ set(head.config.modalities))
     if rows.modalities != dict(head.config.modalities):
         raise InputError(
-            f"{args.data} has modalities {rows.modalities}; the checkpoint expects {dict(head.config.modalities)} (differ: {missing})"
+            f"{args.data} has modalities {rows.modalities}; the checkpoint expects {dict(head.config.modalities)} "
+            f"(differ: {missing})"
         )
 
     labelled = torch.isfinite(first_output(rows.labels))
@@ -220,13 +226,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     """Dynamic vs static / mean / concat fusion and each modality alone, over N seeds."""
     _check_out_folder(args.out)
-    options = TrainOptions(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        patience=args.patience,  # checked before loading
-        modality_dropout=args.modality_dropout,
-    )
+    options = _train_options(args)
     data = load_data(args.data, progress=not args.json)
     train, valid = data.split(args.train_split), data.split(args.valid_split)
     evaluate, split = _split_or_all(data, args.eval_split, default=(args.valid_split,))
@@ -281,6 +281,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         else {"kind": "text", "model": args.text_encoder, "normalizer": args.text_normalizer},
         None if args.audio_encoder == "none" else args.audio_encoder,
         device=args.device,
+        backend=args.backend,
     )
     summary = extract_manifest(
         args.manifest,
@@ -398,7 +399,8 @@ def _result_columns(predictor) -> list[str]:
 
 
 def _prediction_row(row_id: str, result, columns: list[str]) -> dict[str, Any]:
-    """One output row of `fastdaf predict --manifest`: the id, then the result or the error (every row has every column)."""
+    """One output row of `fastdaf predict --manifest`: the id, then the result or the error (every row has every
+    column)."""
     out: dict[str, Any] = dict.fromkeys(columns)
     out["id"] = row_id
     if isinstance(result, str):
@@ -451,7 +453,8 @@ class _Results:
         return buf.getvalue()
 
     def _resume(self) -> list[str]:
-        """Ids already in the output; the file is refused untouched unless it is this command's output with these columns."""
+        """Ids already in the output; the file is refused untouched unless it is this command's output with these
+        columns."""
         target = self.target
         data = target.read_bytes()
         start = self._header().encode() if self.csv else b'{"id": '
@@ -522,7 +525,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_manifest(predictor, rows: list, target: Path | None, *, progress: bool) -> int:
-    """Predict the rows not yet in `target`, writing each batch as it finishes (so a killed run loses at most one batch)."""
+    """Predict the rows not yet in `target`, writing each batch as it finishes (a killed run loses at most one
+    batch)."""
 
     columns = _result_columns(predictor)
     results = _Results(target, columns)
@@ -553,6 +557,28 @@ def _predict_manifest(predictor, rows: list, target: Path | None, *, progress: b
         file=sys.stderr,
     )
     return 0
+
+
+def _add_checkpoint_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="head checkpoint directory (default: the bundled model)"
+    )
+
+
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
+    )
+
+
+def _add_backend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=ENCODER_BACKENDS,
+        default=DEFAULT_ENCODER_BACKEND,
+        help=f"encoder backend (default: {DEFAULT_ENCODER_BACKEND}: TensorRT if installed, else CUDA graphs on CUDA, "
+        "else eager)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -590,28 +616,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --manifest: accept ids that repeat (refused by default)",
     )
+    _add_checkpoint_option(predict)
+    _add_device_option(predict)
     predict.add_argument(
-        "--checkpoint", type=Path, default=None, help="head checkpoint directory (default: the bundled model)"
+        "--head",
+        choices=HEADS,
+        default=DEFAULT_HEAD,
+        help=f"head implementation (default: {DEFAULT_HEAD}: fused on CUDA)",
     )
-    predict.add_argument(
-        "--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
-    )
-    predict.add_argument("--head", choices=HEADS, default="auto", help="head implementation (auto: fused on CUDA)")
-    predict.add_argument(
-        "--backend",
-        choices=ENCODER_BACKENDS,
-        default="auto",
-        help="encoder backend (auto: TensorRT if installed, else CUDA graphs on CUDA, else eager)",
-    )
+    _add_backend_option(predict)
     predict.add_argument(
         "--json", action="store_true", help="one utterance: print a JSON object; manifest: no progress bar"
     )
     predict.set_defaults(func=cmd_predict)
 
     def add_serve_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--checkpoint", type=Path, default=None, help="head checkpoint directory (default: the bundled model)"
-        )
+        _add_checkpoint_option(p)
         p.add_argument("--max-batch-size", type=int, default=32, help="largest batch Triton's dynamic batcher forms")
         p.add_argument(
             "--preferred-batch-sizes",
@@ -629,8 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--instances", type=int, default=1, help="model instances (each loads the encoders)")
         p.add_argument(
             "--device",
-            choices=("auto", "cpu", "gpu"),
-            default="auto",
+            choices=SERVE_DEVICES,
+            default=DEFAULT_SERVE_DEVICE,
             help="instance kind (auto: gpu when CUDA is available here; for export-triton, name the server's)",
         )
         p.add_argument(
@@ -673,20 +693,20 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument(
         "--text-normalizer",
         default="mosei",
-        choices=("none", "whitespace", "mosei"),
+        choices=sorted(NORMALIZERS),
         help="text clean-up before encoding (default: mosei, which drops the pause token 'sp')",
     )
     extract.add_argument(
         "--audio-encoder",
         default="acoustic",
-        help="'acoustic' (built-in features), a speech model path / hub id (wav2vec2, HuBERT, WavLM, Whisper), or 'none'",
+        help="'acoustic' (built-in features), a speech model path / hub id (wav2vec2, HuBERT, WavLM, Whisper), "
+        "or 'none'",
     )
     extract.add_argument(
         "--batch-size", type=_positive_int, default=32, help="utterances encoded together (default: 32)"
     )
-    extract.add_argument(
-        "--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
-    )
+    _add_device_option(extract)
+    _add_backend_option(extract)
     extract.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     extract.set_defaults(func=cmd_extract)
 
@@ -716,9 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="MMSA metrics of a checkpoint (default: the bundled model) on a dataset split"
     )
     evaluate.add_argument("data", type=Path)
-    evaluate.add_argument(
-        "--checkpoint", type=Path, default=None, help="checkpoint directory (default: the bundled model)"
-    )
+    _add_checkpoint_option(evaluate)
     evaluate.add_argument("--split", default=None, help="split to evaluate (default: test, else valid, else every row)")
     evaluate.add_argument("--json", action="store_true", help="one JSON object keyed by the MMSA metric names")
     evaluate.set_defaults(func=cmd_eval)

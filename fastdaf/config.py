@@ -136,7 +136,8 @@ def _validated(v: dict[str, Any]) -> dict[str, Any]:
     mods = v["modalities"]
     if not isinstance(mods, Mapping) or not mods:
         raise ConfigError(
-            f"modalities must be a non-empty mapping name -> input dimension, e.g. {{'text': 768, 'audio': 74}}; got {mods!r}"
+            f"modalities must be a non-empty mapping name -> input dimension, e.g. {{'text': 768, 'audio': 74}}; got "
+            f"{mods!r}"
         )
     if len(mods) > MAX_MODALITIES:
         raise ConfigError(f"at most {MAX_MODALITIES} modalities are supported, got {len(mods)}: {list(mods)}")
@@ -144,7 +145,8 @@ def _validated(v: dict[str, Any]) -> dict[str, Any]:
     for name, dim in mods.items():
         if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigError(
-                f"modality name {name!r} is not accepted: use lower-case letters, digits and '_', starting with a letter"
+                f"modality name {name!r} is not accepted: use lower-case letters, digits and '_', starting with a "
+                "letter"
             )
         clean[name] = _positive_int(f"input dimension of modality {name!r}", dim, high=MAX_INPUT_DIM)
     v["modalities"] = clean

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .audio.acoustic import no_speech_reason
 from .audio.loading import AudioInput, load_audio
+from .choices import DEFAULT_ENCODER_BACKEND
 from .data import detect_dataset_kind, load_csd_folder, load_mmsa_pickle, read_transcript_csv, read_transcript_dir
 from .data.manifests import ManifestRow, pending_rows, read_manifest
 from .encoders import check_unicode, load_encoder
@@ -37,6 +38,12 @@ class Extracted:
     errors: list[str | None]
     notes: list[list[str]]
 
+    def good(self) -> tuple[list[int], dict[str, torch.Tensor], torch.Tensor]:
+        """The rows that encoded (indices into the input) with their features and presence: what a head or a
+        feature file takes. Every caller keeps the good rows this one way; the others' reasons stay in `errors`."""
+        rows = [k for k, err in enumerate(self.errors) if err is None]
+        return rows, {m: x[rows] for m, x in self.features.items()}, self.present[rows]
+
 
 class FeatureExtractor:
     """A text encoder and an audio encoder, loaded once, applied in batches."""
@@ -48,7 +55,7 @@ class FeatureExtractor:
         *,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
-        backend: str = "eager",
+        backend: str = DEFAULT_ENCODER_BACKEND,
     ) -> None:
         def build(enc, modality):
             if enc is None:
@@ -218,7 +225,7 @@ def extract_manifest(
             names=[f"id {r.id!r} (line {r.line})" for r in batch],
             strict=False,
         )
-        good = [k for k, err in enumerate(result.errors) if err is None]
+        good, features, present = result.good()
         failures += [
             {"id": batch[k].id, "line": batch[k].line, "error": err}
             for k, err in enumerate(result.errors)
@@ -226,8 +233,8 @@ def extract_manifest(
         ]
         if good:
             new = FeatureSet(
-                features={m: x[good] for m, x in result.features.items()},
-                present=result.present[good],
+                features=features,
+                present=present,
                 labels=torch.tensor([batch[k].label if batch[k].label is not None else math.nan for k in good])
                 if has_labels
                 else None,
@@ -301,9 +308,9 @@ def load_data(
         out = extractor.extract(
             texts[start : start + 256], None, names=[r.id for r in rows[start : start + 256]], strict=False
         )
-        ok = [k for k, err in enumerate(out.errors) if err is None]
-        vectors.append({m: x[ok] for m, x in out.features.items()})
-        present.append(out.present[ok])
+        ok, features, mask = out.good()
+        vectors.append(features)
+        present.append(mask)
         keep += [start + k for k in ok]
     features = {m: torch.cat([v[m] for v in vectors]) for m in extractor.modalities}
     return FeatureSet(

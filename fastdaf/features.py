@@ -131,7 +131,8 @@ class FeatureSet:
             raise FeatureFileError(f"{path}: feature metadata is not valid JSON: {exc}") from exc
         if meta.get("format_version") != FEATURE_FORMAT_VERSION:
             raise FeatureFileError(
-                f"{path}: unknown feature format_version {meta.get('format_version')!r}; this fastdaf reads {FEATURE_FORMAT_VERSION}"
+                f"{path}: unknown feature format_version {meta.get('format_version')!r}; this fastdaf reads "
+                f"{FEATURE_FORMAT_VERSION}"
             )
         modalities = meta.get("modalities") or []
         missing = [m for m in modalities if f"features.{m}" not in tensors]

@@ -15,9 +15,10 @@ the dots run at the tf32 tensor-core rate, half of bf16's. fp32 inputs use tf32 
 
 On CUDA tensors it runs the autotuned kernel, launched directly after the first call per shape;
 on CPU tensors only under TRITON_INTERPRET=1 (the tests) or, compiling for a GPU and launching
-nothing, inside `fastdaf.kernels.offline.offline_target` (compile checks, host-cost benchmark). With `check=False` and preallocated `out` buffers it does no host synchronisation, so a
-whole predict step can be captured in a CUDA graph; rows with no modality present then get weights
-0 and a NaN score instead of an error.
+nothing, inside `fastdaf.kernels.offline.offline_target` (compile checks, host-cost benchmark). With
+`check=False` and preallocated `out` buffers it does no host synchronisation, so a whole predict step
+can be captured in a CUDA graph; rows with no modality present then get weights 0 and a NaN score
+instead of an error.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class FusedDAFHead(nn.Module):
         super().__init__()
         if config.fusion not in SUPPORTED_FUSION:
             raise UnsupportedError(
-                f"the fused head supports fusion {list(SUPPORTED_FUSION)}, not {config.fusion!r}; use fastdaf.DAFHead for it"
+                f"the fused head supports fusion {list(SUPPORTED_FUSION)}, not {config.fusion!r}; use "
+                "fastdaf.DAFHead for it"
             )
         if not 1 <= config.projection_size <= 512:
             raise UnsupportedError(f"the fused head supports projection_size 1..512, got {config.projection_size}")
@@ -188,7 +190,8 @@ class FusedDAFHead(nn.Module):
         for x in given[1:]:
             if x.dtype != dtype or x.device != device:
                 raise UnsupportedError(
-                    f"the fused head takes features of one dtype and device; got {[f'{x.dtype} on {x.device}' for x in given]}"
+                    "the fused head takes features of one dtype and device; got "
+                    f"{[f'{x.dtype} on {x.device}' for x in given]}"
                 )
         if check and mask is not None:
             require_each_row_present(mask)

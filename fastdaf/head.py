@@ -81,7 +81,8 @@ def check_inputs(
         return tensors, None
     if not isinstance(present, Tensor) or present.dtype != torch.bool:
         raise InputError(
-            f"present must be a bool tensor [B, {config.n_modalities}], got {getattr(present, 'dtype', type(present).__name__)}"
+            f"present must be a bool tensor [B, {config.n_modalities}], got "
+            f"{getattr(present, 'dtype', type(present).__name__)}"
         )
     if present.shape != (batch, config.n_modalities):
         raise InputError(f"present must have shape [{batch}, {config.n_modalities}], got {list(present.shape)}")

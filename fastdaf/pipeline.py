@@ -26,7 +26,7 @@ import torch
 
 from .audio.loading import AudioInput
 from .checkpoint import read_config
-from .choices import HEADS
+from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, HEADS
 from .default_model import path as default_model_path
 from .encoders import pick_device
 from .errors import InputError, UnsupportedError
@@ -37,7 +37,6 @@ from .kernels.daf_head import interpreting
 
 NEUTRAL_BAND = 0.5
 SCORE_RANGE = (-3.0, 3.0)
-HEAD_BACKENDS = HEADS
 
 
 def sentiment_label(score: float) -> str:
@@ -71,14 +70,14 @@ class SentimentPredictor:
         *,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
-        head_backend: str = "auto",
+        head_backend: str = DEFAULT_HEAD,
         batch_size: int = 32,
         text_encoder: str | dict | None = None,
         audio_encoder: str | dict | None = None,
-        backend: str = "auto",
+        backend: str = DEFAULT_ENCODER_BACKEND,
     ) -> None:
-        if head_backend not in HEAD_BACKENDS:
-            raise InputError(f"head_backend {head_backend!r} is not accepted; choose one of {list(HEAD_BACKENDS)}")
+        if head_backend not in HEADS:
+            raise InputError(f"head_backend {head_backend!r} is not accepted; choose one of {list(HEADS)}")
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.checkpoint = Path(checkpoint) if checkpoint is not None else default_model_path()
@@ -96,9 +95,11 @@ class SentimentPredictor:
         unknown = sorted(set(encoders) - set(modalities))
         if unknown or not set(encoders) <= {"text", "audio"}:
             raise InputError(
-                f"encoders {sorted(encoders)} do not match the head's modalities {sorted(modalities)} (text and audio are supported)"
+                f"encoders {sorted(encoders)} do not match the head's modalities {sorted(modalities)} (text and "
+                "audio are supported)"
             )
-        # backend "auto" picks TensorRT / CUDA graphs on CUDA where an encoder's features do not depend on padding, else eager
+        # backend "auto" picks TensorRT / CUDA graphs on CUDA where an encoder's features do not depend on padding,
+        # else eager
         self.extractor = FeatureExtractor(
             encoders.get("text"), encoders.get("audio"), device=self.device, dtype=dtype, backend=backend
         )
@@ -118,8 +119,10 @@ class SentimentPredictor:
             return "fused" if self.device.type == "cuda" and fusable else "reference"
         if wanted == "fused" and (not fusable or (self.device.type != "cuda" and not interpreting())):
             raise UnsupportedError(
-                "the fused head runs on CUDA (or on CPU under TRITON_INTERPRET=1, for tests) and for dynamic/static/mean "
-                f"fusion with at most 8 outputs; this predictor is on {self.device} with {self.head.config.fusion!r} fusion"
+                "the fused head runs on CUDA (or on CPU under TRITON_INTERPRET=1, for tests) and for "
+                "dynamic/static/mean "
+                f"fusion with at most 8 outputs; this predictor is on {self.device} with {self.head.config.fusion!r} "
+                "fusion"
             )
         return wanted
 
@@ -186,11 +189,11 @@ class SentimentPredictor:
                     names=None if names is None else names[chunk],
                     strict=strict,
                 )
-                ok = [k for k, err in enumerate(out.errors) if err is None]
+                ok, features, present = out.good()
                 scores = weights = None
                 if ok:
-                    feats = {m: x[ok].to(self.device) for m, x in out.features.items()}
-                    res = self.model(feats, out.present[ok].to(self.device))
+                    feats = {m: x.to(self.device) for m, x in features.items()}
+                    res = self.model(feats, present.to(self.device))
                     scores, weights = res.score.float().cpu(), res.weights.float().cpu()
             k_ok = 0
             for k, err in enumerate(out.errors):

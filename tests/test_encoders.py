@@ -155,7 +155,8 @@ def test_load_encoder_specs_round_trip(tiny_models):
 
 
 def test_spec_with_unknown_keys_is_an_encoder_error():
-    """A checkpoint's encoder spec is untrusted: an unknown key is refused by name, not a TypeError inside the encoder."""
+    """A checkpoint's encoder spec is untrusted: an unknown key is refused by name, not a TypeError inside the
+    encoder."""
     with pytest.raises(EncoderError, match=r"unknown key\(s\) \['bogus'\] in the text encoder spec"):
         load_encoder({"kind": "text", "bogus": 1}, modality="text")
     with pytest.raises(EncoderError, match="needs a 'model'"):

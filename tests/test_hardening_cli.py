@@ -38,7 +38,8 @@ def no_work(monkeypatch):
 
 
 BAD_INVOCATIONS = {
-    # name: (argv with {m} manifest, {d} dup-id manifest, {e} empty-id manifest, {f} a file, {t} the folder; option, value)
+    # name: (argv with {m} manifest, {d} dup-id manifest, {e} empty-id manifest, {f} a file, {t} the folder;
+    # option, value)
     "predict device": (["predict", "--text", "fine", "--device", "tpu"], "--device", "'tpu'"),
     "predict manifest device": (["predict", "--manifest", "{m}", "--device", "tpu"], "--device", "'tpu'"),
     "extract device": (["extract", "{m}", "--out", "{t}/f.safetensors", "--device", "tpu"], "--device", "'tpu'"),

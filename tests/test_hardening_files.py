@@ -234,7 +234,8 @@ def load(folder: Path):
 
 
 def test_csd_shapes_are_checked_before_reading(tmp_path):
-    """A small file whose (compressed, never written) dataset claims 200,000 x 1000 values is refused from its metadata."""
+    """A small file whose (compressed, never written) dataset claims 200,000 x 1000 values is refused from its
+    metadata."""
     folder = labels_folder(tmp_path)
     with h5py.File(folder / "covarep.csd", "w") as f:
         video = f.create_group("C/data/A")
@@ -244,7 +245,8 @@ def test_csd_shapes_are_checked_before_reading(tmp_path):
     before, start = peak_rss_mb(), time.perf_counter()
     with pytest.raises(
         FeatureFileError,
-        match=r"covarep\.csd: /C/data/A/features has shape \[200000, 1000\]; accepted: at most 65,536 columns and 67,108,864 values",
+        match=r"covarep\.csd: /C/data/A/features has shape \[200000, 1000\]; "
+        r"accepted: at most 65,536 columns and 67,108,864 values",
     ):
         load(folder)
     assert time.perf_counter() - start < 1.0 and peak_rss_mb() - before < 100

@@ -182,6 +182,7 @@ class EightKiloHertzEncoder:
     """Any waveform encoder: the speech check must not depend on the built-in features or on 16 kHz."""
 
     modality, dim, sampling_rate = "audio", 3, 8000
+    takes_waveforms = True  # the Encoder protocol (fastdaf.encoders.base)
 
     def spec(self):
         return {"kind": "test"}

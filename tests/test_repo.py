@@ -16,6 +16,22 @@ def test_ci_runs_the_readme_test_command():
     assert ci_lines == [commands[1]]
 
 
+def test_readme_layout_names_paths_that_exist():
+    """The README's layout table is how a newcomer finds a concept: every path it names must be there."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## Layout") : readme.index("## Predict")]
+    named = {p for row in table.splitlines() if row.startswith("| `") for p in re.findall(r"`([\w./]+)`", row.split("|")[1])}
+    assert len(named) >= 15
+    missing = sorted(p for p in named if not (REPO / p).exists())
+    assert not missing, f"README layout names missing paths: {missing}"
+    package = {str(p.relative_to(REPO)) for p in (REPO / "fastdaf").iterdir() if p.suffix == ".py" or p.is_dir()}
+    package -= {"fastdaf/__init__.py", "fastdaf/_checkout.py", "fastdaf/__pycache__", "fastdaf/triton_client.py"}
+    unlisted = sorted(p for p in package if p not in named and p + "/" not in named)
+    assert not unlisted, f"fastdaf modules the README layout does not place: {unlisted}"
+
+
 def test_kernels_folder_is_installed_as_fastdaf_kernels():
     import fastdaf.kernels
 
@@ -23,7 +39,7 @@ def test_kernels_folder_is_installed_as_fastdaf_kernels():
 
 
 def test_code_passes_ruff():
-    """The lint configured in pyproject.toml ([tool.ruff]) holds for the whole tree; .ci/run runs it through this test."""
+    """The lint configured in pyproject.toml ([tool.ruff]) holds for the whole tree; .ci/run runs it as a test."""
     import shutil
     import subprocess
     import sys

@@ -385,7 +385,8 @@ def test_load_from_32_clients_matches_in_process_predictions_and_bad_requests_fa
     assert summary["bad_requests_sent"] == 100 and summary["succeeded"] == 900 and summary["failed"] == 100
     check_load_records(records, predictor, bad_every=10)
     print(
-        f"serve load: {summary['requests_per_s']} requests/s, p50 {summary['latency_ms_good']['p50']} ms, p99 {summary['latency_ms_good']['p99']} ms"
+        f"serve load: {summary['requests_per_s']} requests/s, p50 {summary['latency_ms_good']['p50']} ms, p99 "
+        f"{summary['latency_ms_good']['p99']} ms"
     )
 
 
@@ -573,7 +574,8 @@ def test_shutdown_during_load_finishes_the_accepted_requests(tmp_path, predictor
     assert accepted and all(r["ok"] for r in accepted), [r for r in accepted if not r["ok"]][:3]
     after = [r for r in records if r["done_at"] > sigterm_at]
     print(
-        f"shutdown: {len(accepted)} requests sent before SIGTERM, {len(after)} answered after it, {sum(not r['ok'] for r in records)} refused"
+        f"shutdown: {len(accepted)} requests sent before SIGTERM, {len(after)} answered after it, "
+        f"{sum(not r['ok'] for r in records)} refused"
     )
     assert after, "the load ended before the shutdown began"
     expected = expected_predictions(predictor, [r["id"] for r in records if r["ok"]], bad_every=0)

@@ -72,7 +72,8 @@ EVIL_CONFIG = json.dumps(
 
 
 def repository_tries(protocol: str, url: str, headers: dict[str, str], model_py: bytes) -> dict[str, bool]:
-    """Index, unload and load (replacing the served model with `model_py`) over "http" or "grpc"; True where the server accepted."""
+    """Index, unload and load (replacing the served model with `model_py`) over "http" or "grpc"; True where the
+    server accepted."""
     import importlib
 
     client = importlib.import_module(f"tritonclient.{protocol}").InferenceServerClient(url)

@@ -237,20 +237,8 @@ def estimate_pitch(
     """
     if not 0 < fmin < fmax <= sample_rate / 2:
         raise InputError(f"need 0 < fmin < fmax <= sample_rate / 2, got fmin={fmin}, fmax={fmax}")
-    return _pitch(*_pad_batch(waveforms, lengths), sample_rate=sample_rate, fmin=fmin, fmax=fmax, hop=hop)
-
-
-def _pitch(
-    waveforms: torch.Tensor,
-    lengths: torch.Tensor,
-    *,
-    sample_rate: int,
-    fmin: float = 50.0,
-    fmax: float = 500.0,
-    hop: int = 160,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """estimate_pitch on a batch _pad_batch already padded and masked."""
-    f0, voiced, _ = _pitch_and_energy(waveforms, lengths, sample_rate=sample_rate, fmin=fmin, fmax=fmax, hop=hop)
+    padded, lengths = _pad_batch(waveforms, lengths)
+    f0, voiced, _ = _pitch_and_energy(padded, lengths, sample_rate=sample_rate, fmin=fmin, fmax=fmax, hop=hop)
     return f0, voiced
 
 
@@ -381,7 +369,7 @@ def _descriptors(waveforms: torch.Tensor, lengths: torch.Tensor, *, sample_rate:
     log_energy = _power_db(frames.square().mean(dim=-1))
     valid = _valid_frames(lengths, n_frames, hop)
     centroid, bandwidth = _centroid_and_bandwidth(magnitude, freqs)
-    f0, voiced = _pitch(waveforms, lengths, sample_rate=sample_rate, hop=hop)
+    f0, voiced, _ = _pitch_and_energy(waveforms, lengths, sample_rate=sample_rate, hop=hop)
     return {
         "mfcc": _mfcc(power, mel, dct),
         "log_energy_db": log_energy,

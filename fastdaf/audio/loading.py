@@ -199,7 +199,8 @@ def load_audio(
             "aiff",
         }:
             raise UnsupportedAudioFormatError(
-                f"{name}: the extension {path.suffix or '(none)'!r} is not an audio format fastdaf reads; accepted: {', '.join(readable_formats())}"
+                f"{name}: the extension {path.suffix or '(none)'!r} is not an audio format fastdaf reads; accepted: "
+                f"{', '.join(readable_formats())}"
             )
         samples, rate = _decode(str(path), name, known_format=True)
     elif isinstance(audio, (bytes, bytearray)):
@@ -211,7 +212,8 @@ def load_audio(
         samples = _downmix(_as_float_array(audio, name), name, channels_last=None)
     else:
         raise AudioDecodeError(
-            f"{name}: audio must be a file path, bytes of an audio file, or a numpy array / torch tensor with sampling_rate"
+            f"{name}: audio must be a file path, bytes of an audio file, or a numpy array / torch tensor with "
+            "sampling_rate"
         )
     rate = _check_rate(rate, name)
     if samples.size == 0:

@@ -12,10 +12,11 @@
    FACET and OpenFace, and both TimestampedWords and TimestampedWordVectors, so it needs one).
    Utterances are the label intervals: row k of video v's label `intervals` is segment `f"{v}[{k}]"`
    (the id style of the transcript CSVs), with label vector `features[k]` (CMU-MOSEI: 7 columns,
-   sentiment then the six emotions); rows follow the videos in HDF5 name order, then k. `labels` is column `label_column` (default 0, sentiment)
-   as [N]; the width and column names are in `info`. For each segment and modality the feature rows whose
-   interval overlaps the segment by more than 0 seconds are averaged; a segment with no such row (or a
-   video missing from that modality's file) is marked absent (present=False, zeros), never filled in.
+   sentiment then the six emotions); rows follow the videos in HDF5 name order, then k. `labels` is
+   column `label_column` (default 0, sentiment) as [N]; the width and column names are in `info`. For
+   each segment and modality the feature rows whose interval overlaps the segment by more than 0
+   seconds are averaged; a segment with no such row (or a video missing from that modality's file) is
+   marked absent (present=False, zeros), never filled in.
    `-inf` is replaced by 0 in the modalities listed in `zero_neg_inf` (default: audio, as MMSA does);
    any other non-finite value in a pooled row is an error naming file, video and row.
    Folds: `folds` maps split name -> video ids; videos listed in no fold are left out (counted in
@@ -52,6 +53,7 @@ import torch
 from ..config import MAX_INPUT_DIM
 from ..errors import FeatureFileError, InputError
 from ..features import FeatureSet
+from .checks import first_nonfinite_row
 from .transcripts import MOSEI_LABEL_COLUMNS, read_transcript_dir
 
 CSD_KEYWORDS: dict[str, tuple[str, ...]] = {
@@ -120,7 +122,8 @@ def infer_csd_modalities(folder: str | Path) -> dict[str, Path]:
         listing = ", ".join(f"{f.name} -> {'/'.join(r) or '?'}" for f, r in guesses.items())
         raise FeatureFileError(
             f"cannot tell the .csd files of {folder} apart: {'; '.join(problems)}. Files: {listing}. "
-            "Pass an explicit mapping, e.g. modalities={'labels': 'CMU_MOSEI_Labels.csd', 'audio': 'CMU_MOSEI_COVAREP.csd', "
+            "Pass an explicit mapping, e.g. "
+            "modalities={'labels': 'CMU_MOSEI_Labels.csd', 'audio': 'CMU_MOSEI_COVAREP.csd', "
             "'video': 'CMU_MOSEI_VisualFacet42.csd', 'text': 'CMU_MOSEI_TimestampedWordVectors.csd'}"
         )
     return {role: fs[0] for role, fs in by_role.items()}
@@ -160,13 +163,15 @@ def _csd_entry(group: Any, name: str, path: Path) -> Any:
             raise FeatureFileError(f"{path}: {where} is an external link to {filename}:{target}; {_CSD_PLAIN}")
         if kind == h5py.h5l.TYPE_SOFT:
             raise FeatureFileError(
-                f"{path}: {where} is a soft link to {group.id.links.get_val(key).decode('utf-8', 'replace')}; {_CSD_PLAIN}"
+                f"{path}: {where} is a soft link to {group.id.links.get_val(key).decode('utf-8', 'replace')}; "
+                f"{_CSD_PLAIN}"
             )
         raise FeatureFileError(f"{path}: {where} is a user-defined link (type {kind}); {_CSD_PLAIN}")
     entry = group[name]
     if isinstance(entry, h5py.Dataset) and (entry.is_virtual or entry.external):
         raise FeatureFileError(
-            f"{path}: dataset {entry.name} keeps its data in other files (external storage or a virtual dataset); {_CSD_PLAIN}"
+            f"{path}: dataset {entry.name} keeps its data in other files (external storage or a virtual dataset); "
+            f"{_CSD_PLAIN}"
         )
     return entry
 
@@ -182,10 +187,9 @@ class _CsdVideo:
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         """features (float64) and intervals (float64, finite)."""
         feats, intervals = self.features[()].astype(np.float64), self.intervals[()].astype(np.float64)
-        if not np.all(np.isfinite(intervals)):
-            raise FeatureFileError(
-                f"{self.where}/intervals row {int(np.argwhere(~np.isfinite(intervals))[0, 0])} is not finite"
-            )
+        row = first_nonfinite_row(intervals)
+        if row is not None:
+            raise FeatureFileError(f"{self.where}/intervals row {row} is not finite")
         return feats, intervals
 
 
@@ -220,7 +224,8 @@ class _CsdFile:
             )
         if intervals.dtype.kind not in "biuf" or intervals.ndim != 2 or intervals.shape != (feats.shape[0], 2):
             raise FeatureFileError(
-                f"{where}/intervals is {intervals.dtype} {list(intervals.shape)}, expected numbers [{feats.shape[0]}, 2] (start, end seconds)"
+                f"{where}/intervals is {intervals.dtype} {list(intervals.shape)}, expected numbers "
+                f"[{feats.shape[0]}, 2] (start, end seconds)"
             )
         if feats.shape[1] > MAX_INPUT_DIM or feats.size > MAX_CSD_VALUES:
             raise FeatureFileError(
@@ -339,7 +344,8 @@ def _pooled_matrix(n: int, width: int, path: Path) -> np.ndarray:
     """The zeroed [segments, width] float32 result of one modality, refused before allocation when too big."""
     if n * width > MAX_CSD_POOLED_VALUES:
         raise FeatureFileError(
-            f"{path}: {n:,} segments x {width:,} feature columns exceed the {MAX_CSD_POOLED_VALUES:,} pooled values accepted"
+            f"{path}: {n:,} segments x {width:,} feature columns exceed the {MAX_CSD_POOLED_VALUES:,} pooled values "
+            "accepted"
         )
     return np.zeros((n, width), dtype=np.float32)
 
@@ -415,8 +421,10 @@ def load_csd_folder(
             rows, columns = video.features.shape
             if len(seg_ids) + rows > MAX_CSD_SEGMENTS or columns > MAX_CSD_LABEL_COLUMNS:
                 raise FeatureFileError(
-                    f"{labels_file.path}: video {vid!r} has labels [{rows}, {columns}] after {len(seg_ids):,} segments; "
-                    f"accepted: at most {MAX_CSD_SEGMENTS:,} labelled segments in all and {MAX_CSD_LABEL_COLUMNS} label columns"
+                    f"{labels_file.path}: video {vid!r} has labels [{rows}, {columns}] after {len(seg_ids):,} "
+                    "segments; "
+                    f"accepted: at most {MAX_CSD_SEGMENTS:,} labelled segments in all and {MAX_CSD_LABEL_COLUMNS} "
+                    "label columns"
                 )
             vec, intervals = video.read()
             if width is None:
@@ -425,8 +433,8 @@ def load_csd_folder(
                 raise FeatureFileError(
                     f"{labels_file.path}: video {vid!r} has {vec.shape[1]} label columns, earlier videos {width}"
                 )
-            if not np.all(np.isfinite(vec)):
-                row = int(np.argwhere(~np.isfinite(vec))[0, 0])
+            row = first_nonfinite_row(vec)
+            if row is not None:
                 raise FeatureFileError(
                     f"{labels_file.path}: video {vid!r}, label row {row} is not finite: {vec[row].tolist()}"
                 )

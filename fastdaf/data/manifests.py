@@ -68,7 +68,8 @@ def read_manifest(path: str | Path, *, allow_duplicate_ids: bool = False) -> lis
         raise ManifestError(f"{path}: not UTF-8 text ({exc})") from exc
     if "id" not in columns or not columns & {"text", "audio"}:
         raise ManifestError(
-            f"{path}: needs an 'id' column and a 'text' and/or 'audio' column (optional: label, split); found {sorted(columns)}"
+            f"{path}: needs an 'id' column and a 'text' and/or 'audio' column (optional: label, split); found "
+            f"{sorted(columns)}"
         )
     rows = []
     for line, rec in records:

@@ -30,6 +30,7 @@ import torch
 
 from ..errors import FeatureFileError
 from ..features import FeatureSet
+from .checks import first_bad_row, first_nonfinite_row
 from .safe_pickle import BOUNDED_REPR, safe_load_pickle
 
 MMSA_SPLITS: tuple[str, ...] = ("train", "valid", "test")
@@ -71,7 +72,8 @@ def _mmsa_array(
     """One array of an MMSA split, with its presence, rank and numeric dtype checked."""
     if key not in part:
         raise FeatureFileError(
-            f"{path}: split {split!r} has no {key!r} (found keys {sorted(map(str, part))}); expected MMSA processed data "
+            f"{path}: split {split!r} has no {key!r} (found keys {sorted(map(str, part))}); expected MMSA processed "
+            "data "
             "with text, text_bert, audio, vision, regression_labels and id"
         )
     try:
@@ -93,8 +95,8 @@ def _mmsa_lengths(part: Mapping[str, Any], key: str, n: int, frames: int, path: 
     lengths = raw.reshape(-1) if raw.ndim == 2 and raw.shape[1] == 1 else raw
     if lengths.ndim != 1 or lengths.shape[0] != n:
         raise FeatureFileError(f"{path}: split {split!r}, {key!r} has shape {list(raw.shape)}, expected ({n},)")
-    if lengths.dtype.kind == "f" and not np.all(np.isfinite(lengths) & (lengths == np.round(lengths))):
-        row = int(np.argwhere(~(np.isfinite(lengths) & (lengths == np.round(lengths))))[0, 0])
+    row = first_bad_row(np.isfinite(lengths) & (lengths == np.round(lengths))) if lengths.dtype.kind == "f" else None
+    if row is not None:
         raise FeatureFileError(
             f"{path}: split {split!r}, {key!r} row {row} is {lengths[row]!r}, expected a whole number"
         )
@@ -128,7 +130,8 @@ def _pool_mmsa_split(path: Path, split: str, part: Mapping[str, Any]) -> dict[st
     for i, v in enumerate(ids_list):
         if not isinstance(v, str):
             raise FeatureFileError(
-                f"{path}: split {split!r}, id of row {i} is a {type(v).__name__} ({BOUNDED_REPR.repr(v)}), expected a string"
+                f"{path}: split {split!r}, id of row {i} is a {type(v).__name__} ({BOUNDED_REPR.repr(v)}), expected "
+                "a string"
             )
     labels = _mmsa_array(part, "regression_labels", path, split).astype(np.float64)
     if labels.ndim == 2 and labels.shape[1] == 1:
@@ -137,8 +140,8 @@ def _pool_mmsa_split(path: Path, split: str, part: Mapping[str, Any]) -> dict[st
         raise FeatureFileError(
             f"{path}: split {split!r}, 'regression_labels' has shape {list(labels.shape)}, expected ({n},)"
         )
-    if not np.all(np.isfinite(labels)):
-        row = int(np.argwhere(~np.isfinite(labels))[0, 0])
+    row = first_nonfinite_row(labels)
+    if row is not None:
         raise FeatureFileError(
             f"{path}: split {split!r}, 'regression_labels' row {row} is {labels[row]}, expected a finite number"
         )
@@ -162,7 +165,8 @@ def _pool_mmsa_split(path: Path, split: str, part: Mapping[str, Any]) -> dict[st
         else:
             raise FeatureFileError(
                 f"{path}: split {split!r} has no {key}_lengths and {key!r} has {x.shape[1]} time steps, not the text "
-                f"length {length}: expected {key}_lengths (unaligned file) or a time axis aligned to the text (aligned file)"
+                f"length {length}: expected {key}_lengths (unaligned file) or a time axis aligned to the text "
+                "(aligned file)"
             )
 
         def describe(row: int, t: int, col: int, value: float, _m: str = modality) -> str:

@@ -148,7 +148,8 @@ def _check_object_array(arr: np.ndarray, source: str, where: str) -> None:
 
 
 def _members(obj: Any) -> Any:
-    """(child, step) of a container, the step naming it lazily; dict keys are walked too (a key can be a nested tuple)."""
+    """(child, step) of a container, the step naming it lazily; dict keys are walked too (a key can be a nested
+    tuple)."""
     if isinstance(obj, Mapping):
         for key, value in obj.items():
             yield key, (" key ", key)

@@ -1,4 +1,5 @@
-"""CMU-MOSEI transcript CSVs, read into `TranscriptRow`s; every malformed file raises `FeatureFileError` naming the file and line.
+"""CMU-MOSEI transcript CSVs, read into `TranscriptRow`s; every malformed file raises `FeatureFileError`
+naming the file and line.
 
 The CMU-MOSEI release of the CMU-MultimodalSDK, as comma-separated files (`train.csv`, `valid.csv`):
 an unnamed first column with the segment id `<video_id>[<segment_index>]` (e.g. `hh04W3xXa5s[0]`),

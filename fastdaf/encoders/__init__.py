@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ..choices import DEFAULT_ENCODER_BACKEND
 from ..errors import EncoderError
 from .acoustic import AcousticEncoder
 from .base import Encoded, Encoder, masked_mean, pick_device, pick_dtype
@@ -47,7 +48,7 @@ def load_encoder(
     modality: str,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
-    backend: str = "eager",
+    backend: str = DEFAULT_ENCODER_BACKEND,
 ) -> TextEncoder | SpeechEncoder | AcousticEncoder | PrecomputedEncoder:
     """Build an encoder from a spec() record or a short string.
 

@@ -8,8 +8,17 @@ from typing import Any
 import torch
 
 from ..audio.acoustic import FEATURE_DIM, FEATURE_NAMES, SAMPLE_RATE, acoustic_features
+from ..choices import DEFAULT_ENCODER_BACKEND
 from .base import Encoded, pick_device
 from .runners import Buckets, InputSpec, make_runner
+
+ACOUSTIC_BUCKETS_S = (1, 2, 4, 8, 16, 32, 64)  # seconds per clip; a batch is padded up to the next one
+ACOUSTIC_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def acoustic_buckets() -> Buckets:
+    """The padded shapes a bucketed backend prepares for the built-in features; fastdaf-bench times these."""
+    return Buckets(batch=ACOUSTIC_BATCH_BUCKETS, length=tuple(s * SAMPLE_RATE for s in ACOUSTIC_BUCKETS_S))
 
 
 class AcousticCore(torch.nn.Module):
@@ -26,7 +35,11 @@ class AcousticEncoder:
     takes_waveforms = True
 
     def __init__(
-        self, *, device: str | torch.device | None = None, batch_size: int | None = None, backend: str = "eager"
+        self,
+        *,
+        device: str | torch.device | None = None,
+        batch_size: int | None = None,
+        backend: str = DEFAULT_ENCODER_BACKEND,
     ) -> None:
         self.device = pick_device(device)
         self.sampling_rate, self.dim, self.feature_names = SAMPLE_RATE, FEATURE_DIM, FEATURE_NAMES
@@ -36,25 +49,18 @@ class AcousticEncoder:
         # the features ignore samples past each clip's length (tested), so bucketed backends are exact;
         # padded rows get the padded length (silence), which keeps them finite
         specs = {"waveforms": InputSpec(pad=0.0), "lengths": InputSpec(has_length=False, length_pad="size")}
-        seconds = (1, 2, 4, 8, 16, 32, 64)
-        buckets = Buckets(batch=(1, 2, 4, 8, 16, 32, 64), length=tuple(s * self.sampling_rate for s in seconds))
+        buckets = acoustic_buckets()
         example = {
             "waveforms": torch.zeros(1, self.sampling_rate, device=self.device),
             "lengths": torch.tensor([self.sampling_rate], device=self.device),
         }
         self.backend = backend
         self.core = AcousticCore()
-        self.runner = make_runner(
-            self.core,
-            backend,
-            self.device,
-            specs=specs,
-            example=example,
-            output_names=("features",),
-            buckets=buckets,
-            dtype=torch.float32,
-            exportable=False,
-        )
+        # fmt: off
+        self.runner = make_runner(self.core, backend, self.device,
+                                  specs=specs, example=example, output_names=("features",), buckets=buckets,
+                                  dtype=torch.float32, exportable=False)
+        # fmt: on
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "acoustic", "dim": self.dim}

@@ -40,7 +40,6 @@ from ..choices import ENCODER_BACKENDS
 from ..errors import EncoderError, UnsupportedError
 from ..version import __version__
 
-BACKENDS = ENCODER_BACKENDS
 Inputs = dict[str, torch.Tensor]
 
 
@@ -105,8 +104,8 @@ def resolve_backend(backend: str, device: torch.device, *, graph_safe: bool = Tr
     exportable: the core exports to ONNX that TensorRT can build (the built-in acoustic features are
     FFT work, which TensorRT has no layer for: they use CUDA graphs).
     """
-    if backend not in BACKENDS:
-        raise EncoderError(f"backend {backend!r} is not accepted; choose one of {list(BACKENDS)}")
+    if backend not in ENCODER_BACKENDS:
+        raise EncoderError(f"backend {backend!r} is not accepted; choose one of {list(ENCODER_BACKENDS)}")
     if backend == "auto":
         if device.type != "cuda" or not graph_safe:
             return "eager"
@@ -116,7 +115,8 @@ def resolve_backend(backend: str, device: torch.device, *, graph_safe: bool = Tr
     if backend == "tensorrt" and not graph_safe:
         raise UnsupportedError(
             "backend 'tensorrt' builds one engine over padded buckets, and this encoder's features change with padding "
-            "(a feature encoder that normalises over time); use 'cudagraph' (one graph per exact input shape), 'eager' or 'compile'"
+            "(a feature encoder that normalises over time); use 'cudagraph' (one graph per exact input shape), "
+            "'eager' or 'compile'"
         )
     if backend == "tensorrt" and not exportable:
         raise UnsupportedError(

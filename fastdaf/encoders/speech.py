@@ -9,9 +9,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..choices import DEFAULT_ENCODER_BACKEND
 from ..errors import EncoderError
 from .base import Encoded, load_pretrained, pick_device, pick_dtype
 from .runners import Buckets, InputSpec, make_runner
+
+SPEECH_WINDOW_BUCKETS_S = (1, 2, 4, 8, 16)  # seconds of audio per window; a batch is padded up to the next one
+SPEECH_BATCH_BUCKETS = (1, 2, 4, 8, 16)
+
+
+def speech_buckets(window_seconds: float, sampling_rate: int) -> Buckets:
+    """The padded shapes a bucketed backend prepares for a speech encoder; fastdaf-bench times these."""
+    seconds = [s for s in SPEECH_WINDOW_BUCKETS_S if s < window_seconds] + [window_seconds]
+    return Buckets(batch=SPEECH_BATCH_BUCKETS, length=tuple(int(s * sampling_rate) for s in seconds))
 
 
 class SpeechCore(torch.nn.Module):
@@ -46,7 +56,7 @@ class SpeechEncoder:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         batch_size: int = 8,
-        backend: str = "eager",
+        backend: str = DEFAULT_ENCODER_BACKEND,
     ) -> None:
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel  # noqa: PLC0415 - heavy: only when a Hugging Face model is built
 
@@ -64,7 +74,8 @@ class SpeechEncoder:
             window_seconds = min(window_seconds, float(self.feature_extractor.chunk_length))
         elif not hasattr(net, "_get_feat_extract_output_lengths"):
             raise EncoderError(
-                f"{model!r} ({config.model_type}) is not a supported speech encoder: use wav2vec2, HuBERT, WavLM or Whisper"
+                f"{model!r} ({config.model_type}) is not a supported speech encoder: use wav2vec2, HuBERT, WavLM or "
+                "Whisper"
             )
         self.model = net.to(self.device, self.dtype).eval()
         self.model.requires_grad_(False)
@@ -89,23 +100,16 @@ class SpeechEncoder:
         }
         if self.pass_mask and not self.is_whisper:
             specs["attention_mask"] = InputSpec(pad=0)
-        seconds = [s for s in (1, 2, 4, 8, 16) if s < self.window_seconds] + [self.window_seconds]
-        buckets = Buckets(batch=(1, 2, 4, 8, 16), length=tuple(int(s * self.sampling_rate) for s in seconds))
+        buckets = speech_buckets(self.window_seconds, self.sampling_rate)
         self.backend = backend
         example = (
             self._inputs([np.zeros(self.sampling_rate, dtype=np.float32)]) if backend in ("tensorrt", "auto") else None
         )
-        return make_runner(
-            self.core,
-            backend,
-            self.device,
-            specs=specs,
-            example=example,
-            output_names=("sums", "counts"),
-            buckets=buckets,
-            graph_safe=graph_safe,
-            dtype=self.dtype,
-        )
+        # fmt: off
+        return make_runner(self.core, backend, self.device,
+                           specs=specs, example=example, output_names=("sums", "counts"), buckets=buckets,
+                           graph_safe=graph_safe, dtype=self.dtype)
+        # fmt: on
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "speech", "model": self.model_name, "layer": self.layer, "window_seconds": self.window_seconds}

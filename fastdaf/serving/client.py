@@ -148,7 +148,8 @@ class TritonClient:
         *,
         audio_dtype: str = "FP32",
     ) -> dict[str, Any]:
-        """{"score", "label", "weights": {modality: weight}, "notes": [str]} for one utterance, as `fastdaf.predict` gives."""
+        """{"score", "label", "weights": {modality: weight}, "notes": [str]} for one utterance, as `fastdaf.predict`
+        gives."""
         order = self.weights_order()
         inputs = build_inputs(
             self.module,

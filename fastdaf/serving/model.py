@@ -28,7 +28,8 @@ class TritonPythonModel:
         order = params.get("weights_order")
         if order and order.split(",") != self.predictor.modalities:
             raise ServeError(
-                f"config.pbtxt says weights_order={order} but the checkpoint's modalities are {self.predictor.modalities}"
+                f"config.pbtxt says weights_order={order} but the checkpoint's modalities are "
+                f"{self.predictor.modalities}"
             )
         # one warm-up call, so that readiness means a first request is served at full speed
         warm = {"text": np.array([[b"warming up"]], dtype=object)}

@@ -21,6 +21,7 @@ are the same. `fastdaf.serving.client.TritonClient` does this by default.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -35,6 +36,7 @@ MAX_TEXT_CHARS = 20_000
 INPUTS = ("text", "audio", "sampling_rate")
 
 
+@dataclasses.dataclass
 class Utterance:
     text: str | None
     audio: np.ndarray | None
@@ -96,7 +98,8 @@ def decode_request(
                 continue  # audio marked absent: lets a client send every input on every request (see ABSENT)
             if sr > 0 and audio.shape[1] > max_audio_seconds * sr:
                 raise InputError(
-                    f"`audio` row {i} holds {audio.shape[1] / sr:.1f} s at {sr} Hz; this server accepts at most {max_audio_seconds:g} s"
+                    f"`audio` row {i} holds {audio.shape[1] / sr:.1f} s at {sr} Hz; this server accepts at most "
+                    f"{max_audio_seconds:g} s"
                 )
             audios[i], rates[i] = audio[i], sr
     elif rate is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_config
+from ..choices import DEFAULT_SERVE_DEVICE, SERVE_DEVICES
 from ..default_model import path as default_model_path
 from ..errors import CheckpointError, FastDAFError, InputError, ServeError
 from ..head import DAFHead
@@ -26,7 +27,7 @@ The server's Python environment needs fastdaf installed (`pip install fastdaf`);
 is in ./checkpoint beside this file.
 """
 
-from fastdaf.serving.model import TritonPythonModel  # noqa: F401
+from fastdaf.serving import TritonPythonModel  # noqa: F401
 '''
 
 
@@ -38,7 +39,7 @@ class ServeOptions:
     preferred_batch_sizes: tuple[int, ...] | None = None  # None: those of 8, 16, 32 below max_batch_size, and it
     max_queue_delay_us: int = 2000
     instances: int = 1
-    device: str = "auto"  # cpu, gpu or auto (gpu when torch sees CUDA)
+    device: str = DEFAULT_SERVE_DEVICE  # cpu, gpu or auto (gpu when torch sees CUDA)
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
 
     def __post_init__(self) -> None:
@@ -54,7 +55,7 @@ class ServeOptions:
             raise InputError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
         if self.instances < 1:
             raise InputError(f"instances must be >= 1, got {self.instances}")
-        if self.device not in ("auto", "cpu", "gpu"):
+        if self.device not in SERVE_DEVICES:
             raise InputError(f"device {self.device!r} is not accepted; choose auto, cpu or gpu")
         if not 0 < self.max_audio_seconds <= 600:
             raise InputError(f"max_audio_seconds must be in (0, 600], got {self.max_audio_seconds}")

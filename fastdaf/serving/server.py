@@ -82,7 +82,8 @@ def _prepare_backends(directory: Path) -> Path:
     stub = get_stub_path(f"{sys.version_info[0]}.{sys.version_info[1]}")
     if not stub.is_file():
         raise ServeError(
-            f"nvidia-pytriton bundles no Python-backend stub for Python {sys.version_info[0]}.{sys.version_info[1]} ({stub})"
+            f"nvidia-pytriton bundles no Python-backend stub for Python {sys.version_info[0]}.{sys.version_info[1]} "
+            f"({stub})"
         )
     shutil.copy2(stub, backends / "python" / "triton_python_backend_stub")
     return backends
@@ -132,7 +133,8 @@ def serve(
         import pytriton.utils.distribution  # noqa: PLC0415, F401 - only to locate the bundled tritonserver
     except ImportError as exc:
         raise ServeError(
-            f"fastdaf serve needs nvidia-pytriton, which is not importable ({exc}); install it with: pip install 'fastdaf[serve]'"
+            f"fastdaf serve needs nvidia-pytriton, which is not importable ({exc}); install it with: pip install "
+            "'fastdaf[serve]'"
         ) from None
     if not 1 <= exit_timeout_s <= 25:
         raise InputError(f"exit_timeout_s must be in 1..25, got {exit_timeout_s}")
@@ -268,10 +270,11 @@ class ServerProcess:
         )
         self.lines: list[str] = []
         self._terminated = False
-        self._ready = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
+        # ready means what a client needs: the model answers its readiness probe (not a line of output)
         deadline = time.monotonic() + startup_timeout_s
-        while not self._ready.wait(0.2):
+        while not model_ready(f"http://{self.http}", timeout_s=0.5):
+            time.sleep(0.2)
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.kill()
                 time.sleep(0.2)  # let the reader take the last lines
@@ -282,8 +285,6 @@ class ServerProcess:
     def _read(self) -> None:
         for line in self.proc.stdout:
             self.lines.append(line)
-            if line.startswith('{"event": "ready"'):
-                self._ready.set()
 
     def events(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.lines if line.startswith('{"event"')]
