@@ -25,7 +25,7 @@ from .errors import FastDAFError, InputError
 from .extractor import FeatureExtractor, extract_manifest, load_data, pending_rows, read_manifest
 from .head import DAFHead
 from .metrics import format_table, sentiment_metrics
-from .pipeline import SentimentPredictor
+from .pipeline import SentimentPredictor, flatten_record, record_columns, record_keys
 from .serving import MODEL_NAME, ServeOptions, serve, write_model_repository
 from .synthetic import make_cue_task
 from .train import TrainOptions, first_output, predict_features, train_head
@@ -385,37 +385,6 @@ def _add_head_and_training_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _result_columns(predictor) -> list[str]:
-    """The columns of `fastdaf predict --manifest` output, fixed up front so rows can be written as they finish."""
-    return [
-        "id",
-        "score",
-        "label",
-        *(f"weight_{m}" for m in predictor.modalities),
-        *predictor.head.config.output_names[1:],
-        "notes",
-        "error",
-    ]
-
-
-def _prediction_row(row_id: str, result, columns: list[str]) -> dict[str, Any]:
-    """One output row of `fastdaf predict --manifest`: the id, then the result or the error (every row has every
-    column)."""
-    out: dict[str, Any] = dict.fromkeys(columns)
-    out["id"] = row_id
-    if isinstance(result, str):
-        out["error"] = result
-    else:
-        out.update(
-            score=round(result.score, 4),
-            label=result.label,
-            **{f"weight_{m}": round(w, 4) for m, w in result.weights.items()},
-            **{k: round(v, 4) for k, v in result.outputs.items()},
-            notes="; ".join(result.notes) or None,
-        )
-    return out
-
-
 def _whole_records(data: bytes, *, quoted: bool) -> int:
     """Length of the complete records at the start of `data`: a run killed mid-write leaves a partial last one.
 
@@ -435,9 +404,14 @@ class _Results:
     """Where `predict --manifest` rows go, a batch at a time and flushed: JSONL on stdout, or a .csv/.jsonl
     file that a rerun resumes (its rows are skipped; a partial last row left by a kill is cut off and redone)."""
 
-    def __init__(self, target: Path | None, columns: list[str]) -> None:
-        self.target, self.columns = target, columns
+    def __init__(self, target: Path | None, predictor: SentimentPredictor) -> None:
+        self.target, self.predictor = target, predictor
         self.csv = target is not None and target.suffix.lower() == ".csv"
+        # a CSV has the flattened columns, JSON lines the record's keys (fastdaf.pipeline.result_record)
+        if self.csv:
+            self.columns = record_columns(predictor.modalities, predictor.output_names)
+        else:
+            self.columns = record_keys(predictor.output_names)
         self.done_ids = self._resume() if target is not None and target.exists() else []
         if target is None:
             self.file = sys.stdout
@@ -489,7 +463,8 @@ class _Results:
     def write(self, rows: list[dict[str, Any]]) -> None:
         buf = io.StringIO()
         if self.csv:
-            csv.DictWriter(buf, fieldnames=self.columns).writerows(rows)
+            flat = [flatten_record(r, self.predictor.modalities, self.predictor.output_names) for r in rows]
+            csv.DictWriter(buf, fieldnames=self.columns).writerows(flat)
         else:
             buf.writelines(json.dumps(r) + "\n" for r in rows)
         self._write(buf.getvalue())
@@ -514,7 +489,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if rows is None:
         result = predictor.predict(args.text, args.audio, sampling_rate=args.sampling_rate)
         if args.json:
-            _print_json(result.to_dict())
+            _print_json(predictor.record(result))
         else:
             weights = ", ".join(f"{m} {w:.2f}" for m, w in result.weights.items())
             print(f"sentiment {result.score:+.2f} ({result.label}); modality weights: {weights}")
@@ -528,8 +503,7 @@ def _predict_manifest(predictor, rows: list, target: Path | None, *, progress: b
     """Predict the rows not yet in `target`, writing each batch as it finishes (a killed run loses at most one
     batch)."""
 
-    columns = _result_columns(predictor)
-    results = _Results(target, columns)
+    results = _Results(target, predictor)
     todo = {r.line for r in pending_rows(rows, results.done_ids)}
     counts = {"predicted": 0, "failed": 0}
     bar = tqdm(total=len(todo), desc="predicting", unit="utt", disable=None if progress else True)
@@ -541,7 +515,7 @@ def _predict_manifest(predictor, rows: list, target: Path | None, *, progress: b
                 continue
             names = [f"id {r.id!r} (line {r.line})" for r in chunk]
             out = predictor.predict_each([r.text for r in chunk], [r.audio for r in chunk], names=names)
-            results.write([_prediction_row(r.id, res, columns) for r, res in zip(chunk, out)])
+            results.write([predictor.record(res, r.id) for r, res in zip(chunk, out)])
             failed = sum(isinstance(res, str) for res in out)
             counts["failed"] += failed
             counts["predicted"] += len(chunk) - failed

@@ -236,7 +236,7 @@ def test_manifest_rows_carry_their_notes(checkpoint, tmp_path):
     assert cli_main(["predict", "--checkpoint", str(checkpoint), "--manifest", str(manifest), "--out", str(out)]) == 0
     rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert (
-        rows["quiet"]["notes"] == "audio has no speech (no voiced frames): treated as absent"
-        and rows["quiet"]["weight_audio"] == 0
+        rows["quiet"]["notes"] == ["audio has no speech (no voiced frames): treated as absent"]
+        and rows["quiet"]["weights"]["audio"] == 0
     )
-    assert rows["spoken"]["notes"] is None and rows["spoken"]["weight_audio"] > 0
+    assert rows["spoken"]["notes"] == [] and rows["spoken"]["weights"]["audio"] > 0

@@ -178,7 +178,8 @@ def test_cli_single_and_bad_input(checkpoint, clips, capsys):
         == 0
     )
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"score", "label", "weights", "outputs", "notes"}
+    assert list(out) == ["id", "score", "label", "weights", "outputs", "notes", "error"]  # the manifest's too
+    assert out["id"] is None and out["error"] is None and set(out["weights"]) == {"text", "audio"}
     for argv, words in (
         (["--audio", "/no/such.wav"], "no such audio file"),
         (["--audio", __file__], "'.py' is not an audio format"),
@@ -186,6 +187,38 @@ def test_cli_single_and_bad_input(checkpoint, clips, capsys):
     ):
         assert cli_main(["predict", "--checkpoint", str(checkpoint), *argv]) == 2
         assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["bundled", "two outputs"])
+def test_one_output_schema_for_one_utterance_and_manifests_json_and_csv(model, checkpoint, clips, tmp_path, capsys):
+    """The same record everywhere (fastdaf.pipeline.result_record); CSV flattens it; no always-empty field."""
+    ckpt = [] if model == "bundled" else ["--checkpoint", str(checkpoint)]
+    text, audio = PROMPTS["axb_a0004"], clips["axb_a0004"]
+    assert cli_main(["predict", *ckpt, "--text", text, "--audio", audio, "--json"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        json.dumps({"id": "a", "text": text, "audio": audio}) + "\n" + '{"id": "bad", "audio": "no.wav"}\n'
+    )
+    out_jsonl, out_csv = tmp_path / "o.jsonl", tmp_path / "o.csv"
+    for out in (out_jsonl, out_csv):
+        assert cli_main(["predict", *ckpt, "--manifest", str(manifest), "--out", str(out)]) == 0
+    capsys.readouterr()
+    good, bad = map(json.loads, out_jsonl.read_text().splitlines())
+    extra = ["outputs"] if model == "two outputs" else []
+    keys = ["id", "score", "label", "weights", *extra, "notes", "error"]
+    assert list(single) == list(good) == list(bad) == keys
+    assert single["id"] is None and good["id"] == "a" and bad["id"] == "bad"
+    assert {k: v for k, v in single.items() if k != "id"} == {k: v for k, v in good.items() if k != "id"}
+    assert bad["score"] is None and bad["weights"] is None and "AudioNotFoundError" in bad["error"]
+    assert isinstance(single["weights"], dict) and isinstance(single["notes"], list)
+    if extra:
+        assert list(single["outputs"]) == ["happiness"]
+    rows = list(csv.DictReader(out_csv.open()))
+    flat = ["id", "score", "label", "weights.text", "weights.audio", *(["outputs.happiness"] if extra else [])]
+    assert list(rows[0]) == [*flat, "notes", "error"]
+    assert float(rows[0]["score"]) == good["score"] and float(rows[0]["weights.audio"]) == good["weights"]["audio"]
+    assert json.loads(rows[0]["notes"]) == good["notes"] and rows[1]["error"] == bad["error"]
 
 
 def test_cli_manifest_with_bad_rows(checkpoint, clips, tmp_path, capsys):
@@ -217,7 +250,7 @@ def test_cli_manifest_with_bad_rows(checkpoint, clips, tmp_path, capsys):
     assert float(got[0]["score"]) == pytest.approx(
         predictor.predict(PROMPTS["axb_a0004"], clips["axb_a0004"]).score, abs=1e-3
     )
-    assert float(got[2]["weight_audio"]) == 0.0 and float(got[5]["weight_text"]) == 0.0
+    assert float(got[2]["weights.audio"]) == 0.0 and float(got[5]["weights.text"]) == 0.0
     # JSONL on stdout
     assert cli_main(["predict", "--checkpoint", str(checkpoint), "--manifest", str(manifest), "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
