@@ -11,6 +11,8 @@ from typing import Any
 import torch
 
 from .config import DAFConfig
+from .evaluation import CONTROL_KINDS, DECISION_METRIC, control, informative
+from .extras import pyplot
 from .features import FeatureSet
 from .metrics import METRIC_NAMES, sentiment_metrics
 from .train import TrainOptions, first_output, predict_features, train_head
@@ -57,6 +59,7 @@ def run_ablation(
     results: dict[str, Any] = {}
     for name in variants(train):
         runs, weights = [], None
+        control_runs: dict[str, list[dict[str, float]]] = {}
         for seed in seeds:
             if name.endswith(" only"):
                 modality = name[: -len(" only")]
@@ -70,19 +73,47 @@ def run_ablation(
             runs.append(sentiment_metrics(first_output(score), first_output(ev.labels)))
             if name == "dynamic" and weights is None:
                 weights = w[ev.present.all(dim=1)] if ev.present.all(dim=1).any() else w
+            if name == "dynamic" and len(ev.modalities) > 1:
+                # the same controls as `fastdaf eval --controls`, one control seed per training seed
+                for j, modality in enumerate(ev.modalities):
+                    for kind in CONTROL_KINDS if bool(ev.present[:, j].any()) else ():
+                        controlled = control(ev, modality, kind, seed)
+                        score_c, _ = predict_features(trained.head, controlled)
+                        metrics = sentiment_metrics(first_output(score_c), first_output(ev.labels))
+                        control_runs.setdefault(f"dynamic, {modality} {kind}", []).append(metrics)
             if progress:
                 print(
                     f"  {name:>14} seed {seed}: MAE {runs[-1]['MAE']:.4f}  Non0_acc_2 {runs[-1]['Non0_acc_2']:.4f}",
                     flush=True,
                 )
-        results[name] = {
-            "runs": runs,
-            "mean": {k: statistics.fmean(r[k] for r in runs) for k in METRIC_NAMES},
-            "std": {k: statistics.pstdev([r[k] for r in runs]) for k in METRIC_NAMES},
-        }
+        results[name] = _summary(runs)
         if weights is not None:
             results[name]["weights"] = weights
+        for control_name, control_metrics in control_runs.items():
+            results[control_name] = _summary(control_metrics)
     return results
+
+
+def _summary(runs: list[dict[str, float]]) -> dict[str, Any]:
+    return {
+        "runs": runs,
+        "mean": {k: statistics.fmean(r[k] for r in runs) for k in METRIC_NAMES},
+        "std": {k: statistics.pstdev([r[k] for r in runs]) for k in METRIC_NAMES},
+    }
+
+
+def control_verdicts(results: dict[str, Any], modalities: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per modality: whether dynamic fusion's real rows beat every seed of both controls (fastdaf.evaluation)."""
+    if "dynamic" not in results:
+        return {}
+    real = [r[DECISION_METRIC] for r in results["dynamic"]["runs"]]
+    out = {}
+    for m in modalities:
+        names = {kind: f"dynamic, {m} {kind}" for kind in CONTROL_KINDS}
+        if all(n in results for n in names.values()):
+            per_kind = {kind: [r[DECISION_METRIC] for r in results[n]["runs"]] for kind, n in names.items()}
+            out[m] = {"informative": informative(real, per_kind), **{k: results[n]["mean"] for k, n in names.items()}}
+    return out
 
 
 def markdown_table(results: dict[str, Any], *, keys: Sequence[str] = METRIC_NAMES) -> str:
@@ -95,11 +126,7 @@ def markdown_table(results: dict[str, Any], *, keys: Sequence[str] = METRIC_NAME
 
 def plot(results: dict[str, Any], modalities: Sequence[str], path: str | Path) -> Path:
     """Bars of each metric (mean +- std over seeds) and the distribution of dynamic fusion's weights."""
-    import matplotlib  # noqa: PLC0415 - plot extra, only when drawing
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415 - plot extra, only when drawing
-
+    plt = pyplot("fastdaf ablate's plot")
     names = list(results)
     shown = ("MAE", "Corr", "Non0_acc_2", "Has0_acc_2", "Mult_acc_7")
     fig, axes = plt.subplots(1, len(shown) + 1, figsize=(4 * (len(shown) + 1), 4))

@@ -15,13 +15,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .ablation import markdown_table, plot, run_ablation, weights_summary
+from .ablation import control_verdicts, markdown_table, plot, run_ablation, weights_summary
 from .checkpoint import read_config
 from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, DEFAULT_SERVE_DEVICE, ENCODER_BACKENDS, HEADS, SERVE_DEVICES
 from .config import FUSION_MODES, DAFConfig
 from .default_model import path as default_model_path
 from .encoders import NORMALIZERS
 from .errors import FastDAFError, InputError
+from .evaluation import CONTROL_KINDS, evaluate, plot_evaluation, verdicts
 from .extractor import FeatureExtractor, extract_manifest, load_data, pending_rows, read_manifest
 from .head import DAFHead
 from .metrics import format_table, sentiment_metrics
@@ -213,13 +214,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     labelled = torch.isfinite(first_output(rows.labels))
     rows = rows.subset(labelled.nonzero().flatten())
-    score, _ = predict_features(head, rows)
-    metrics = sentiment_metrics(first_output(score), first_output(rows.labels))
+    result = evaluate(head, rows, controls=args.controls, seeds=range(args.control_seeds))
+    if args.plot is not None:
+        plot_evaluation(head, rows, args.plot)
     if args.json:
-        _print_json(metrics)
-    else:
-        print(f"{checkpoint} on {args.data} ({split}, {len(rows)} rows)")
-        print(format_table({split: metrics}))
+        _print_json(result)
+        return 0
+    print(f"{checkpoint} on {args.data} ({split}, {len(rows)} rows)")
+    table = {split: result["metrics"]}
+    for modality, c in (result.get("controls") or {}).items():
+        table.update({f"{modality} {kind}": c[kind] for kind in CONTROL_KINDS})
+    print(format_table(table))
+    print("modality weights where present (mean, p10/p50/p90) and drop effect (mean |score change| without it):")
+    for modality, w in result["weights"].items():
+        drop = "n/a" if w["drop_effect"] is None else f"{w['drop_effect']:.4f}"
+        print(f"  {modality}: {w['mean']} ({w['p10']}/{w['p50']}/{w['p90']}), drop effect {drop}")
+    for line in verdicts(result):
+        print(line)
+    if args.plot is not None:
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -229,7 +242,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     options = _train_options(args)
     data = load_data(args.data, progress=not args.json)
     train, valid = data.split(args.train_split), data.split(args.valid_split)
-    evaluate, split = _split_or_all(data, args.eval_split, default=(args.valid_split,))
+    scored, split = _split_or_all(data, args.eval_split, default=(args.valid_split,))
     head_options = {
         "projection_size": args.projection_size,
         "attention_size": args.attention_size,
@@ -238,7 +251,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     results = run_ablation(
         train,
         valid,
-        evaluate,
+        scored,
         seeds=list(range(args.seeds)),
         options=options,
         head_options=head_options,
@@ -246,18 +259,20 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(results)
-    title = f"Ablation on {args.data} ({split} split, {len(evaluate)} rows, {args.seeds} seeds, mean +- std)"
+    title = f"Ablation on {args.data} ({split} split, {len(scored)} rows, {args.seeds} seeds, mean +- std)"
     (args.out / "ablation.md").write_text(f"# {title}\n\n{table}\n")
     figure = plot(results, list(data.modalities), args.out / "ablation.png")
     summary = {name: {"mean": r["mean"], "std": r["std"]} for name, r in results.items()}
     if "weights" in results.get("dynamic", {}):
         summary["dynamic"]["weights"] = weights_summary(results["dynamic"]["weights"], list(data.modalities))
+    controls = control_verdicts(results, list(data.modalities))
     if args.json:
         _print_json(
             {
                 "split": split,
                 "seeds": args.seeds,
                 "results": summary,
+                "controls": controls,
                 "table": str(args.out / "ablation.md"),
                 "plot": str(figure),
             }
@@ -265,6 +280,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     else:
         print(title)
         print(table)
+        for modality, c in controls.items():
+            verdict = "beats" if c["informative"] else "does NOT beat (no measurable information)"
+            print(f"dynamic fusion with real {modality} {verdict} every seed of its shuffled and constant controls")
         print(f"wrote {args.out / 'ablation.md'} and {figure}")
     return 0
 
@@ -706,14 +724,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     train.set_defaults(func=cmd_train)
 
-    evaluate = sub.add_parser(
+    eval_cmd = sub.add_parser(
         "eval", help="MMSA metrics of a checkpoint (default: the bundled model) on a dataset split"
     )
-    evaluate.add_argument("data", type=Path)
-    _add_checkpoint_option(evaluate)
-    evaluate.add_argument("--split", default=None, help="split to evaluate (default: test, else valid, else every row)")
-    evaluate.add_argument("--json", action="store_true", help="one JSON object keyed by the MMSA metric names")
-    evaluate.set_defaults(func=cmd_eval)
+    eval_cmd.add_argument(
+        "data", type=Path, help="labelled data: a feature file, an MMSA pickle, a .csd folder or transcript CSVs"
+    )
+    _add_checkpoint_option(eval_cmd)
+    eval_cmd.add_argument("--split", default=None, help="split to evaluate (default: test, else valid, else every row)")
+    eval_cmd.add_argument(
+        "--controls",
+        action="store_true",
+        help="also score each modality shuffled across rows and replaced by one constant input, and say whether it "
+        "carries measurable information (default: off)",
+    )
+    eval_cmd.add_argument("--control-seeds", type=_positive_int, default=5, help="seeds per control (default: 5)")
+    eval_cmd.add_argument(
+        "--plot", type=Path, default=None, help="PNG of the weight distributions and predicted vs label (default: none)"
+    )
+    eval_cmd.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object: {"metrics": {MMSA keys}, "weights": {modality: {mean, p10, p50, p90, drop_effect}}, '
+        '"controls": ... with --controls} (default: off, a table)',
+    )
+    eval_cmd.set_defaults(func=cmd_eval)
 
     ablate = sub.add_parser(
         "ablate", help="dynamic vs static/mean/concat fusion and unimodal heads, N seeds, table + plot"

@@ -69,3 +69,11 @@ class ManifestError(FastDAFError):
 
 class ServeError(FastDAFError):
     """The Triton server could not be started, or a model repository could not be written."""
+
+
+class MissingExtraError(FastDAFError, ImportError):
+    """An optional feature whose packages are not installed; the message names the extra that installs them."""
+
+    def __init__(self, what: str, extra: str) -> None:
+        super().__init__(f"{what} need(s) the optional packages of fastdaf[{extra}]: pip install 'fastdaf[{extra}]'")
+        self.extra = extra

@@ -31,7 +31,9 @@ def test_train_and_eval_on_an_mmsa_pickle(tmp_path, capsys):
     run_json(["train", str(pkl), "--out", str(ckpt), "--epochs", "3", "--json"], capsys)
     head = DAFHead.from_pretrained(ckpt)
     assert dict(head.config.modalities) == {"text": 8, "audio": 5, "video": 3}
-    metrics = run_json(["eval", str(pkl), "--checkpoint", str(ckpt), "--json"], capsys)  # default split: test
+    result = run_json(["eval", str(pkl), "--checkpoint", str(ckpt), "--json"], capsys)  # default split: test
+    assert list(result) == ["metrics", "weights"]  # "controls" only with --controls
+    metrics = result["metrics"]
     assert list(metrics) == list(METRIC_NAMES)
     test = load_mmsa_pickle(pkl).split("test")
     score, _ = predict_features(head, test)
@@ -60,7 +62,7 @@ def test_train_on_transcripts_records_the_encoders(tmp_path, capsys):
     assert meta["extra"]["encoders"]["text"]["model"] == "default"
     assert meta["config"]["modalities"] == {"text": 384}
     # the checkpoint's own encoders are used to evaluate transcripts
-    metrics = run_json(["eval", str(folder / "valid.csv"), "--checkpoint", str(ckpt), "--json"], capsys)
+    metrics = run_json(["eval", str(folder / "valid.csv"), "--checkpoint", str(ckpt), "--json"], capsys)["metrics"]
     assert metrics == report["valid_metrics"]
     assert metrics["Non0_acc_2"] > 0.7  # positive and negative words are told apart
 
@@ -74,7 +76,10 @@ def test_ablate_writes_table_and_plot(tmp_path, capsys):
         capsys,
     )
     names = ["dynamic", "static", "mean", "concat", "text only", "audio only"]
-    assert list(report["results"]) == names
+    controls = [f"dynamic, {m} {kind}" for m in ("text", "audio") for kind in ("shuffled", "constant")]
+    assert list(report["results"]) == [names[0], *controls, *names[1:]]  # controls beside the real row
+    # on the cue task each modality carries the label in half the rows: both beat their controls
+    assert report["controls"]["text"]["informative"] and report["controls"]["audio"]["informative"]
     table = (out / "ablation.md").read_text()
     for name in names:
         line = next(row for row in table.splitlines() if row.startswith(f"| {name} |"))
@@ -96,7 +101,7 @@ def test_eval_errors(tmp_path, capsys):
 def test_bundled_model_beats_the_linear_probe_floor_on_mosei_valid(shared_data, capsys):
     """`fastdaf eval` with the default checkpoint on the real CMU-MOSEI valid transcripts (text only:
     no MOSEI audio here) must beat the ridge probe of ../shared/data/README.md (Non0_acc_2 0.804, MAE 0.638)."""
-    metrics = run_json(["eval", str(shared_data / "cmu-mosei-text" / "valid.csv"), "--json"], capsys)
+    metrics = run_json(["eval", str(shared_data / "cmu-mosei-text" / "valid.csv"), "--json"], capsys)["metrics"]
     assert metrics["MAE"] < 0.60 and metrics["Non0_acc_2"] > 0.804, metrics
 
 

@@ -52,6 +52,7 @@ import torch
 
 from ..config import MAX_INPUT_DIM
 from ..errors import FeatureFileError, InputError
+from ..extras import require
 from ..features import FeatureSet
 from .checks import first_nonfinite_row
 from .transcripts import MOSEI_LABEL_COLUMNS, read_transcript_dir
@@ -73,12 +74,8 @@ _CSD_PLAIN = ".csd entries must be plain groups and datasets inside the file (li
 
 
 def _h5py() -> Any:
-    """h5py, imported only when .csd files are read (it is not needed for anything else)."""
-    try:
-        import h5py  # noqa: PLC0415 - only when .csd files are read
-    except ImportError as exc:  # pragma: no cover - h5py is installed with the project environment
-        raise FeatureFileError("reading CMU-MultimodalSDK .csd files needs h5py (pip install h5py)") from exc
-    return h5py
+    """h5py, imported only when .csd files are read: the `data` extra installs it."""
+    return require("h5py", "reading CMU-MultimodalSDK .csd files")
 
 
 def _csd_files(folder: Path) -> list[Path]:
