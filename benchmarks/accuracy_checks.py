@@ -15,10 +15,17 @@
   truncated), against the exact float64 head, over 120 random heads with weights ~N(0, 0.4) as the
   kernel checks use. An emulation of the error's scale, not of the kernel's exact operations
   (the kernel folds the input standardisation into the weights).
+
+It measures errors, and one time (acoustic speed). Its figures are also appended as benchmark rows
+(fastdaf.bench_rows, to benchmarks/results.jsonl; `--results FILE` elsewhere, `--no-results` none):
+the acoustic speed as a timed row (percentiles over its 10 runs, clips/s), and one row per error
+check with p50/p90/p99 null and the errors in `extra`, so that a check's figures can be followed
+from commit to commit beside the timings (the chart, which draws p50s, leaves those rows out).
 """
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
@@ -34,10 +41,12 @@ import torchaudio  # noqa: E402
 
 import fastdaf.audio.acoustic as A  # noqa: E402
 from fastdaf import DAFConfig, DAFHead  # noqa: E402
+from fastdaf.bench_rows import BenchRow, add_results_options, bench_row, write_results  # noqa: E402
 from fastdaf.fused import FusedDAFHead  # noqa: E402
 from fastdaf.reference_check import reference64, relative_error  # noqa: E402
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech"
+BENCHMARK = "benchmarks/accuracy_checks.py"
 
 
 def pitch_errors() -> dict[str, float]:
@@ -57,16 +66,21 @@ def pitch_errors() -> dict[str, float]:
     return worst
 
 
-def acoustic_speed() -> float:
+def acoustic_times(runs: int = 10) -> list[float]:
+    """Seconds of each of `runs` calls of acoustic_features on 16 random ten-second clips (after one warm-up)."""
     g = torch.Generator().manual_seed(0)
     clips = [torch.randn(160000, generator=g) * 0.1 for _ in range(16)]
     A.acoustic_features(clips)
     times = []
-    for _ in range(10):
+    for _ in range(runs):
         start = time.perf_counter()
         A.acoustic_features(clips)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def acoustic_speed() -> float:
+    return statistics.median(acoustic_times())
 
 
 def round_trip_errors(dynamic_range: float) -> dict[str, float]:
@@ -156,16 +170,74 @@ def tf32_emulation(n: int = 120) -> dict[str, float]:
     return worst
 
 
-def main() -> None:
+def report_rows(report: dict, acoustic_s: list[float]) -> list[BenchRow]:
+    """The report as benchmark rows: the acoustic speed timed, every error check with null times and its errors
+    in extra."""
+    cpu = torch.device("cpu")
+
+    def errors(what: str, values: dict, **options) -> BenchRow:
+        return bench_row(BENCHMARK, what, device=cpu, extra={"errors": values, "unit": "relative error"}, **options)
+
+    rows = [
+        errors(
+            "pitch: worst relative error of the median F0, 1 s tones 80-450 Hz", report["pitch_worst_relative_error"]
+        ),
+        bench_row(
+            BENCHMARK,
+            "acoustic_features, 16 random 10 s clips",
+            device=cpu,
+            backend="eager",
+            shape={"batch": 16, "audio_seconds": 10},
+            dtype="fp32",
+            samples_ms=[t * 1e3 for t in acoustic_s],
+            throughput=16 / statistics.median(acoustic_s),
+            throughput_unit="clips/s",
+        ),
+    ]
+    for db in (40, 60):
+        rows.append(
+            errors(
+                f"acoustic features after a resampling round trip, mel floor {db} dB (worst, six ARCTIC clips)",
+                report[f"round_trip_worst_{db}dB"],
+                shape={"rates_hz": [8000, 22050, 44100, 48000]},
+            )
+        )
+    for dtype, values in report["fused_head_norm_error"].items():
+        rows.append(
+            errors(
+                "fused head vs float64 reference, norm-wise error (100 random heads, Triton interpreter)",
+                values,
+                backend="fused",
+                dtype=dtype,  # "torch.float16": bench_row names it fp16
+            )
+        )
+    rows.append(
+        errors(
+            "reference head with tf32-rounded matrix products vs float64, worst norm-wise error (emulated, 120 heads)",
+            report["tf32_emulated_worst_norm_error"],
+            backend="reference",
+            dtype="fp32-tf32",
+        )
+    )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_results_options(parser)
+    args = parser.parse_args(argv)
+    pitch = pitch_errors()
+    acoustic_s = acoustic_times()
     report = {
-        "pitch_worst_relative_error": pitch_errors(),
-        "acoustic_16x10s_median_s": acoustic_speed(),
+        "pitch_worst_relative_error": pitch,
+        "acoustic_16x10s_median_s": statistics.median(acoustic_s),
         "round_trip_worst_40dB": round_trip_errors(40.0),
         "round_trip_worst_60dB": round_trip_errors(60.0),
         "fused_head_norm_error": fused_precision(),
         "tf32_emulated_worst_norm_error": tf32_emulation(),
     }
     print(json.dumps(report, indent=2))
+    write_results(report_rows(report, acoustic_s), args, prog="accuracy_checks")
 
 
 if __name__ == "__main__":

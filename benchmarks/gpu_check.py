@@ -1,7 +1,7 @@
 """ONE script for a short GPU lease: is the fused DAF head right, and does it meet its targets?
 
-    python3 benchmarks/gpu_check.py --out DIR [--deadline 300]   # GPU machine, plain checkout; writes DIR/gpu_check.json
-    python3 benchmarks/gpu_check.py --smoke --out DIR            # CPU dry run of the same code paths (sets TRITON_INTERPRET=1)
+    python3 benchmarks/gpu_check.py --out DIR [--deadline 300]  # GPU machine, plain checkout: DIR/gpu_check.json
+    python3 benchmarks/gpu_check.py --smoke --out DIR           # CPU dry run of the same code (TRITON_INTERPRET=1)
 
 It needs only torch, triton, transformers, torchaudio and numpy (all a lent GPU machine has): the
 script puts its checkout on sys.path, and fastdaf registers kernels/ as fastdaf.kernels there
@@ -42,7 +42,15 @@ Output: DIR/gpu_check.json, rewritten after every validation case and every sect
 pass null where its part did not run), also printed as a table. Every case is fail-soft: an
 exception is recorded as {"error": "<type>: <message>"} and the run goes on. The exit code reflects
 correctness only: 1 if a validation case failed or raised, or a graph encoder disagreed with eager;
-timing and end-to-end errors are printed and recorded, not judged.
+timing and end-to-end errors are printed and recorded, not judged. gpu_check.json keeps its format
+(other tools read it): a head timing row's keys name the head backends of `fastdaf-bench head` by their
+former names, `eager_*` for `reference`, `cudagraph_*` for `reference-cudagraph`, `compile_*` for
+`reference-compile` (JSON_NAMES).
+
+Besides, every timing (head timing, empty launch, ceilings, torch.compile, end to end) is appended as
+benchmark rows (fastdaf.bench_rows.BenchRow, the schema of benchmarks/results.jsonl) to
+DIR/results.jsonl as it is measured (`--results FILE` elsewhere, `--no-results` none); validation
+errors are accuracy, in gpu_check.json only.
 """
 
 from __future__ import annotations
@@ -71,7 +79,8 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 
 from fastdaf import DAFConfig, DAFHead  # noqa: E402
-from fastdaf.bench import environment, head_callables, random_features, random_head, time_calls  # noqa: E402
+from fastdaf.bench import head_callables, random_features, random_head, time_calls  # noqa: E402
+from fastdaf.bench_rows import BenchRow, append_rows, bench_row, environment  # noqa: E402
 from fastdaf.fused import FusedDAFHead  # noqa: E402
 from fastdaf.reference_check import TOLERANCE, reference64, relative_error  # noqa: E402  (tolerances explained there)
 
@@ -80,7 +89,10 @@ DEFAULT_TILE = {"BLOCK_B": 16, "BLOCK_K": 32, "num_warps": 4, "num_stages": 2}
 # fraction of the deadline each section leaves to the sections after it
 WINDOWS = {"validation": 0.45, "timing": 0.20, "e2e": 0.0}
 TIMING_MODALITIES = {"text": 768, "audio": 74}
-TIMING_BACKENDS = ("eager", "cudagraph", "fused", "fused-cudagraph")
+TIMING_BACKENDS = ("reference", "reference-cudagraph", "fused", "fused-cudagraph")  # fastdaf.bench.BACKENDS
+# the name of a head backend in gpu_check.json's keys: the former names, which readers of the report expect
+JSON_NAMES = {"reference": "eager", "reference-cudagraph": "cudagraph", "reference-compile": "compile"}
+BENCHMARK = "benchmarks/gpu_check.py"
 
 
 @triton.jit
@@ -125,6 +137,22 @@ def attempt(name: str, fn: Callable[[], dict], clock: Clock, section: str, need_
         row = {"name": name, "error": error_text(exc)}
     row["seconds"] = time.monotonic() - start
     return row
+
+
+class Results:
+    """Where benchmark rows go (None: nowhere); appended as they are measured, fail-soft."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path, self.written = path, 0
+
+    def add(self, rows: list[BenchRow]) -> None:
+        if self.path is None or not rows:
+            return
+        try:
+            append_rows(rows, self.path)
+            self.written += len(rows)
+        except Exception as exc:  # noqa: BLE001 - fail-soft: the report still has every number
+            print(f"gpu_check: benchmark rows not written: {error_text(exc)}", file=sys.stderr)
 
 
 def finite(obj: Any) -> Any:
@@ -178,7 +206,8 @@ NAMES = ("text", "audio", "video", "extra")
 
 
 def tiles_for(cfg: DAFConfig, dtype: torch.dtype) -> list[dict]:
-    """Tiles that fit in an H100's shared memory for this head, from the kernel module (DEFAULT_TILE if it offers none)."""
+    """Tiles that fit in an H100's shared memory for this head, from the kernel module (DEFAULT_TILE if it offers
+    none)."""
     from fastdaf.kernels import daf_head
 
     feasible = getattr(daf_head, "feasible_tiles", None)
@@ -259,7 +288,8 @@ def validation_cases(smoke: bool) -> list[dict]:
     for case in cases:
         prec = f"-{case['precision']}" if case["precision"] else ""
         case["name"] = (
-            f"{'auto' if case['autotune'] else 'v'}{case['cell']:02d}-{case['dtype']}{prec}-{case['fusion']}-m{len(case['mods'])}"
+            f"{'auto' if case['autotune'] else 'v'}{case['cell']:02d}-{case['dtype']}{prec}-{case['fusion']}"
+            f"-m{len(case['mods'])}"
             f"-{'mask' if case['mask'] else 'nomask'}-P{case['P']}-B{case['B']}"
         )
     return cases
@@ -376,10 +406,17 @@ def timing_cases(smoke: bool) -> list[dict]:
 
 
 def time_case(
-    case: dict, device: torch.device, backends: tuple[str, ...], iters: int, ceilings: dict, report: dict
+    case: dict,
+    device: torch.device,
+    backends: tuple[str, ...],
+    iters: int,
+    ceilings: dict,
+    report: dict,
+    results: Results | None = None,
 ) -> dict:
     """p50/p90 per backend at one shape (each backend fail-soft on its own), the autotuned fused head's
-    error at this shape (appended to the validation rows), ratios and roofline fractions."""
+    error at this shape (appended to the validation rows), ratios and roofline fractions; each backend's
+    timing also as a benchmark row to `results`."""
     cfg = DAFConfig(case["mods"], projection_size=case["P"], attention_size=64, hidden_size=128)
     head = random_head(cfg, device)
     feats, present = random_features(cfg, case["B"], DTYPES[case["dtype"]], device)
@@ -404,16 +441,42 @@ def time_case(
         except Exception as exc:  # noqa: BLE001
             check["error"] = error_text(exc)
         report["validation"].append(check)
+    timed = []
     for backend in backends:
+        key = JSON_NAMES.get(backend, backend)
         try:
             with torch.no_grad():
                 fn = head_callables(head, feats, present, [backend])[backend]
                 t = time_calls(fn, device, warmup=20, iters=n)
-            row[f"{backend}_p50_us"], row[f"{backend}_p90_us"] = t["p50_us"], t["p90_us"]
+            row[f"{key}_p50_us"], row[f"{key}_p90_us"] = t["p50_us"], t["p90_us"]
+            timed.append(
+                bench_row(
+                    BENCHMARK,
+                    "DAF head",
+                    device=device,
+                    backend=backend,
+                    shape={
+                        "batch": case["B"],
+                        "modalities": dict(case["mods"]),
+                        "projection": case["P"],
+                        "attention": cfg.attention_size,
+                        "hidden": cfg.hidden_size,
+                    },
+                    dtype=case["dtype"],
+                    p50_ms=t["p50_us"] / 1e3,
+                    p90_ms=t["p90_us"] / 1e3,
+                    p99_ms=t["p99_us"] / 1e3,
+                    throughput=case["B"] / (t["p50_us"] * 1e-6),
+                    throughput_unit="rows/s",
+                    extra={"mean_ms": t["mean_us"] / 1e3, "iters": n, "fusion": cfg.fusion},
+                )
+            )
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc()
-            row[f"{backend}_error"] = error_text(exc)
+            row[f"{key}_error"] = error_text(exc)
     add_ratios(row, cfg, ceilings)
+    if results is not None:
+        results.add(timed)
     return row
 
 
@@ -438,10 +501,38 @@ def add_ratios(row: dict, cfg: DAFConfig, ceilings: dict) -> None:
         )
 
 
-def run_timing(report: dict, device: torch.device, smoke: bool, iters: int, clock: Clock, out: Path) -> None:
+def ceiling_rows(ceilings: dict, device: torch.device) -> list[BenchRow]:
+    """The measured ceilings as benchmark rows: rates only (throughput), no latency."""
+    what = {
+        "copy_bytes_per_s": ("device copy, 1 GiB fp32 (bytes read + written)", "bytes/s", {"bytes": 2 * 1024**3}),
+        "fp16_flops_per_s": ("matrix product 8192^3", "FLOP/s", {"n": 8192}),
+        "tf32_flops_per_s": ("matrix product 8192^3", "FLOP/s", {"n": 8192}),
+    }
+    return [
+        bench_row(
+            BENCHMARK,
+            name,
+            device=device,
+            backend="torch",
+            shape=shape,
+            dtype=key.split("_")[0] if "flops" in key else None,
+            throughput=ceilings[key],
+            throughput_unit=unit,
+            extra={"timing": "median of 10 by CUDA events"},
+        )
+        for key, (name, unit, shape) in what.items()
+        if isinstance(ceilings.get(key), (int, float))
+    ]
+
+
+def run_timing(
+    report: dict, device: torch.device, smoke: bool, iters: int, clock: Clock, out: Path, results: Results | None = None
+) -> None:
+    results = results or Results(None)
     cuda = device.type == "cuda"
     if cuda:
         report["ceilings"] = attempt("ceilings", lambda: measure_ceilings(device), clock, "timing", 10.0)
+        results.add(ceiling_rows(report["ceilings"], device))
         x = torch.empty(1, device=device)
         report["empty_launch"] = attempt(
             "empty Triton launch",
@@ -450,14 +541,35 @@ def run_timing(report: dict, device: torch.device, smoke: bool, iters: int, cloc
             "timing",
             5.0,
         )
+        empty = report["empty_launch"]
+        if "p50_us" in empty:
+            results.add(
+                [
+                    bench_row(
+                        BENCHMARK,
+                        "empty Triton launch",
+                        device=device,
+                        backend="triton",
+                        shape={"grid": 1},
+                        p50_ms=empty["p50_us"] / 1e3,
+                        p90_ms=empty["p90_us"] / 1e3,
+                        p99_ms=empty["p99_us"] / 1e3,
+                        throughput=1e6 / empty["p50_us"],
+                        throughput_unit="launches/s",
+                        extra={"mean_ms": empty["mean_us"] / 1e3, "iters": iters},
+                    )
+                ]
+            )
         save(report, out)
     ceilings = report.get("ceilings", {})
-    backends = TIMING_BACKENDS if cuda else ("eager",)
+    backends = TIMING_BACKENDS if cuda else ("reference",)
     rows = report["timing"] = []
     need = 2.0 if smoke else 20.0
     for case in timing_cases(smoke):
         name = f"{case['dtype']}-P{case['P']}-B{case['B']}"
-        row = attempt(name, lambda: time_case(case, device, backends, iters, ceilings, report), clock, "timing", need)
+        row = attempt(
+            name, lambda: time_case(case, device, backends, iters, ceilings, report, results), clock, "timing", need
+        )
         if "seconds" in row and "error" not in row:
             need = max(need, 1.2 * row["seconds"])
         rows.append(row)
@@ -470,7 +582,7 @@ def run_timing(report: dict, device: torch.device, smoke: bool, iters: int, cloc
             case = {"mods": row["modalities"], "P": row["projection_size"], "B": row["batch"], "dtype": row["dtype"]}
             extra = attempt(
                 row["name"],
-                lambda: time_case(case, device, ("compile",), iters, ceilings, report),
+                lambda: time_case(case, device, ("reference-compile",), iters, ceilings, report, results),
                 clock,
                 "timing",
                 60.0,
@@ -531,7 +643,7 @@ def e2e_plan(smoke: bool) -> list[dict]:
             dict(
                 name="default-all-eager",
                 backends=["eager"],
-                head="eager",
+                head="reference",
                 batches=[1],
                 **dict(default, tokens=8, seconds=0.5),
             )
@@ -541,7 +653,7 @@ def e2e_plan(smoke: bool) -> list[dict]:
         dict(name="check-text-graphs", check="text"),
         dict(name="check-acoustic-graphs", check="acoustic"),
         dict(name="default-fast", backends=["cudagraph"], head="auto", batches=[1, 64], **default),
-        dict(name="default-all-eager", backends=["eager"], head="eager", batches=[1], **default),
+        dict(name="default-all-eager", backends=["eager"], head="reference", batches=[1], **default),
         dict(name="check-hubert-exact-graphs", check="hubert"),
         dict(name="hubert-bert-fast", backends=["cudagraph"], head="auto", batches=[1], **big),
         dict(name="default-tensorrt", backends=["tensorrt"], head="auto", batches=[1, 64], **default),
@@ -549,9 +661,12 @@ def e2e_plan(smoke: bool) -> list[dict]:
     ]
 
 
-def run_e2e(report: dict, device: torch.device, smoke: bool, iters: int, clock: Clock, out: Path) -> None:
-    from fastdaf.bench import bench_e2e, format_e2e
+def run_e2e(
+    report: dict, device: torch.device, smoke: bool, iters: int, clock: Clock, out: Path, results: Results | None = None
+) -> None:
+    from fastdaf.bench import bench_e2e, e2e_bench_rows, format_e2e
 
+    results = results or Results(None)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # measured faster for HuBERT's convolutions
     report["encoder_checks"], report["e2e"] = [], []
@@ -576,6 +691,10 @@ def run_e2e(report: dict, device: torch.device, smoke: bool, iters: int, clock: 
             if "rows" in row:
                 report["e2e"] += [{"plan": item["name"], **r} for r in row["rows"]]
                 print(format_e2e(row["rows"]), flush=True)
+                try:
+                    results.add(e2e_bench_rows(row["rows"], device, benchmark=BENCHMARK, plan=item["name"]))
+                except Exception as exc:  # noqa: BLE001 - fail-soft: the report has the rows
+                    print(f"gpu_check: e2e benchmark rows not made: {error_text(exc)}", file=sys.stderr)
             else:
                 report["e2e"].append({"plan": item["name"], **row})
                 print("e2e", json.dumps(finite(row)), flush=True)
@@ -737,7 +856,12 @@ def main(argv: list[str] | None = None, *, started: float | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--skip-e2e", action="store_true", help="skip the encoder checks and end-to-end timing")
+    parser.add_argument(
+        "--results", type=Path, default=None, help="append the benchmark rows here (default: OUT/results.jsonl)"
+    )
+    parser.add_argument("--no-results", action="store_true", help="write no benchmark rows")
     args = parser.parse_args(argv)
+    results = Results(None if args.no_results else args.results or args.out / "results.jsonl")
     clock = Clock(args.deadline, time.monotonic() if started is None else started)
     device = torch.device("cpu" if args.smoke else "cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -767,7 +891,7 @@ def main(argv: list[str] | None = None, *, started: float | None = None) -> int:
     run_section(
         report,
         "timing",
-        lambda: run_timing(report, device, args.smoke, args.iters, clock, args.out),
+        lambda: run_timing(report, device, args.smoke, args.iters, clock, args.out, results),
         "--skip-timing" if args.skip_timing else None,
         args.out,
     )
@@ -775,7 +899,7 @@ def main(argv: list[str] | None = None, *, started: float | None = None) -> int:
     run_section(
         report,
         "e2e",
-        lambda: run_e2e(report, device, args.smoke, e2e_iters, clock, args.out),
+        lambda: run_e2e(report, device, args.smoke, e2e_iters, clock, args.out, results),
         "--skip-e2e" if args.skip_e2e else None,
         args.out,
     )
@@ -787,7 +911,8 @@ def main(argv: list[str] | None = None, *, started: float | None = None) -> int:
     checks = [r for r in report["validation"] if "skipped" not in r]
     skipped = len(report["validation"]) - len(checks)
     print(
-        f"\nvalidation: {sum(bool(r.get('ok')) for r in checks)}/{len(checks)} cases within tolerance, {skipped} skipped for lack of time"
+        f"\nvalidation: {sum(bool(r.get('ok')) for r in checks)}/{len(checks)} cases within tolerance, "
+        f"{skipped} skipped for lack of time"
     )
     for r in bad:
         print("FAILED", json.dumps(finite(r)))
@@ -802,7 +927,9 @@ def main(argv: list[str] | None = None, *, started: float | None = None) -> int:
             print(f"{section} error (not judged): {r['name']}: {r['error']}")
     print("\n" + format_targets(report["targets"]))
     print(
-        f"\ngpu_check: {report['seconds']:.0f} s of a {args.deadline:.0f} s deadline, report in {args.out / 'gpu_check.json'}"
+        f"\ngpu_check: {report['seconds']:.0f} s of a {args.deadline:.0f} s deadline, "
+        f"report in {args.out / 'gpu_check.json'}"
+        + (f", {results.written} benchmark rows appended to {results.path}" if results.written else "")
     )
     return 1 if bad else 0
 

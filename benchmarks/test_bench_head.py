@@ -1,18 +1,19 @@
 """pytest-benchmark cases for the DAF head paths (`pytest benchmarks/ --benchmark-only`).
 
-CPU: the reference eager and under torch.compile; CUDA: also the fused Triton head and both under
-CUDA graphs. The same callables as `fastdaf-bench head`, so the two never disagree on what they time.
+CPU: the reference head as it is and under torch.compile; CUDA: also the fused Triton head and both
+under CUDA graphs. The same callables (and backend names) as `fastdaf-bench head`, so the two never
+disagree on what they time. These cases write no benchmark rows (fastdaf.bench_rows): pytest-benchmark
+keeps its own records (`--benchmark-json FILE`, `--benchmark-autosave`); `fastdaf-bench head` times
+the same callables and appends its rows to benchmarks/results.jsonl.
 """
 
 import pytest
 import torch
 
 from fastdaf import DAFConfig
-from fastdaf.bench import head_callables, random_features, random_head, synchronize
+from fastdaf.bench import BACKENDS, CUDA_ONLY, head_callables, random_features, random_head, synchronize
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-CUDA_ONLY = ("cudagraph", "fused", "fused-cudagraph")
-BACKENDS = ["eager", "compile", *CUDA_ONLY]
 
 
 @pytest.mark.parametrize("batch", [1, 64, 4096])

@@ -5,6 +5,10 @@
 Encodes train + valid transcripts once (mean pooling of every hidden state, cached), then trains
 text-only heads (seed 0, early stopping on valid MAE) on: the last layer, the average of layers 1-6
 (the bundled model's choice), and concatenations of layers 4,5,6 and 2,4,6; prints valid metrics.
+
+It writes no benchmark rows (fastdaf.bench_rows, benchmarks/results.jsonl): it measures the quality
+of trained heads (MAE, accuracy, correlation on a data set), nothing is timed, and its figures are
+tables in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from .config import DAFConfig
 from .evaluation import CONTROL_KINDS, DECISION_METRIC, control, informative
@@ -57,7 +58,10 @@ def run_ablation(
     options = options or TrainOptions()
     head_options = head_options or {}
     results: dict[str, Any] = {}
-    for name in variants(train):
+    names = variants(train)
+    # on a terminal only (stderr); silent when piped or when progress=False
+    bar = tqdm(total=len(names) * len(seeds), desc="ablation", unit="head", disable=None if progress else True)
+    for name in names:
         runs, weights = [], None
         control_runs: dict[str, list[dict[str, float]]] = {}
         for seed in seeds:
@@ -81,16 +85,14 @@ def run_ablation(
                         score_c, _ = predict_features(trained.head, controlled)
                         metrics = sentiment_metrics(first_output(score_c), first_output(ev.labels))
                         control_runs.setdefault(f"dynamic, {modality} {kind}", []).append(metrics)
-            if progress:
-                print(
-                    f"  {name:>14} seed {seed}: MAE {runs[-1]['MAE']:.4f}  Non0_acc_2 {runs[-1]['Non0_acc_2']:.4f}",
-                    flush=True,
-                )
+            bar.set_postfix_str(f"{name} seed {seed}: MAE {runs[-1]['MAE']:.4f}")
+            bar.update()
         results[name] = _summary(runs)
         if weights is not None:
             results[name]["weights"] = weights
         for control_name, control_metrics in control_runs.items():
             results[control_name] = _summary(control_metrics)
+    bar.close()
     return results
 
 

@@ -22,7 +22,7 @@ from .config import FUSION_MODES, DAFConfig
 from .default_model import path as default_model_path
 from .encoders import NORMALIZERS
 from .errors import FastDAFError, InputError
-from .evaluation import CONTROL_KINDS, evaluate, plot_evaluation, verdicts
+from .evaluation import CONTROL_KINDS, evaluate, plot_evaluation, verdicts, without
 from .extractor import FeatureExtractor, extract_manifest, load_data, pending_rows, read_manifest
 from .head import DAFHead
 from .metrics import format_table, sentiment_metrics
@@ -214,13 +214,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     labelled = torch.isfinite(first_output(rows.labels))
     rows = rows.subset(labelled.nonzero().flatten())
-    result = evaluate(head, rows, controls=args.controls, seeds=range(args.control_seeds))
+    if args.drop:
+        rows = without(rows, args.drop)
+    result = evaluate(head, rows, controls=args.controls, seeds=range(args.control_seeds), progress=not args.json)
     if args.plot is not None:
         plot_evaluation(head, rows, args.plot)
     if args.json:
         _print_json(result)
         return 0
-    print(f"{checkpoint} on {args.data} ({split}, {len(rows)} rows)")
+    dropped = f", without {', '.join(args.drop)}" if args.drop else ""
+    print(f"{checkpoint} on {args.data} ({split}, {len(rows)} rows{dropped})")
     table = {split: result["metrics"]}
     for modality, c in (result.get("controls") or {}).items():
         table.update({f"{modality} {kind}": c[kind] for kind in CONTROL_KINDS})
@@ -573,17 +576,46 @@ def _add_backend_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class HelpWithDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already states it (in words, where a bare value
+    would not explain it, e.g. "default: the bundled model"). Flags show "default: off"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or action.required or "default" in text or action.default is argparse.SUPPRESS:
+            return text
+        if action.default is None:
+            return f"{text} (default: not given)"
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            return f"{text} (default: {'on' if action.default else 'off'})"
+        return f"{text} (default: %(default)s)"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of each command: help that shows every default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpWithDefaults)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastdaf", description="Fast multimodal sentiment with Dynamic Attention Fusion"
     )
     parser.add_argument("--version", action="version", version=f"fastdaf {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
 
     demo = sub.add_parser("demo", help="train heads on a small synthetic task and print metrics and modality weights")
-    demo.add_argument("--fusion", nargs="+", choices=FUSION_MODES, default=["dynamic", "static", "mean"])
-    demo.add_argument("--epochs", type=int, default=200)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--fusion",
+        nargs="+",
+        choices=FUSION_MODES,
+        default=["dynamic", "static", "mean"],
+        help="fusion modes to train and compare (default: dynamic static mean)",
+    )
+    demo.add_argument("--epochs", type=_positive_int, default=200, help="most training epochs per head")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of training")
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     demo.set_defaults(func=cmd_demo)
 
@@ -653,8 +685,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the model on Triton Inference Server (HTTP + gRPC, dynamic batching)")
     add_serve_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    serve.add_argument("--http-port", type=int, default=8000)
-    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (KServe v2 protocol)")
+    serve.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (KServe v2 protocol)")
     serve.add_argument(
         "--exit-timeout", type=int, default=20, help="seconds to finish accepted requests after SIGTERM (1-25)"
     )
@@ -733,6 +765,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_option(eval_cmd)
     eval_cmd.add_argument("--split", default=None, help="split to evaluate (default: test, else valid, else every row)")
     eval_cmd.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="MODALITY",
+        help="mark this modality absent in every row (repeatable; rows left with none are skipped), e.g. --drop audio "
+        "for the text-only view (default: none)",
+    )
+    eval_cmd.add_argument(
         "--controls",
         action="store_true",
         help="also score each modality shuffled across rows and replaced by one constant input, and say whether it "
@@ -760,7 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--train-split", default="train", help="split trained on (default: train)")
     ablate.add_argument("--valid-split", default="valid", help="split for early stopping (default: valid)")
     ablate.add_argument("--eval-split", default=None, help="split scored (default: the validation split)")
-    ablate.add_argument("--json", action="store_true")
+    ablate.add_argument("--json", action="store_true", help="print one JSON object (results, controls, files)")
     ablate.set_defaults(func=cmd_ablate)
     return parser
 

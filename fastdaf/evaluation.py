@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from .errors import InputError
 from .extras import pyplot
@@ -57,6 +58,20 @@ def control(data: FeatureSet, modality: str, kind: str, seed: int) -> FeatureSet
         x[rows] = x[rows[torch.randint(rows.numel(), (1,), generator=g)]]
     return FeatureSet({**data.features, modality: x}, data.present, data.labels, data.ids, data.splits,
                       data.label_names, data.info)  # fmt: skip
+
+
+def without(data: FeatureSet, modalities: Sequence[str]) -> FeatureSet:
+    """`data` with `modalities` marked absent in every row, keeping the rows that still have one present (e.g. the
+    text-only or audio-only view of a text+audio set, as `fastdaf eval --drop` gives)."""
+    present = data.present.clone()
+    for modality in modalities:
+        present[:, _column(data, modality)] = False
+    rows = present.any(dim=1).nonzero().flatten()
+    if rows.numel() == 0:
+        raise InputError(f"without {list(modalities)} no row has a modality left to score")
+    return FeatureSet(data.features, present, data.labels, data.ids, data.splits, data.label_names, data.info).subset(
+        rows
+    )
 
 
 def _score(head: torch.nn.Module, data: FeatureSet) -> torch.Tensor:
@@ -102,34 +117,50 @@ def informative(real: Sequence[float], controls: Mapping[str, Sequence[float]]) 
 
 
 def modality_controls(
-    head: torch.nn.Module, data: FeatureSet, *, seeds: Sequence[int] = range(CONTROL_SEEDS), real: float | None = None
+    head: torch.nn.Module,
+    data: FeatureSet,
+    *,
+    seeds: Sequence[int] = range(CONTROL_SEEDS),
+    real: float | None = None,
+    progress: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Per modality present in the data: each control's mean metrics and per-seed MAE, and `informative`."""
     real_mae = real if real is not None else _metrics(head, data)[DECISION_METRIC]
+    present = [m for j, m in enumerate(data.features) if bool(data.present[:, j].any())]
+    total = len(present) * len(CONTROL_KINDS) * len(seeds)
+    bar = tqdm(total=total, desc="controls", unit="run", disable=None if progress else True)  # terminal only
     out = {}
-    for j, modality in enumerate(data.features):
-        if not bool(data.present[:, j].any()):
-            continue
+    for modality in present:
         result: dict[str, Any] = {}
         for kind in CONTROL_KINDS:
-            runs = [_metrics(head, control(data, modality, kind, seed)) for seed in seeds]
+            runs = []
+            for seed in seeds:
+                runs.append(_metrics(head, control(data, modality, kind, seed)))
+                bar.update()
             result[kind] = _mean_metrics(runs)
             result[kind][f"{DECISION_METRIC}_per_seed"] = [r[DECISION_METRIC] for r in runs]
         per_kind = {kind: result[kind][f"{DECISION_METRIC}_per_seed"] for kind in CONTROL_KINDS}
         result["informative"] = informative([real_mae], per_kind)
         out[modality] = result
+    bar.close()
     return out
 
 
 def evaluate(
-    head: torch.nn.Module, data: FeatureSet, *, controls: bool = False, seeds: Sequence[int] = range(CONTROL_SEEDS)
+    head: torch.nn.Module,
+    data: FeatureSet,
+    *,
+    controls: bool = False,
+    seeds: Sequence[int] = range(CONTROL_SEEDS),
+    progress: bool = False,
 ) -> dict[str, Any]:
     """`fastdaf eval --json`'s layout: {"metrics", "weights", "controls" (with controls=True)}."""
     if data.labels is None:
         raise InputError("the data has no labels to evaluate against")
     result: dict[str, Any] = {"metrics": _metrics(head, data), "weights": weight_statistics(head, data)}
     if controls:
-        result["controls"] = modality_controls(head, data, seeds=seeds, real=result["metrics"][DECISION_METRIC])
+        real = result["metrics"][DECISION_METRIC]
+        result["controls"] = modality_controls(head, data, seeds=seeds, real=real, progress=progress)
     return result
 
 

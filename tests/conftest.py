@@ -9,6 +9,9 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Benchmarks run by tests write no rows into the checkout's benchmarks/results.jsonl (subprocesses inherit this).
+os.environ.setdefault("FASTDAF_BENCH_RESULTS", "none")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 

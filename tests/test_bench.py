@@ -22,7 +22,7 @@ def test_bench_head_cli_json_on_cpu(capsys):
             "--projection-size",
             "16",
             "--backends",
-            "eager",
+            "reference",
             "--warmup",
             "1",
             "--iters",
@@ -34,7 +34,7 @@ def test_bench_head_cli_json_on_cpu(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["environment"]["device"].startswith("CPU") and report["environment"]["torch"] == torch.__version__
     rows = report["results"]
-    assert [(r["batch"], r["backend"]) for r in rows] == [(1, "eager"), (8, "eager")]
+    assert [(r["batch"], r["backend"]) for r in rows] == [(1, "reference"), (8, "reference")]
     for r in rows:
         assert 0 < r["p50_us"] <= r["p90_us"] <= r["p99_us"]
         assert r["rows_per_s"] == pytest.approx(r["batch"] / (r["p50_us"] * 1e-6))
@@ -45,8 +45,8 @@ def test_bench_compile_backend_computes_the_reference():
     head = random_head(cfg, torch.device("cpu"))
     feats, present = random_features(cfg, 4, torch.float32, torch.device("cpu"))
     with torch.no_grad():
-        calls = head_callables(head, feats, present, ["eager", "compile"])
-        eager, compiled = calls["eager"](), calls["compile"]()
+        calls = head_callables(head, feats, present, ["reference", "reference-compile"])
+        eager, compiled = calls["reference"](), calls["reference-compile"]()
     torch.testing.assert_close(compiled.score, eager.score, rtol=1e-5, atol=1e-5)
 
 
@@ -108,8 +108,8 @@ def test_bench_e2e_on_cpu(tiny_models, tmp_path, capsys):
 def test_bench_e2e_head_choice_gives_the_all_eager_row(tiny_models):
     cpu = torch.device("cpu")
     options = dict(text_model=tiny_models["bert"], tokens=8, seconds=0.5, warmup=1, iters=2)
-    (row,) = bench_e2e(cpu, ["eager"], [2], head="eager", **options)
-    assert (row["backend"], row["head"]) == ("eager", "eager") and row["head_p50_us"] > 0
+    (row,) = bench_e2e(cpu, ["eager"], [2], head="reference", **options)
+    assert (row["backend"], row["head"]) == ("eager", "reference") and row["head_p50_us"] > 0
     with pytest.raises(InputError, match="head 'fast'"):
         bench_e2e(cpu, ["eager"], [1], head="fast", **options)
     code = main(
@@ -128,7 +128,7 @@ def test_bench_e2e_head_choice_gives_the_all_eager_row(tiny_models):
             "--text-model",
             tiny_models["bert"],
             "--head",
-            "eager",
+            "reference",
             "--warmup",
             "1",
             "--iters",

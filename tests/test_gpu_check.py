@@ -40,7 +40,8 @@ checkout = os.path.realpath(modules["checkout"]) + os.sep
 def visible(name):  # stdlib modules the name list leaves out (_sysconfigdata_*, ...), and the checkout's own folders
     spec = importlib.machinery.PathFinder.find_spec(name)
     where = os.path.realpath(spec.origin) if spec is not None and spec.origin else ""
-    return not where.startswith(site_dirs) and where.startswith((checkout, *stdlib_dirs))  # the venv may sit in the checkout
+    # the venv may sit in the checkout
+    return not where.startswith(site_dirs) and where.startswith((checkout, *stdlib_dirs))
 
 editable = lambda obj: "__editable__" in str(getattr(obj, "__module__", "")) or "__editable__" in str(obj)
 sys.meta_path[:] = [f for f in sys.meta_path if not editable(f)]
@@ -185,12 +186,18 @@ def test_smoke_runs_on_a_bare_machine(tmp_path):
         levels = lambda k: {c[k] if k != "n" else len(c["mods"]) for c in design}  # noqa: E731
         assert len(pairs) == len(levels(a)) * len(levels(b)), (a, b)  # every pair of factor levels occurs
     assert [r["batch"] for r in report["timing"]] == [1, 3] and all(r["eager_p50_us"] > 0 for r in report["timing"])
-    assert [(r["plan"], r["backend"], r["head"]) for r in report["e2e"]] == [("default-all-eager", "eager", "eager")]
+    assert [(r["plan"], r["backend"], r["head"]) for r in report["e2e"]] == [
+        ("default-all-eager", "eager", "reference")
+    ]
     targets = report["targets"]
     assert len(targets) == N_TARGETS and len({t["name"] for t in targets}) == N_TARGETS
     assert all(
         set(t) >= {"name", "value", "threshold", "pass"} and t["value"] is None and t["pass"] is None for t in targets
     )
+    # its timings as benchmark rows (fastdaf.bench_rows) beside the report, written on the bare machine too
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["what"], r["backend"]) for r in rows[:2]] == [("DAF head", "reference")] * 2
+    assert len(rows) == 6 and {r["benchmark"] for r in rows} == {"benchmarks/gpu_check.py"}
 
 
 def test_deadline_skips_what_does_not_fit_and_still_reports(tmp_path, capsys):

@@ -22,7 +22,8 @@ def test_readme_layout_names_paths_that_exist():
 
     readme = (REPO / "README.md").read_text()
     table = readme[readme.index("## Layout") : readme.index("## Predict")]
-    named = {p for row in table.splitlines() if row.startswith("| `") for p in re.findall(r"`([\w./]+)`", row.split("|")[1])}
+    rows = [row.split("|")[1] for row in table.splitlines() if row.startswith("| `")]
+    named = {p for row in rows for p in re.findall(r"`([\w./]+)`", row)}
     assert len(named) >= 15
     missing = sorted(p for p in named if not (REPO / p).exists())
     assert not missing, f"README layout names missing paths: {missing}"
