@@ -314,16 +314,10 @@ def text_core(name: str, device: torch.device, dtype: torch.dtype, backend: str,
         "input_ids": torch.randint(1000, 2000, (1, 64), device=device),
         "attention_mask": torch.ones(1, 64, dtype=torch.long, device=device),
     }
-    runner = make_runner(
-        core,
-        backend,
-        device,
-        specs=specs,
-        example=example,
-        output_names=("vector",),
-        buckets=text_buckets(max_length),
-        dtype=dtype,
-    )
+    # fmt: off
+    runner = make_runner(core, backend, device, specs=specs, example=example, output_names=("vector",),
+                         buckets=text_buckets(max_length), dtype=dtype)
+    # fmt: on
     return runner, config.hidden_size, config.vocab_size
 
 
@@ -343,17 +337,11 @@ def audio_core(name: str, device: torch.device, dtype: torch.dtype, backend: str
     masked = getattr(config, "feat_extract_norm", "layer") == "layer"
     specs = {"inputs": InputSpec(pad=0.0), "frames": InputSpec(has_length=False, pad=1)}
     example = {"inputs": torch.randn(1, rate, device=device, dtype=dtype), "frames": torch.tensor([49], device=device)}
-    runner = make_runner(
-        core,
-        backend,
-        device,
-        specs=specs,
-        example=example,
-        output_names=("sums", "counts"),
-        buckets=speech_buckets(max(SPEECH_WINDOW_SECONDS, seconds), rate),
-        graph_safe=masked,
-        dtype=dtype,
-    )
+    # fmt: off
+    runner = make_runner(core, backend, device, specs=specs, example=example, output_names=("sums", "counts"),
+                         buckets=speech_buckets(max(SPEECH_WINDOW_SECONDS, seconds), rate), graph_safe=masked,
+                         dtype=dtype)
+    # fmt: on
     return runner, config.hidden_size, "speech"
 
 

@@ -50,3 +50,28 @@ def test_code_passes_ruff():
     assert ruff, "ruff is not installed: pip install -e '.[test]'"
     done = subprocess.run([ruff, "check", "--no-cache", str(REPO)], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def test_model_card_in_readme_matches_the_bundled_config():
+    """The README's model card shows what config.json records, each figure beside the command that makes it."""
+    import json
+
+    card = json.loads((REPO / "fastdaf" / "default_model" / "config.json").read_text())["extra"]["model_card"]
+    evaluation = card["valid_metrics"]
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## The bundled model") : readme.index("## Train, evaluate, ablate")]
+    for command in evaluation["commands"].values():
+        assert command in section
+    keys = ["MAE", "Corr", "Non0_acc_2", "Non0_F1_score", "Has0_acc_2", "Has0_F1_score", "Mult_acc_5", "Mult_acc_7"]
+    rows = {
+        "text+audio": evaluation["text+audio"],
+        "text+audio, audio shuffled (5 seeds, mean)": evaluation["controls"]["audio"]["shuffled"],
+        "text+audio, audio constant (5 seeds, mean)": evaluation["controls"]["audio"]["constant"],
+        "text only": evaluation["text only"],
+        "audio only": evaluation["audio only"],
+    }
+    for name, metrics in rows.items():
+        line = next(row for row in section.splitlines() if row.startswith(f"| {name} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")][2:]
+        assert [float(c) for c in cells] == [metrics[k] for k in keys], name
+    assert evaluation["controls"]["audio"]["informative"] is True and evaluation["controls"]["text"]["informative"]
