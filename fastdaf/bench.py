@@ -69,6 +69,7 @@ from .encoders.runners import InputSpec, capture_cuda_graph, make_runner
 from .encoders.speech import SpeechCore, SpeechEncoder, speech_buckets
 from .encoders.text import TextCore, text_buckets
 from .errors import FastDAFError, InputError, UnsupportedError
+from .extras import pyplot, require
 from .fused import SUPPORTED_FUSION, FusedDAFHead
 from .head import DAFHead
 from .reference_check import random_head
@@ -549,10 +550,7 @@ def format_e2e(rows: list[dict[str, Any]]) -> str:
 
 
 def plot_e2e(rows: list[dict[str, Any]], path: str) -> str:
-    import matplotlib  # noqa: PLC0415 - plot extra, only when drawing
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415 - plot extra, only when drawing
+    plt = pyplot("fastdaf-bench e2e --plot")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for backend in dict.fromkeys(r["backend"] for r in rows if "skipped" not in r):
@@ -735,6 +733,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_plot(args)
     load_before = machine_load()
     try:
+        if getattr(args, "plot", None):
+            require("matplotlib", "fastdaf-bench e2e --plot")  # refused before minutes of timing, not after
         device = pick_device(args.device)
         if min(args.batch_sizes) < 1 or args.warmup < 0 or args.iters < 1:
             raise InputError("batch sizes and --iters must be >= 1, --warmup >= 0")

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from .errors import InputError
+from .extras import pyplot
 from .version import __version__
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -413,10 +414,7 @@ def plot_rows(
         groups.setdefault(r.benchmark, []).append(r)
     with_device = len({r.device for r in latest.values()}) > 1
 
-    import matplotlib  # noqa: PLC0415 - plot extra, only when drawing
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415 - plot extra, only when drawing
+    plt = pyplot("fastdaf-bench plot")
 
     n = len(latest) + len(groups)
     fig, ax = plt.subplots(figsize=(11, min(0.26 * n + 1.6, 600)))

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fastdaf import DAFConfig, DAFHead, FeatureSet
+from fastdaf.bench_rows import append_rows, bench_row
 from fastdaf.cli import main as cli_main
 from fastdaf.errors import MissingExtraError
 from fastdaf.evaluation import control, evaluate, informative, weight_statistics
@@ -128,3 +129,15 @@ def test_missing_extras_are_named(text_only_task, tmp_path, monkeypatch, capsys)
         (tmp_path / name).write_bytes(b"\x89HDF\r\n\x1a\n")
     with pytest.raises(MissingExtraError, match=r"pip install 'fastdaf\[data\]'"):
         load_csd_folder(tmp_path, modalities={"labels": "labels.csd", "audio": "covarep.csd"})
+
+
+def test_benchmark_plots_name_the_missing_extra(tmp_path, monkeypatch, capsys):
+    from fastdaf import bench
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert bench.main(["e2e", "--device", "cpu", "--plot", str(tmp_path / "e2e.png")]) == 2
+    assert "pip install 'fastdaf[plot]'" in capsys.readouterr().err
+    results = tmp_path / "r.jsonl"
+    append_rows([bench_row("b", "w", device="cpu", backend="x", samples_ms=[1.0, 2.0])], results)
+    assert bench.main(["plot", "--results", str(results), "--out", str(tmp_path / "p.png")]) == 2
+    assert "pip install 'fastdaf[plot]'" in capsys.readouterr().err
