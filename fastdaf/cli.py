@@ -9,6 +9,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .ablation import control_verdicts, markdown_table, plot, run_ablation, weights_summary
+from .bulk import FORMATS, predict_manifest
 from .checkpoint import read_config
 from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, DEFAULT_SERVE_DEVICE, ENCODER_BACKENDS, HEADS, SERVE_DEVICES
 from .config import FUSION_MODES, DAFConfig
@@ -44,24 +46,26 @@ def _device(value: str) -> str:
     raise argparse.ArgumentTypeError(f"{value!r} is not a device; use cpu, cuda or cuda:N (or auto)")
 
 
-def _positive_int(value: str) -> int:
+def _checked(value: str, convert: Callable[[str], Any], ok: Callable[[Any], bool], accepted: str) -> Any:
     try:
-        number = int(value)
+        number = convert(value)
     except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not accepted; give an integer >= 1")
+        number = None
+    if number is None or not ok(number):  # a NaN fails every comparison, so it is refused too
+        raise argparse.ArgumentTypeError(f"{value!r} is not accepted; give {accepted}")
     return number
+
+
+def _positive_int(value: str) -> int:
+    return _checked(value, int, lambda n: n >= 1, "an integer >= 1")
+
+
+def _non_negative(value: str) -> float:
+    return _checked(value, float, lambda n: n >= 0, "a number >= 0")
 
 
 def _fraction(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0.0 <= number < 1.0:
-        raise argparse.ArgumentTypeError(f"{value!r} is not accepted; give a number in [0, 1)")
-    return number
+    return _checked(value, float, lambda n: 0.0 <= n < 1.0, "a number in [0, 1)")
 
 
 def _check_out(path: Path, suffixes: tuple[str, ...], accepted: str, *, create_folder: bool = False) -> None:
@@ -503,10 +507,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise InputError("--manifest cannot be combined with --text/--audio")
     if args.manifest is None and args.out is not None:
         raise InputError("--out is for --manifest runs; the result for one utterance goes to stdout")
+    if args.engine == "ray":
+        return _predict_manifest_ray(args)
+    ray_only = [
+        name
+        for name, value in (
+            ("--address", args.address),
+            ("--workers", args.workers),
+            ("--num-gpus-per-worker", args.num_gpus_per_worker),
+            ("--format", args.format),
+        )
+        if value is not None
+    ]
+    if ray_only:
+        raise InputError(f"{', '.join(ray_only)}: only with --engine ray (the local engine writes --out FILE)")
     if args.out is not None:
         _check_out(args.out, (".csv", ".jsonl", ".ndjson"), ".csv or .jsonl")
     rows = None if args.manifest is None else read_manifest(args.manifest, allow_duplicate_ids=args.allow_duplicate_ids)
-    predictor = SentimentPredictor(args.checkpoint, device=args.device, head_backend=args.head, backend=args.backend)
+    predictor = SentimentPredictor(
+        args.checkpoint, device=args.device, head_backend=args.head, backend=args.backend, batch_size=args.batch_size
+    )
     if rows is None:
         result = predictor.predict(args.text, args.audio, sampling_rate=args.sampling_rate)
         if args.json:
@@ -518,6 +538,40 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(f"note: {note}")
         return 0
     return _predict_manifest(predictor, rows, args.out, progress=not args.json)
+
+
+def _predict_manifest_ray(args: argparse.Namespace) -> int:
+    """--engine ray: the manifest (file, folder or glob; local or remote) on Ray Data workers (fastdaf.bulk),
+    results in the folder --out in input order."""
+    if args.manifest is None:
+        raise InputError("--engine ray scores a --manifest (a file, folder or glob); one utterance runs locally")
+    if args.out is None:
+        raise InputError("--engine ray needs --out DIR: the folder for predictions.parquet (and predictions.jsonl)")
+    summary = predict_manifest(
+        args.manifest,
+        args.out,
+        checkpoint=args.checkpoint,
+        address=args.address,
+        workers=args.workers,
+        num_gpus_per_worker=args.num_gpus_per_worker or 0,
+        batch_size=args.batch_size,
+        formats=tuple(args.format or ("parquet",)),
+        device=args.device,
+        head_backend=args.head,
+        backend=args.backend,
+        allow_duplicate_ids=args.allow_duplicate_ids,
+        progress=not args.json,
+    )
+    if args.json:
+        _print_json(summary)
+    else:
+        print(
+            f"{summary['predicted']} predicted, {summary['failed']} failed, of {summary['rows']} rows "
+            f"({summary['workers']} Ray workers, {summary['seconds']} s, {summary['rows_per_s']} rows/s) -> "
+            + ", ".join(summary["outputs"].values()),
+            file=sys.stderr,
+        )
+    return 0
 
 
 def _predict_manifest(predictor, rows: list, target: Path | None, *, progress: bool) -> int:
@@ -626,14 +680,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--sampling-rate", type=int, default=None, help="only for raw sample input (not needed for files)"
     )
     predict.add_argument(
-        "--manifest", type=Path, default=None, help="CSV/JSONL with id,text,audio columns: one output row per input row"
+        "--manifest",
+        default=None,
+        help="CSV/JSONL with id,text,audio columns: one output row per input row; with --engine ray also a folder "
+        "or glob of them, local or a URI pyarrow reads (s3://, gs://, ...)",
     )
     predict.add_argument(
         "--out",
         type=Path,
         default=None,
         help="with --manifest: results .csv or .jsonl, written as rows finish; a rerun skips the rows already "
-        "in it (default: JSONL on stdout)",
+        "in it (default: JSONL on stdout); with --engine ray a folder (required; created if missing) for "
+        "predictions.parquet and/or predictions.jsonl",
+    )
+    predict.add_argument(
+        "--batch-size", type=_positive_int, default=32, help="with --manifest: utterances scored together (default: 32)"
     )
     predict.add_argument(
         "--allow-duplicate-ids",
@@ -651,6 +712,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_option(predict)
     predict.add_argument(
         "--json", action="store_true", help="one utterance: print a JSON object; manifest: no progress bar"
+    )
+    bulk = predict.add_argument_group(
+        "bulk scoring on Ray Data (--engine ray; needs the extra: pip install 'fastdaf[ray]')"
+    )
+    bulk.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="with --manifest: local scores in this process; ray on Ray Data workers, each loading the model once "
+        "(default: local)",
+    )
+    bulk.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join, HOST:6379 or auto (default: start a local Ray instance on this machine)",
+    )
+    bulk.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="model replicas (default: one per --num-gpus-per-worker GPUs in the cluster, else one per CPU)",
+    )
+    bulk.add_argument(
+        "--num-gpus-per-worker",
+        type=_non_negative,
+        default=None,
+        help="GPUs each worker reserves; 0.5 puts two workers on a GPU (default: 0, CPU workers)",
+    )
+    bulk.add_argument(
+        "--format",
+        nargs="+",
+        choices=FORMATS,
+        default=None,
+        help="files written in --out DIR: parquet (predictions.parquet), jsonl (predictions.jsonl) (default: parquet)",
     )
     predict.set_defaults(func=cmd_predict)
 

@@ -2,7 +2,8 @@
 
 The core install carries what `fastdaf predict` and the served model need. Plots (`fastdaf ablate`, `eval --plot`,
 `fastdaf-bench plot`) need `fastdaf[plot]` (matplotlib); CMU-MultimodalSDK `.csd` folders need `fastdaf[data]`
-(h5py); `fastdaf serve` needs `fastdaf[serve]`.
+(h5py); `fastdaf serve` needs `fastdaf[serve]`; `fastdaf predict --engine ray` needs `fastdaf[ray]`
+(fastdaf/bulk.py imports Ray itself, raising the same MissingExtraError).
 """
 
 from __future__ import annotations

@@ -1,0 +1,619 @@
+"""Bulk scoring on Ray Data: `fastdaf predict --manifest ... --engine ray` and `predict_manifest`.
+
+The single-process path (`fastdaf predict --manifest`) scores a manifest in one process; this one runs the
+same `SentimentPredictor` as a stateful callable class in Ray Data's `map_batches`, so the model loads once
+per worker and a cluster of GPU machines scores millions of rows without a home-made scheduler. Without
+`address` a local Ray instance is started (one machine, every CPU); with one, the job joins that cluster.
+
+Input (`manifest`): one CSV/JSONL manifest, a folder of them (searched recursively; files named `.*` or `_*`
+and files that are not .csv/.jsonl/.ndjson are skipped), or a glob in the last path component
+(`/data/part-*.jsonl`, `s3://bucket/manifests/*.csv`), on the local filesystem or any filesystem pyarrow
+reaches (s3://, gs://, hdfs://, ...). Every file is read by `fastdaf.data.manifests.read_manifest`, so the
+rules are the single-process path's: empty cells are absent, ids are required and unique (across all
+files too) unless allowed, and relative audio paths resolve against the manifest file's folder. One local
+file is read on the driver (a bad manifest is refused before Ray starts); several, or remote ones, are
+parsed by Ray tasks in parallel. Audio paths must be readable from every worker (a shared filesystem): a
+relative audio path in a remote manifest resolves to a URI of the manifest's folder, which the audio
+loader cannot open, so that row fails with an AudioNotFoundError naming it.
+
+Order and identity: each row carries its position (file order, sorted by path, then row order), and the
+results are sorted by it before they are written, so output row k is input row k and keeps its id.
+Messages name a row as the single-process path does, `id 'x' (line 3)`, and with several files
+`id 'x' (line 3 of part-0001.csv)`.
+
+Bad rows (missing or broken audio, nothing to encode, text that is not valid Unicode, ...) carry their
+error in `error` and never stop the job: the per-row errors are `SentimentPredictor.predict_each`'s, and
+a batch that raises anyway (an error that is not about one input, e.g. text for a model without a text
+encoder, which stops the single-process path, or anything unexpected) is run again row by row, the rows
+that raise getting `"<ExceptionType>: <row name>: <message>"`. A worker that cannot start (no CUDA where
+asked, a checkpoint it cannot read) fails the job with that error. A worker process that
+dies (killed for memory, a lost node, a crash in native code) is restarted by Ray and its unfinished
+batches run again on a live worker: Ray Data's actor fault tolerance, whose default (unlimited restarts
+and retries) is kept; a batch that kills every worker it runs on shows as restart after restart in the
+log (stop the job, lower the batch size). Results are written once, from the sorted, complete dataset,
+so a retried batch never appears twice; a job that fails writes nothing.
+
+Output (`out`, a local or shared folder, created if missing): `predictions.parquet`, one file in input
+order, and `predictions.jsonl` when asked. JSONL lines are the single-process path's records byte for byte
+(`SentimentPredictor.record`). Parquet holds the same record flattened as in the CSV output
+(`fastdaf.pipeline.record_columns`: id, score, label, weights.<modality>, outputs.<name> for multi-output
+models, notes, error), with `notes` as list<string> (Parquet has lists; CSV writes them as JSON text).
+Files are written under a temporary name and renamed when complete. Existing outputs are refused, not
+overwritten, and there is no resumption: a rerun goes to a new folder.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import math
+import os
+import posixpath
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import errors
+from .checkpoint import read_config
+from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, ENCODER_BACKENDS, HEADS
+from .data.manifests import read_manifest
+from .default_model import path as default_model_path
+from .errors import FastDAFError, InputError, ManifestError, MissingExtraError
+from .pipeline import SentimentPredictor, flatten_record, record_columns
+
+RAY_EXTRA = "ray"  # pip install 'fastdaf[ray]'
+FORMATS = ("parquet", "jsonl")
+OUTPUT_FILES = {"parquet": "predictions.parquet", "jsonl": "predictions.jsonl"}
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+# a row's position: file index in the high bits, row index in its file in the low ones
+_ROWS_PER_FILE = 2**32
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# how a fastdaf error raised on a Ray worker appears in the traceback text Ray passes on
+_RAISED = re.compile(r"^fastdaf\.errors\.(\w+): (.*)$", re.MULTILINE)
+# remote manifests are parsed from a local copy this deep in a fresh temporary folder, so that relative
+# audio paths (even with a few '..') stay inside it and can be mapped back onto the manifest's URI
+_COPY_DEPTH = 16
+
+
+def _import_ray():
+    """Ray and Ray Data, or MissingExtraError naming the extra that installs them (fastdaf[ray])."""
+    try:
+        import ray  # noqa: PLC0415 - ray extra, only for --engine ray
+        import ray.data  # noqa: PLC0415 - ray extra, only for --engine ray
+    except ImportError as exc:
+        raise MissingExtraError("--engine ray (bulk scoring on Ray Data)", RAY_EXTRA) from exc
+    return ray
+
+
+def _pyarrow():
+    """pyarrow and its parquet/compute/fs modules (Ray Data's dependency: present whenever ray is)."""
+    import pyarrow as pa  # noqa: PLC0415 - comes with the ray extra, only for --engine ray
+    import pyarrow.compute as pc  # noqa: PLC0415 - comes with the ray extra, only for --engine ray
+    import pyarrow.fs as pafs  # noqa: PLC0415 - comes with the ray extra, only for --engine ray
+    import pyarrow.parquet as pq  # noqa: PLC0415 - comes with the ray extra, only for --engine ray
+
+    return pa, pc, pafs, pq
+
+
+# ---------------------------------------------------------------------------------------------- schemas
+def _input_schema():
+    """Rows handed to the workers. Text and audio travel as UTF-8 bytes with lone surrogates kept
+    ("surrogatepass"): JSON can hold text that is not valid Unicode, Arrow strings cannot, and the worker
+    must see the very string the single-process path sees to give the same error."""
+    pa = _pyarrow()[0]
+    return pa.schema(
+        [
+            ("_pos", pa.int64()),
+            ("name", pa.string()),
+            ("id", pa.string()),
+            ("text", pa.binary()),
+            ("audio", pa.binary()),
+        ]
+    )
+
+
+def output_schema(modalities: Sequence[str], output_names: Sequence[str] = ()):
+    """The Parquet schema of the flattened record (see the module docstring)."""
+    pa = _pyarrow()[0]
+    types = {"id": pa.string(), "label": pa.string(), "notes": pa.list_(pa.string()), "error": pa.string()}
+    return pa.schema([(c, types.get(c, pa.float64())) for c in record_columns(modalities, output_names)])
+
+
+def _to_bytes(value: str | None) -> bytes | None:
+    return None if value is None else value.encode("utf-8", "surrogatepass")
+
+
+def _from_bytes(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", "surrogatepass")
+
+
+def _valid_text(value: Any) -> Any:
+    """A string Arrow can store: lone surrogates (text that is not valid Unicode, quoted back in a message)
+    become backslash escapes; anything else unchanged."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _rows_table(rows: Sequence[Any], first: int, display: str | None):
+    """Input rows (ManifestRow) as an Arrow table, at positions first, first + 1, ...; `display` names their
+    file in messages (None: one manifest, named as the single-process path names it)."""
+    pa = _pyarrow()[0]
+    where = (lambda r: f"line {r.line}") if display is None else (lambda r: f"line {r.line} of {display}")
+    return pa.table(
+        {
+            "_pos": list(range(first, first + len(rows))),
+            "name": [f"id {r.id!r} ({where(r)})" for r in rows],
+            "id": [r.id for r in rows],
+            "text": [_to_bytes(r.text) for r in rows],
+            "audio": [_to_bytes(r.audio) for r in rows],
+        },
+        schema=_input_schema(),
+    )
+
+
+# ------------------------------------------------------------------------------------------- the worker
+class _Scorer:
+    """The stateful callable class of `map_batches`: one SentimentPredictor per worker, loaded once."""
+
+    def __init__(self, predictor_kwargs: dict[str, Any], with_json: bool) -> None:
+        self.predictor = SentimentPredictor(**predictor_kwargs)
+        self.with_json = with_json
+        self.schema = output_schema(self.predictor.modalities, self.predictor.output_names)
+
+    def __call__(self, batch):
+        pa = _pyarrow()[0]
+        ids = batch.column("id").to_pylist()
+        names = batch.column("name").to_pylist()
+        texts = [_from_bytes(t) for t in batch.column("text").to_pylist()]
+        audios = [_from_bytes(a) for a in batch.column("audio").to_pylist()]
+        results = self._predict(texts, audios, names)
+        p = self.predictor
+        records = [p.record(res, i) for res, i in zip(results, ids)]
+        columns: dict[str, list] = {c: [] for c in self.schema.names}
+        for record in records:
+            flat = flatten_record(record, p.modalities, p.output_names)
+            flat["notes"] = record["notes"]  # a list in Parquet (flatten_record writes JSON text, for CSV)
+            for c in self.schema.names:
+                value = flat[c]
+                columns[c].append([_valid_text(v) for v in value] if c == "notes" else _valid_text(value))
+        table = pa.table(columns, schema=self.schema).append_column("_pos", batch.column("_pos"))
+        if self.with_json:
+            table = table.append_column("_record", pa.array([json.dumps(r) for r in records], pa.string()))
+        return table
+
+    def _predict(self, texts: list, audios: list, names: list) -> list:
+        """predict_each's results. A batch that raises (an error that is not about one input, e.g. text for a
+        model without a text encoder, or anything unexpected) is run again row by row, each row that raises
+        getting `"<ExceptionType>: <row name>: <message>"`: one row never stops the job."""
+        try:
+            return self.predictor.predict_each(texts, audios, names=names)
+        except Exception:  # isolate the rows that raise; the others are scored
+            results = []
+            for text, audio, name in zip(texts, audios, names):
+                try:
+                    results += self.predictor.predict_each([text], [audio], names=[name])
+                except Exception as exc:  # this row's error; the job goes on
+                    results.append(f"{type(exc).__name__}: {name}: {exc}")
+            return results
+
+
+# ------------------------------------------------------------------------------------------- manifests
+def _split_uri(manifest: str):
+    """(filesystem, path on it, remote?) for a local path, file:// URI or any URI pyarrow reaches."""
+    pafs = _pyarrow()[2]
+    if _URI.match(manifest):
+        try:
+            fs, path = pafs.FileSystem.from_uri(manifest)
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... naming the cause
+            raise ManifestError(f"cannot open the manifest location {manifest!r}: {exc}") from exc
+        return fs, path, not isinstance(fs, pafs.LocalFileSystem)
+    return pafs.LocalFileSystem(), os.path.abspath(manifest), False
+
+
+def _manifest_files(manifest: str) -> tuple[Any, list[str], bool, str | None]:
+    """The manifest files in order (sorted by path): (filesystem, paths, remote?, base folder for display).
+    The base is None for a single file."""
+    pafs = _pyarrow()[2]
+    fs, path, remote = _split_uri(manifest)
+    accepted = "a .csv/.jsonl/.ndjson manifest, a folder of them, or a glob like 'folder/*.jsonl'"
+    try:
+        folder, pattern = posixpath.split(path) if remote else os.path.split(path)
+        if _GLOB_CHARS.search(pattern):
+            if _GLOB_CHARS.search(folder):
+                raise ManifestError(f"{manifest!r}: a glob may only be in the last path component; give {accepted}")
+            infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+            files = sorted(
+                i.path
+                for i in infos
+                if i.type == pafs.FileType.File and fnmatch.fnmatchcase(posixpath.basename(i.path), pattern)
+            )
+            if not files:
+                raise ManifestError(f"no file matches {manifest!r}; give {accepted}")
+            wrong = [f for f in files if not f.lower().endswith(MANIFEST_SUFFIXES)]
+            if wrong:
+                raise ManifestError(
+                    f"{manifest!r} matches {len(wrong)} file(s) that are not .csv/.jsonl/.ndjson manifests "
+                    f"(e.g. {wrong[0]!r}); narrow the glob"
+                )
+            return fs, files, remote, folder
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            return fs, [path], remote, None
+        if info.type != pafs.FileType.Directory:
+            raise ManifestError(f"no manifest at {manifest!r}; give {accepted}")
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    except OSError as exc:
+        raise ManifestError(f"cannot list the manifest {manifest!r}: {exc}") from exc
+    files = sorted(
+        i.path
+        for i in infos
+        if i.type == pafs.FileType.File
+        and i.path.lower().endswith(MANIFEST_SUFFIXES)
+        and not any(part.startswith((".", "_")) for part in _relative(i.path, path, remote).split("/"))
+    )
+    if not files:
+        raise ManifestError(f"the folder {manifest!r} holds no .csv/.jsonl/.ndjson manifest; give {accepted}")
+    return fs, files, remote, path
+
+
+def _relative(path: str, base: str, remote: bool) -> str:
+    rel = posixpath.relpath(path, base) if remote else os.path.relpath(path, base)
+    return rel.replace(os.sep, "/")
+
+
+def _read_file(fs, path: str, remote: bool, allow_duplicate_ids: bool, uri: str) -> list:
+    """read_manifest on one file. A remote file is read from a local copy; its relative audio paths are
+    then mapped onto the manifest's URI folder, and messages name the URI, not the copy."""
+    if not remote:
+        return read_manifest(path, allow_duplicate_ids=allow_duplicate_ids)
+    with tempfile.TemporaryDirectory(prefix="fastdaf-manifest-") as tmp:
+        base = Path(tmp).resolve()
+        folder = base.joinpath(*["d"] * _COPY_DEPTH)
+        folder.mkdir(parents=True)
+        copy = folder / posixpath.basename(path)
+        try:
+            with fs.open_input_stream(path) as f:
+                copy.write_bytes(f.readall())
+        except OSError as exc:
+            raise ManifestError(f"cannot read the manifest {uri!r}: {exc}") from exc
+        try:
+            rows = read_manifest(copy, allow_duplicate_ids=allow_duplicate_ids)
+        except ManifestError as exc:
+            raise ManifestError(str(exc).replace(str(copy), uri)) from None
+    uri_folder = posixpath.dirname(uri)
+    for r in rows:
+        if r.audio is not None and r.audio.startswith(str(base) + os.sep):
+            rel = os.path.relpath(r.audio, folder).replace(os.sep, "/")
+            r.audio = _join_uri(uri_folder, rel)
+    return rows
+
+
+def _join_uri(folder: str, rel: str) -> str:
+    """folder (a URI) / rel, with '..' resolved inside the URI's path."""
+    scheme, _, rest = folder.partition("://")
+    return f"{scheme}://{posixpath.normpath(posixpath.join(rest, rel))}"
+
+
+def _uri_of(path: str, manifest: str, remote: bool) -> str:
+    """How a file found under `manifest` is named in messages: a URI with the manifest's scheme when remote."""
+    if not remote:
+        return path
+    scheme = manifest.split("://", 1)[0]
+    return f"{scheme}://{path}"
+
+
+def _parse_files(batch, *, fs, remote: bool, allow_duplicate_ids: bool, manifest: str):
+    """map_batches function (one file per batch): the file's rows as an input table."""
+    pa = _pyarrow()[0]
+    tables = []
+    for index, path, display in zip(
+        batch.column("file").to_pylist(), batch.column("path").to_pylist(), batch.column("display").to_pylist()
+    ):
+        rows = _read_file(fs, path, remote, allow_duplicate_ids, _uri_of(path, manifest, remote))
+        tables.append(_rows_table(rows, index * _ROWS_PER_FILE, display))
+    return pa.concat_tables(tables) if tables else _input_schema().empty_table()
+
+
+def _check_ids_across(ids_table, manifest: str) -> None:
+    """Refuse ids that appear in more than one file (each file's own repeats are read_manifest's to refuse)."""
+    pc = _pyarrow()[1]
+    counts = pc.value_counts(ids_table.column("id"))
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+    if len(repeated) == 0:
+        return
+    shown = repeated.slice(0, 10).to_pylist()
+    where: dict[str, list[str]] = {i: [] for i in shown}
+    keep = ids_table.filter(pc.is_in(ids_table.column("id"), value_set=repeated.slice(0, 10)))
+    for i, name in zip(keep.column("id").to_pylist(), keep.column("name").to_pylist()):
+        where[i].append(name.split(" (", 1)[1].rstrip(")"))
+    listed = "; ".join(f"{i!r} on {', '.join(where[i][:10])}" for i in shown)
+    more = f"; and {len(repeated) - len(shown)} more" if len(repeated) > len(shown) else ""
+    raise ManifestError(
+        f"{manifest}: {len(repeated)} id(s) appear more than once ({listed}{more}); make ids unique, "
+        "or allow repeats with --allow-duplicate-ids (allow_duplicate_ids=True)"
+    )
+
+
+def _fastdaf_error(exc: BaseException) -> FastDAFError | None:
+    """The fastdaf error behind an exception from a Ray job, re-created plainly so that callers (and the CLI's
+    exit code 2) see its own type and message. Ray wraps what a worker raised and keeps the original only
+    as traceback text (`fastdaf.errors.ManifestError: message`), so that text is read when no fastdaf
+    exception is in the chain."""
+    seen: set[int] = set()
+    todo, texts = [exc], []
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, FastDAFError) and type(e).__module__.startswith("fastdaf"):
+            return e
+        texts.append(str(e))
+        todo += [x for x in (e.__cause__, e.__context__, getattr(e, "cause", None)) if isinstance(x, BaseException)]
+    for text in texts:
+        found = _RAISED.findall(text)
+        if found:
+            name, message = found[-1]
+            kind = getattr(errors, name, None)
+            if isinstance(kind, type) and issubclass(kind, FastDAFError):
+                return kind(message.strip())
+    return None
+
+
+# --------------------------------------------------------------------------------------------- the job
+def predict_manifest(
+    manifest: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+    num_gpus_per_worker: float = 0,
+    batch_size: int = 32,
+    formats: Sequence[str] = ("parquet",),
+    device: str | None = None,
+    head_backend: str = DEFAULT_HEAD,
+    backend: str = DEFAULT_ENCODER_BACKEND,
+    allow_duplicate_ids: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score every row of a manifest (file, folder, glob; local or remote) on Ray Data; write the results
+    to `out` (a folder) in input order. Returns a summary: rows, predicted, failed, seconds, rows_per_s,
+    workers, outputs (format -> path). See the module docstring for inputs, outputs and failures.
+
+    manifest: a path or a URI string (a pathlib.Path turns 's3://b/k' into 's3:/b/k').
+    address: None starts a local Ray instance (or uses the one this process already runs); "HOST:6379" or
+    "auto" joins that cluster.
+    workers: model replicas (default: one per num_gpus_per_worker GPUs of the cluster when
+    num_gpus_per_worker > 0, else one per CPU; never more than there are blocks of rows).
+    num_gpus_per_worker: GPUs reserved per worker (0: CPU workers; fractions share a GPU); with GPUs the
+    model runs on CUDA unless `device` says otherwise.
+    """
+    formats = tuple(dict.fromkeys(formats))
+    if not formats or any(f not in FORMATS for f in formats):
+        raise InputError(f"formats must be one or more of {list(FORMATS)}, got {list(formats)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise InputError(f"workers must be an integer >= 1 (or None: one per GPU/CPU), got {workers!r}")
+    if (
+        not isinstance(num_gpus_per_worker, (int, float))
+        or not 0 <= num_gpus_per_worker
+        or math.isnan(num_gpus_per_worker)
+    ):
+        raise InputError(f"num_gpus_per_worker must be a number >= 0, got {num_gpus_per_worker!r}")
+    if head_backend not in HEADS:
+        raise InputError(f"head_backend {head_backend!r} is not accepted; choose one of {list(HEADS)}")
+    if backend not in ENCODER_BACKENDS:
+        raise InputError(f"backend {backend!r} is not accepted; choose one of {list(ENCODER_BACKENDS)}")
+    if num_gpus_per_worker > 0 and device == "cpu":
+        raise InputError("device 'cpu' with num_gpus_per_worker > 0 reserves GPUs that are not used; drop one")
+    ray = _import_ray()
+    pc, pq = _pyarrow()[1], _pyarrow()[3]
+    targets = _output_paths(Path(out), formats)
+    manifest = os.fspath(manifest)
+    checkpoint_path = Path(checkpoint) if checkpoint is not None else default_model_path()
+    cfg, _ = read_config(checkpoint_path)  # a bad checkpoint is refused before Ray starts
+    modalities, output_names = list(cfg.modality_names), list(cfg.output_names[1:])
+    fs, files, remote, base = _manifest_files(manifest)
+    local_rows = None
+    if len(files) == 1 and not remote:
+        # before Ray starts; named as given, so manifest errors read as the single-process path's
+        source = files[0] if _URI.match(manifest) else manifest
+        local_rows = read_manifest(source, allow_duplicate_ids=allow_duplicate_ids)
+    _make_folder(Path(out))
+
+    started = time.perf_counter()
+    own_ray = not ray.is_initialized()
+    if own_ray:
+        ray.init(
+            address=address or "local",
+            include_dashboard=False if address is None else None,
+            log_to_driver=progress,
+            logging_level=logging.INFO if progress else logging.WARNING,
+        )
+    context = ray.data.DataContext.get_current()
+    saved = context.enable_progress_bars
+    context.enable_progress_bars = progress
+    try:
+        if local_rows is not None:
+            n_rows = len(local_rows)
+            rows_ds = None
+        else:
+            rows_ds = _parse_remotely(ray, fs, files, remote, base, manifest, allow_duplicate_ids)
+            n_rows = rows_ds.count()
+        n_workers = _workers(ray, workers, num_gpus_per_worker, address)
+        block_rows = batch_size * max(1, min(64, math.ceil(n_rows / (batch_size * 4 * n_workers))))
+        n_workers = max(1, min(n_workers, math.ceil(n_rows / block_rows)))
+        if local_rows is not None:
+            # blocks of whole batches from row 0: each worker sees the batches the single-process path forms
+            starts = range(0, max(n_rows, 1), block_rows)
+            rows_ds = ray.data.from_arrow([_rows_table(local_rows[s : s + block_rows], s, None) for s in starts])
+        else:
+            # materialised before the workers start: on a small machine they hold every CPU, and a repartition
+            # task still waiting for one would wait for ever
+            rows_ds = rows_ds.repartition(target_num_rows_per_block=block_rows).materialize()
+        predictor_kwargs = {
+            "checkpoint": checkpoint_path,
+            "device": device if device is not None else "cuda" if num_gpus_per_worker > 0 else None,
+            "head_backend": head_backend,
+            "batch_size": batch_size,
+            "backend": backend,
+        }
+        scored = rows_ds.map_batches(
+            _Scorer,
+            fn_constructor_kwargs={"predictor_kwargs": predictor_kwargs, "with_json": "jsonl" in formats},
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=n_workers),
+            num_gpus=num_gpus_per_worker or None,
+        )
+        # an empty manifest writes empty outputs (Ray Data cannot sort an empty dataset)
+        batches = scored.sort("_pos").iter_batches(batch_format="pyarrow", batch_size=None) if n_rows else []
+        counts = _write(batches, targets, output_schema(modalities, output_names), n_rows, pc, pq)
+    except Exception as exc:
+        found = _fastdaf_error(exc)
+        if found is None or found is exc:
+            raise
+        raise type(found)(str(found)) from exc
+    finally:
+        context.enable_progress_bars = saved
+        if own_ray:
+            ray.shutdown()
+    seconds = time.perf_counter() - started
+    return {
+        "engine": "ray",
+        "manifest": manifest,
+        "files": len(files),
+        "rows": n_rows,
+        "predicted": counts["predicted"],
+        "failed": counts["failed"],
+        "workers": n_workers,
+        "num_gpus_per_worker": num_gpus_per_worker,
+        "address": address,
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(n_rows / seconds, 2) if seconds > 0 else None,
+        "outputs": {f: str(p) for f, p in targets.items()},
+    }
+
+
+def _output_paths(out: Path, formats: Sequence[str]) -> dict[str, Path]:
+    """DIR/predictions.<format>, refused up front if DIR is a file or already holds them."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a file; with --engine ray give a folder (created if missing)")
+    targets = {f: out / OUTPUT_FILES[f] for f in formats}
+    existing = [str(p) for p in targets.values() if p.exists()]
+    if existing:
+        raise InputError(
+            f"--out {str(out)!r} already holds {', '.join(existing)}; --engine ray does not resume or overwrite: "
+            "delete them or give another folder"
+        )
+    return targets
+
+
+def _make_folder(out: Path) -> None:
+    """The --out folder, made (once the inputs are known to be good) and checked writable, before any work."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {str(out)!r}: cannot create the folder ({exc.strerror})") from exc
+    if not os.access(out, os.W_OK):
+        raise InputError(f"--out {str(out)!r} is not writable")
+
+
+def _workers(ray, workers: int | None, gpus: float, address: str | None) -> int:
+    """The worker count asked for, else one per `gpus` GPUs (or per CPU) of the cluster."""
+    resources = ray.cluster_resources()
+    if workers is not None:
+        cpus = resources.get("CPU", 0)
+        if address is None and gpus == 0 and workers > cpus:
+            # each CPU worker holds a CPU: the rest would wait for ever on a machine no autoscaler grows
+            raise InputError(f"workers={workers} but the local Ray instance has {cpus:g} CPUs, one per worker")
+        return workers
+    if gpus > 0:
+        available = resources.get("GPU", 0)
+        if available < gpus:
+            raise InputError(
+                f"num_gpus_per_worker={gpus} but the Ray cluster{f' at {address}' if address else ''} has "
+                f"{available:g} GPU(s); start workers with `ray start --address HEAD:6379 --num-gpus N`, or "
+                "give workers=N to wait for GPUs an autoscaler adds"
+            )
+        return max(1, int(available // gpus))
+    return max(1, int(resources.get("CPU", 1)))
+
+
+def _parse_remotely(ray, fs, files: list[str], remote: bool, base: str | None, manifest: str, allow: bool):
+    """Parse every manifest file in Ray tasks (one file per task), materialised; ids checked across files."""
+    items = [
+        {"file": k, "path": p, "display": _relative(p, base, remote) if base is not None else posixpath.basename(p)}
+        for k, p in enumerate(files)
+    ]
+    parsed = (
+        ray.data.from_items(items, override_num_blocks=len(items))
+        .map_batches(
+            _parse_files,
+            fn_kwargs={"fs": fs, "remote": remote, "allow_duplicate_ids": allow, "manifest": manifest},
+            batch_size=1,
+            batch_format="pyarrow",
+            compute=ray.data.TaskPoolStrategy(),
+        )
+        .materialize()
+    )
+    if not allow:
+        pa = _pyarrow()[0]
+        ids = [t for t in parsed.select_columns(["id", "name"]).iter_batches(batch_format="pyarrow", batch_size=None)]
+        _check_ids_across(
+            pa.concat_tables(ids) if ids else pa.table({"id": pa.array([], pa.string()), "name": []}), manifest
+        )
+    return parsed
+
+
+def _write(batches, targets: dict[str, Path], schema, n_rows: int, pc, pq) -> dict[str, int]:
+    """Stream the sorted result batches into the output files (temporary names, renamed when complete)."""
+    partial = {f: p.with_name(f".{p.name}.partial") for f, p in targets.items()}
+    counts = {"predicted": 0, "failed": 0}
+    writer = pq.ParquetWriter(partial["parquet"], schema) if "parquet" in targets else None
+    jsonl = partial["jsonl"].open("w", encoding="utf-8") if "jsonl" in targets else None
+    last, written = -1, 0
+    try:
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            positions = batch.column("_pos").to_numpy()
+            if positions[0] <= last or (positions[1:] <= positions[:-1]).any():
+                raise RuntimeError("internal error: scored rows arrived out of order")  # the sort guarantees it
+            last = int(positions[-1])
+            written += batch.num_rows
+            failed = int(pc.sum(pc.is_valid(batch.column("error"))).as_py() or 0)
+            counts["failed"] += failed
+            counts["predicted"] += batch.num_rows - failed
+            if writer is not None:
+                writer.write_table(batch.select(schema.names).cast(schema))
+            if jsonl is not None:
+                jsonl.writelines(r + "\n" for r in batch.column("_record").to_pylist())
+        if written != n_rows:
+            raise RuntimeError(f"internal error: {n_rows} rows in, {written} scored rows out")
+        if writer is not None and written == 0:
+            writer.write_table(schema.empty_table())
+    except BaseException:
+        for f in (writer, jsonl):
+            if f is not None:
+                f.close()
+        for p in partial.values():
+            p.unlink(missing_ok=True)
+        raise
+    for f in (writer, jsonl):
+        if f is not None:
+            f.close()
+    for f, p in partial.items():
+        os.replace(p, targets[f])
+    return counts
