@@ -1,8 +1,8 @@
 """One row schema for every benchmark (`BenchRow`), one results file, and one chart of it.
 
 `fastdaf-bench` (head, e2e, serve) and every timing script in benchmarks/ append their measurements,
-one JSON object per line, to ONE results file: `benchmarks/results.jsonl` of the checkout (or, where
-fastdaf does not run from a checkout, `benchmarks/results.jsonl` under the current directory).
+one JSON object per line, to ONE results file: `benchmarks/results.jsonl` under the current directory (the
+checkout's, when run from its root as the commands in benchmarks/RESULTS.md are).
 `--results FILE` writes elsewhere, `--no-results` writes nothing; the environment variable
 FASTDAF_BENCH_RESULTS sets the default (`none`: write nothing unless --results is given); the test suite sets
 it to `none` (tests/conftest.py, inherited by subprocesses), so test runs never append to the checkout's results.
@@ -49,12 +49,12 @@ from .errors import InputError
 from .extras import pyplot
 from .version import __version__
 
+# where this code lives: its git commit is recorded in every row (none outside a git checkout)
 CHECKOUT = Path(__file__).resolve().parents[1]
 RESULTS_ENV = "FASTDAF_BENCH_RESULTS"
-# the checkout's benchmarks/ folder when fastdaf runs from a checkout; else relative to the current directory
-DEFAULT_RESULTS = (
-    CHECKOUT / "benchmarks" if (CHECKOUT / "benchmarks").is_dir() else Path("benchmarks")
-) / "results.jsonl"
+# relative to the current directory: run from a checkout's root (as benchmarks/RESULTS.md's commands are), the
+# rows land in its benchmarks/ folder; no checkout path is assumed
+DEFAULT_RESULTS = Path("benchmarks") / "results.jsonl"
 DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
 
 

@@ -176,7 +176,7 @@ def test_results_and_no_results_are_honoured(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FASTDAF_BENCH_RESULTS", "none")
     assert bench_rows.default_results() is None
     monkeypatch.delenv("FASTDAF_BENCH_RESULTS")
-    assert bench_rows.default_results() == REPO / "benchmarks" / "results.jsonl" == bench_rows.DEFAULT_RESULTS
+    assert bench_rows.default_results() == Path("benchmarks") / "results.jsonl" == bench_rows.DEFAULT_RESULTS
 
 
 def test_vocabulary_and_the_former_names(capsys):

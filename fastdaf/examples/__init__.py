@@ -1,5 +1,5 @@
 """Example inputs: one CMU ARCTIC clip shipped with the package (attribution in README.md here), and
-the prompts of the six CMU ARCTIC clips in ../shared/data/speech that tests and benchmarks use."""
+the prompts of the six CMU ARCTIC clips of the project's shared test data (tests and benchmarks use them)."""
 
 from __future__ import annotations
 
