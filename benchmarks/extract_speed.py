@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     add_results_options(parser)
     args = parser.parse_args(argv)
     results = {
-        "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        "device": str(pick_device(args.device)),
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "runs": {},

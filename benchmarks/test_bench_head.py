@@ -12,8 +12,9 @@ import torch
 
 from fastdaf import DAFConfig
 from fastdaf.bench import BACKENDS, CUDA_ONLY, head_callables, random_features, random_head, synchronize
+from fastdaf.encoders import pick_device
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DEVICE = pick_device("auto")
 
 
 @pytest.mark.parametrize("batch", [1, 64, 4096])
