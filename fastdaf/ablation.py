@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import DAFConfig
-from .evaluation import CONTROL_KINDS, DECISION_METRIC, control, informative
+from .evaluation import CONTROL_KINDS, DECISION_METRIC, control, informative, metrics_of
 from .extras import pyplot
 from .features import FeatureSet
 from .metrics import METRIC_NAMES, sentiment_metrics
@@ -81,9 +81,7 @@ def run_ablation(
                 # the same controls as `fastdaf eval --controls`, one control seed per training seed
                 for j, modality in enumerate(ev.modalities):
                     for kind in CONTROL_KINDS if bool(ev.present[:, j].any()) else ():
-                        controlled = control(ev, modality, kind, seed)
-                        score_c, _ = predict_features(trained.head, controlled)
-                        metrics = sentiment_metrics(first_output(score_c), first_output(ev.labels))
+                        metrics = metrics_of(trained.head, control(ev, modality, kind, seed))
                         control_runs.setdefault(f"dynamic, {modality} {kind}", []).append(metrics)
             bar.set_postfix_str(f"{name} seed {seed}: MAE {runs[-1]['MAE']:.4f}")
             bar.update()

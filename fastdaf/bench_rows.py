@@ -218,8 +218,8 @@ def dtype_name(dtype: torch.dtype | str | None) -> str | None:
 
 # When figures deserve distrust: a p99 more than SPREAD_WARNING times the p50 (some calls ran far slower than
 # the median: other work, clock changes, allocation), or more runnable tasks than cores (1-minute load average
-# above the CPU count) before or after the run. Measured on the 2-core CI machine: quiet runs give p99/p50 of
-# 1.1-2.5 and a load of 0.1-1.5; runs beside a test suite changed figures 10-60x at loads of 3-6.
+# above the CPU count) before or after the run. Both bounds are choices, not measured limits: figures on a
+# loaded 2-core machine were seen to change 10-60x (the issue that asked for these warnings).
 SPREAD_WARNING = 3.0
 
 

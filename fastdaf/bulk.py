@@ -62,10 +62,10 @@ from .checkpoint import read_config
 from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, ENCODER_BACKENDS, HEADS
 from .data.manifests import read_manifest
 from .default_model import path as default_model_path
-from .errors import FastDAFError, InputError, ManifestError, MissingExtraError
+from .errors import FastDAFError, InputError, ManifestError
+from .extras import require
 from .pipeline import SentimentPredictor, flatten_record, record_columns
 
-RAY_EXTRA = "ray"  # pip install 'fastdaf[ray]'
 FORMATS = ("parquet", "jsonl")
 OUTPUT_FILES = {"parquet": "predictions.parquet", "jsonl": "predictions.jsonl"}
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
@@ -81,23 +81,15 @@ _COPY_DEPTH = 16
 
 
 def _import_ray():
-    """Ray and Ray Data, or MissingExtraError naming the extra that installs them (fastdaf[ray])."""
-    try:
-        import ray  # noqa: PLC0415 - ray extra, only for --engine ray
-        import ray.data  # noqa: PLC0415 - ray extra, only for --engine ray
-    except ImportError as exc:
-        raise MissingExtraError("--engine ray (bulk scoring on Ray Data)", RAY_EXTRA) from exc
-    return ray
+    """Ray (with Ray Data), or MissingExtraError naming the extra that installs them (fastdaf[ray])."""
+    require("ray.data", "--engine ray (bulk scoring on Ray Data)")
+    return require("ray", "--engine ray (bulk scoring on Ray Data)")
 
 
 def _pyarrow():
     """pyarrow and its parquet/compute/fs modules (Ray Data's dependency: present whenever ray is)."""
-    import pyarrow as pa  # noqa: PLC0415 - comes with the ray extra, only for --engine ray
-    import pyarrow.compute as pc  # noqa: PLC0415 - comes with the ray extra, only for --engine ray
-    import pyarrow.fs as pafs  # noqa: PLC0415 - comes with the ray extra, only for --engine ray
-    import pyarrow.parquet as pq  # noqa: PLC0415 - comes with the ray extra, only for --engine ray
-
-    return pa, pc, pafs, pq
+    modules = ("pyarrow", "pyarrow.compute", "pyarrow.fs", "pyarrow.parquet")
+    return tuple(require(name, "--engine ray (bulk scoring on Ray Data)") for name in modules)
 
 
 # ---------------------------------------------------------------------------------------------- schemas

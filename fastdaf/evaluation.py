@@ -78,13 +78,17 @@ def _score(head: torch.nn.Module, data: FeatureSet) -> torch.Tensor:
     return first_output(predict_features(head, data)[0])
 
 
-def _metrics(head: torch.nn.Module, data: FeatureSet) -> dict[str, float]:
+def metrics_of(head: torch.nn.Module, data: FeatureSet) -> dict[str, float]:
+    """The MMSA metrics of the head's sentiment score on labelled data (eval, its controls and ablate's)."""
     return sentiment_metrics(_score(head, data), first_output(data.labels))
 
 
-def weight_statistics(head: torch.nn.Module, data: FeatureSet) -> dict[str, dict[str, float | None]]:
-    """Per modality: weight mean/p10/p50/p90 where present, and drop_effect (None where it cannot be measured)."""
-    score, weights = predict_features(head, data)
+def weight_statistics(
+    head: torch.nn.Module, data: FeatureSet, predictions: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> dict[str, dict[str, float | None]]:
+    """Per modality: weight mean/p10/p50/p90 where present, and drop_effect (None where it cannot be measured).
+    `predictions`: the head's (scores, weights) on `data` when the caller has them already."""
+    score, weights = predictions if predictions is not None else predict_features(head, data)
     score = first_output(score)
     out: dict[str, dict[str, float | None]] = {}
     for j, modality in enumerate(data.features):
@@ -97,9 +101,8 @@ def weight_statistics(head: torch.nn.Module, data: FeatureSet) -> dict[str, dict
         others[:, j] = False
         droppable = (here & others.any(dim=1)).nonzero().flatten()
         if droppable.numel():
-            sub = data.subset(droppable)
-            without = FeatureSet(sub.features, others[droppable], sub.labels, sub.ids, sub.splits)
-            moved = (score[droppable] - _score(head, without)).abs().double().mean()
+            dropped = without(data.subset(droppable), [modality])  # every such row keeps another modality
+            moved = (score[droppable] - _score(head, dropped)).abs().double().mean()
             stats["drop_effect"] = round(float(moved), 4)
         else:
             stats["drop_effect"] = None
@@ -125,7 +128,7 @@ def modality_controls(
     progress: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Per modality present in the data: each control's mean metrics and per-seed MAE, and `informative`."""
-    real_mae = real if real is not None else _metrics(head, data)[DECISION_METRIC]
+    real_mae = real if real is not None else metrics_of(head, data)[DECISION_METRIC]
     present = [m for j, m in enumerate(data.features) if bool(data.present[:, j].any())]
     total = len(present) * len(CONTROL_KINDS) * len(seeds)
     bar = tqdm(total=total, desc="controls", unit="run", disable=None if progress else True)  # terminal only
@@ -135,7 +138,7 @@ def modality_controls(
         for kind in CONTROL_KINDS:
             runs = []
             for seed in seeds:
-                runs.append(_metrics(head, control(data, modality, kind, seed)))
+                runs.append(metrics_of(head, control(data, modality, kind, seed)))
                 bar.update()
             result[kind] = _mean_metrics(runs)
             result[kind][f"{DECISION_METRIC}_per_seed"] = [r[DECISION_METRIC] for r in runs]
@@ -157,7 +160,9 @@ def evaluate(
     """`fastdaf eval --json`'s layout: {"metrics", "weights", "controls" (with controls=True)}."""
     if data.labels is None:
         raise InputError("the data has no labels to evaluate against")
-    result: dict[str, Any] = {"metrics": _metrics(head, data), "weights": weight_statistics(head, data)}
+    predictions = predict_features(head, data)  # once, for the metrics and the weights
+    metrics = sentiment_metrics(first_output(predictions[0]), first_output(data.labels))
+    result: dict[str, Any] = {"metrics": metrics, "weights": weight_statistics(head, data, predictions)}
     if controls:
         real = result["metrics"][DECISION_METRIC]
         result["controls"] = modality_controls(head, data, seeds=seeds, real=real, progress=progress)

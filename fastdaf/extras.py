@@ -3,7 +3,7 @@
 The core install carries what `fastdaf predict` and the served model need. Plots (`fastdaf ablate`, `eval --plot`,
 `fastdaf-bench plot`) need `fastdaf[plot]` (matplotlib); CMU-MultimodalSDK `.csd` folders need `fastdaf[data]`
 (h5py); `fastdaf serve` needs `fastdaf[serve]`; `fastdaf predict --engine ray` needs `fastdaf[ray]`
-(fastdaf/bulk.py imports Ray itself, raising the same MissingExtraError).
+(Ray Data and pyarrow).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from types import ModuleType
 
 from .errors import MissingExtraError
 
-EXTRAS = {"matplotlib": "plot", "h5py": "data"}
+EXTRAS = {"matplotlib": "plot", "h5py": "data", "ray": "ray", "pyarrow": "ray"}
 
 
 def require(module: str, what: str) -> ModuleType:

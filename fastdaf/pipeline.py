@@ -80,11 +80,16 @@ def record_keys(output_names: Sequence[str] = ()) -> list[str]:
     return ["id", "score", "label", "weights", *(["outputs"] if output_names else []), "notes", "error"]
 
 
+def _nested_names(key: str, modalities: Sequence[str], output_names: Sequence[str]) -> Sequence[str] | None:
+    """The names under a nested record key (weights: modalities, outputs: output names); None for a plain key."""
+    return modalities if key == "weights" else output_names if key == "outputs" else None
+
+
 def record_columns(modalities: Sequence[str], output_names: Sequence[str] = ()) -> list[str]:
     """The CSV header for these modalities and extra outputs (fixed up front: rows are written as they finish)."""
     columns = []
     for key in record_keys(output_names):
-        names = modalities if key == "weights" else output_names if key == "outputs" else None
+        names = _nested_names(key, modalities, output_names)
         columns += [f"{key}.{n}" for n in names] if names is not None else [key]
     return columns
 
@@ -113,7 +118,7 @@ def flatten_record(record: dict[str, Any], modalities: Sequence[str], output_nam
     """The CSV row of a record (see record_columns)."""
     row: dict[str, Any] = {}
     for key, value in record.items():
-        names = modalities if key == "weights" else output_names if key == "outputs" else None
+        names = _nested_names(key, modalities, output_names)
         if names is not None:
             row.update({f"{key}.{n}": None if value is None else value[n] for n in names})
         else:

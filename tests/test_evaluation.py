@@ -141,3 +141,28 @@ def test_benchmark_plots_name_the_missing_extra(tmp_path, monkeypatch, capsys):
     append_rows([bench_row("b", "w", device="cpu", backend="x", samples_ms=[1.0, 2.0])], results)
     assert bench.main(["plot", "--results", str(results), "--out", str(tmp_path / "p.png")]) == 2
     assert "pip install 'fastdaf[plot]'" in capsys.readouterr().err
+
+
+def test_bad_evaluation_inputs_are_refused_naming_them(text_only_task, rng, capsys):
+    from fastdaf.errors import InputError
+    from fastdaf.evaluation import without
+
+    x = {"text": torch.randn(4, 3, generator=rng), "audio": torch.randn(4, 2, generator=rng)}
+    present = torch.tensor([[1, 0], [1, 0], [1, 0], [1, 0]], dtype=torch.bool)
+    data = FeatureSet(x, present, torch.zeros(4))
+    with pytest.raises(InputError, match=r"no modality 'video' in the data; it has \['text', 'audio'\]"):
+        control(data, "video", "shuffled", seed=0)
+    with pytest.raises(InputError, match="modality 'audio' is present in no row"):
+        control(data, "audio", "constant", seed=0)
+    with pytest.raises(InputError, match=r"without \['text'\] no row has a modality left"):
+        without(data, ["text"])
+    with pytest.raises(InputError, match="no labels to evaluate against"):
+        evaluate(DAFHead(DAFConfig({"text": 3, "audio": 2})), FeatureSet(x, present))
+    with pytest.raises(InputError, match=r"only='video' is not one of the modalities \['text', 'audio'\]"):
+        make_cue_task({"train": 10}, only="video")
+    _, _, folder = text_only_task
+    argv = ["eval", str(folder / "cue.safetensors"), "--checkpoint", str(folder / "ckpt"), "--split", "test"]
+    assert cli_main([*argv, "--drop", "video"]) == 2
+    assert "no modality 'video' in the data; it has ['text', 'audio']" in capsys.readouterr().err
+    assert cli_main([*argv, "--drop", "text", "--drop", "audio"]) == 2
+    assert "without ['text', 'audio'] no row has a modality left to score" in capsys.readouterr().err
