@@ -1,7 +1,7 @@
 """Built-in acoustic utterance features: the role COVAREP plays in multimodal sentiment work, with no weights.
 
-Everything is written in torch (plus torchaudio's mel filterbank and DCT matrices) and runs on whole padded
-batches at once, so a GPU batch costs a handful of kernels; CPU works too. Input is mono float32 audio at
+Everything is written in torch (the mel filterbank, DCT matrix and resampler in `fastdaf.audio.dsp`) and runs on
+whole padded batches at once, so a GPU batch costs a handful of kernels; CPU works too. Input is mono float32 audio at
 16 kHz (loading and resampling live in `fastdaf.audio`).
 
 Frames
@@ -57,9 +57,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-import torchaudio.functional as AF
 
 from ..errors import InputError
+from .dsp import dct_matrix, mel_filterbank, resample
 
 SAMPLE_RATE: int = 16000
 WINDOW_SECONDS = 0.025
@@ -277,8 +277,8 @@ _CONSTANTS: dict[tuple, tuple[torch.Tensor, ...]] = {}
 def _spectral_constants(sample_rate: int, n_fft: int, win: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     """Analysis window, mel filterbank, DCT matrix and bin frequencies, built once per device.
 
-    A plain dict rather than functools.lru_cache: torch.compile traces into lru_cache wrappers (and
-    into torchaudio's data-dependent check in melscale_fbanks), but reads a warm dict as constants.
+    A plain dict rather than functools.lru_cache: torch.compile traces into lru_cache wrappers, but reads a
+    warm dict as constants.
     """
     key = (sample_rate, n_fft, win, str(device))
     if key not in _CONSTANTS:
@@ -289,11 +289,8 @@ def _spectral_constants(sample_rate: int, n_fft: int, win: int, device: torch.de
 def _build_spectral_constants(sample_rate: int, n_fft: int, win: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     n_freqs = n_fft // 2 + 1
     window = torch.hann_window(win, periodic=True, device=device)
-    mel = AF.melscale_fbanks(
-        n_freqs, MEL_FMIN, min(MEL_FMAX, sample_rate / 2), N_MELS, sample_rate, norm=None, mel_scale="htk"
-    )
-    mel = mel.to(device)
-    dct = AF.create_dct(N_MFCC, N_MELS, norm="ortho").to(device)
+    mel = mel_filterbank(n_freqs, MEL_FMIN, min(MEL_FMAX, sample_rate / 2), N_MELS, sample_rate).to(device)
+    dct = dct_matrix(N_MFCC, N_MELS).to(device)
     freqs = torch.linspace(0.0, sample_rate / 2, n_freqs, device=device)
     return window, mel, dct, freqs
 
@@ -499,7 +496,7 @@ def no_speech_reason(samples: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> s
     """
     samples = samples.reshape(-1).float()
     if sample_rate != SAMPLE_RATE:
-        samples = AF.resample(samples, sample_rate, SAMPLE_RATE)
+        samples = resample(samples, sample_rate, SAMPLE_RATE)
     hop = round(HOP_SECONDS * SAMPLE_RATE)
     chunk, context = (
         round(_SPEECH_CHUNK_SECONDS / HOP_SECONDS) * hop,

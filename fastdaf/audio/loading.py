@@ -24,7 +24,6 @@ from typing import Union
 
 import numpy as np
 import torch
-import torchaudio
 
 from ..errors import (
     AudioDecodeError,
@@ -37,6 +36,7 @@ from ..errors import (
     UnsupportedAudioFormatError,
     UnsupportedError,
 )
+from .dsp import resample
 
 MIN_SAMPLING_RATE = 4_000
 MAX_SAMPLING_RATE = 384_000
@@ -227,6 +227,6 @@ def load_audio(
     _check_duration(seconds, name)
     wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
     if target_rate is not None and target_rate != rate:
-        wave = torchaudio.functional.resample(wave, rate, target_rate)
+        wave = resample(wave, rate, target_rate)
         rate = target_rate
     return Waveform(samples=wave, sampling_rate=rate, source=name)
