@@ -3,8 +3,9 @@
     python3 benchmarks/gpu_check.py --out DIR [--deadline 300]  # GPU machine, plain checkout: DIR/gpu_check.json
     python3 benchmarks/gpu_check.py --smoke --out DIR           # CPU dry run of the same code (TRITON_INTERPRET=1)
 
-It needs only torch, triton, transformers, torchaudio and numpy (all a lent GPU machine has): the
-script puts its checkout on sys.path, and fastdaf registers kernels/ as fastdaf.kernels there
+It needs only torch, triton, transformers and numpy (a lent GPU machine has these and torchaudio): the
+script puts its checkout on sys.path (kernels/ has no __init__.py, so it never shadows an installed `kernels`),
+and fastdaf registers kernels/ as fastdaf.kernels there
 (fastdaf/__init__.py); nothing is installed, and soundfile & co are imported only where used.
 
 Sections, in priority order, inside one total deadline (--deadline, default 300 s, counted from
@@ -41,8 +42,10 @@ Output: DIR/gpu_check.json, rewritten after every validation case and every sect
 "targets": one {"name", "value", "threshold", "pass", "source"} per target of issue 12 (value and
 pass null where its part did not run), also printed as a table. Every case is fail-soft: an
 exception is recorded as {"error": "<type>: <message>"} and the run goes on. The exit code reflects
-correctness only: 1 if a validation case failed or raised, or a graph encoder disagreed with eager;
-timing and end-to-end errors are printed and recorded, not judged. gpu_check.json keeps its format
+correctness only: 1 if a validation case failed or raised, a graph encoder disagreed with eager, or any
+case could not import what it needs (an ImportError means a broken environment, such as a package shadowed
+by a folder of the checkout, and every end-to-end row would fail the same way); other timing and end-to-end
+errors are printed and recorded, not judged. gpu_check.json keeps its format
 (other tools read it): a head timing row's keys name the head backends of `fastdaf-bench head` by their
 former names, `eager_*` for `reference`, `cudagraph_*` for `reference-cudagraph`, `compile_*` for
 `reference-compile` (JSON_NAMES).
@@ -135,6 +138,8 @@ def attempt(name: str, fn: Callable[[], dict], clock: Clock, section: str, need_
     except Exception as exc:  # noqa: BLE001 - fail-soft by design: record and go on
         traceback.print_exc()
         row = {"name": name, "error": error_text(exc)}
+        if isinstance(exc, ImportError):
+            row["import_error"] = True  # the environment is broken, not slow: judged (see failures)
     row["seconds"] = time.monotonic() - start
     return row
 
@@ -828,7 +833,8 @@ def format_targets(targets: list[dict]) -> str:
 def failures(report: dict) -> list[dict]:
     """The correctness failures that set the exit code (see the module docstring)."""
     bad = [r for r in report.get("validation", []) if "skipped" not in r and not r.get("ok")]
-    return bad + [r for r in report.get("encoder_checks", []) if r.get("ok") is False]
+    bad += [r for r in report.get("encoder_checks", []) if r.get("ok") is False or r.get("import_error")]
+    return bad + [r for section in ("timing", "e2e") for r in report.get(section, []) if r.get("import_error")]
 
 
 def run_section(report: dict, name: str, fn: Callable[[], None], skip: str | None, out: Path) -> None:

@@ -1,32 +1,36 @@
-"""Make `fastdaf.kernels` importable from a plain checkout; imported first by fastdaf/__init__.py."""
+"""`fastdaf.kernels` is the kernels/ folder of the tree this package came from; imported first by __init__.py.
+
+An installed wheel carries the kernels inside the package (fastdaf/kernels/, mapped in pyproject.toml), and the
+import system finds them there. In a checkout (a plain tree on sys.path as on the GPU machine, an editable install,
+or a second tree such as a git worktree beside an installed one) the kernels sit in kernels/ beside fastdaf/: that
+folder is registered as `fastdaf.kernels` before anything imports it, whatever else is installed, so the kernel
+that runs and is compile-checked is always this tree's own.
+
+kernels/ has no __init__.py on purpose. With one it would be a regular top-level package `kernels` wherever the
+checkout is on sys.path (`python -m pytest`, `python -c`, benchmarks/gpu_check.py), and would shadow Hugging Face's
+`kernels` distribution, which transformers imports. Without one, an installed `kernels` always wins.
+"""
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import sys
 from pathlib import Path
 
 
 def _register_checkout_kernels() -> None:
-    """Make `fastdaf.kernels` importable from a plain checkout (repo root on sys.path, no install).
-
-    An install maps the top-level kernels/ folder to `fastdaf.kernels` (pyproject.toml); a bare GPU
-    machine runs benchmarks/gpu_check.py from a checkout without installing. Only when nothing else
-    provides `fastdaf.kernels` and kernels/__init__.py sits beside this package is that folder
-    registered as the subpackage.
-    """
     name = __package__ + ".kernels"
-    if importlib.util.find_spec(name) is not None:
-        return
-    folder = Path(__file__).resolve().parent.parent / "kernels"
-    if not (folder / "__init__.py").is_file():
-        return
-    spec = importlib.util.spec_from_file_location(
-        name, folder / "__init__.py", submodule_search_locations=[str(folder)]
-    )
+    package = Path(__file__).resolve().parent
+    folder = package.parent / "kernels"
+    if (package / "kernels").is_dir() or not (folder / "daf_head.py").is_file():
+        return  # an installed package (or no kernels at all: importing them then fails as usual)
+    spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    spec.submodule_search_locations = [str(folder)]
     module = importlib.util.module_from_spec(spec)
+    module.__doc__ = "Triton kernels of fastdaf: the checkout's kernels/ folder (see fastdaf/_checkout.py)."
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    setattr(sys.modules[__package__], "kernels", module)  # as the import system does for a submodule it loads
 
 
 _register_checkout_kernels()

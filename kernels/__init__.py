@@ -1,1 +1,0 @@
-"""Triton kernels of fastdaf, installed as `fastdaf.kernels` (the folder is mapped in pyproject.toml)."""
