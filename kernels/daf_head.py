@@ -455,6 +455,29 @@ def _pow2(n: int, low: int = 16, high: int | None = None) -> int:
     return p if high is None else min(p, high)
 
 
+# The direct launch calls a compiled kernel's launcher itself, with the layout of Triton 3.6's CUDA launcher:
+# (grid x, y, z, stream, function, packed metadata, launch metadata, enter hook, exit hook, *arguments,
+# *constexprs). That layout is Triton's private business and changes between releases, so the direct launch runs
+# only on the releases it was written and checked for; on any other every call goes through Triton's own dispatch
+# (correct everywhere, tens of microseconds more host time per call).
+DIRECT_LAUNCH_TRITON = ("3.6",)
+_COMPILED_KERNEL_PARTS = ("run", "function", "packed_metadata")  # what _keep takes from Triton's CompiledKernel
+
+
+def direct_launch_unsupported_reason() -> str | None:
+    """Why the direct launch is off with this Triton (None: it is on)."""
+    release = ".".join(triton.__version__.split(".")[:2])
+    if release not in DIRECT_LAUNCH_TRITON:
+        return (
+            f"Triton {triton.__version__}: the direct launch is written for the launcher of Triton "
+            f"{', '.join(DIRECT_LAUNCH_TRITON)}; every call goes through Triton's own dispatch"
+        )
+    runtime = getattr(getattr(triton, "knobs", None), "runtime", None)
+    if not all(hasattr(runtime, hook) for hook in ("launch_enter_hook", "launch_exit_hook")):
+        return f"Triton {triton.__version__} has no triton.knobs.runtime launch hooks; Triton's own dispatch is used"
+    return None
+
+
 def _no_launch_hooks() -> bool:
     """Triton 3.6 keeps launch hooks in (normally empty) chains; the direct launch passes None for
     them and for the launch metadata only hooks read, which the launcher treats as "no hook"."""
@@ -560,7 +583,7 @@ class DAFHeadLaunch:
             self.kernel, self.block_b = daf_head_kernel, block_config["BLOCK_B"]
         else:
             self.kernel, self.block_b = daf_head_kernel_tuned, None
-        self.direct = direct and not interpreting()
+        self.direct = direct and not interpreting() and direct_launch_unsupported_reason() is None
         self._compiled: dict[tuple, tuple] = {}
         # argument list with the fixed arguments in place; the inputs, strides, mask, out, weights,
         # B, temperature and bucket slots are filled per call
@@ -631,6 +654,9 @@ class DAFHeadLaunch:
             self._keep(key, compiled)
 
     def _keep(self, key: tuple, compiled) -> None:
+        if not all(hasattr(compiled, part) for part in _COMPILED_KERNEL_PARTS):
+            self.direct = False  # not the CompiledKernel the direct launch was written for: stay with Triton
+            return
         config = self.meta if self.block_b is not None else {**self.meta, **self.kernel.best_config.all_kwargs()}
         constants = tuple(config[name] for name in _CONSTEXPR_NAMES)
         device = driver.active.get_current_device()

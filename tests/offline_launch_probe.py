@@ -1,11 +1,15 @@
 """Run by tests/test_gpu_compile.py in a fresh process (the kernel must compile, not be interpreted):
 the direct launch of a cached kernel passes the driver exactly what Triton's own dispatch passes,
-and a call whose specialisation differs goes through Triton again. Prints one JSON object."""
+and a call whose specialisation differs goes through Triton again. Prints one JSON object.
+
+`--pretend-triton VERSION` makes triton report another version first: on one the direct launch was not
+written for, every call must go through Triton's own dispatch (and still launch)."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 
 assert os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
 
@@ -15,6 +19,11 @@ from fastdaf import DAFConfig, DAFHead  # noqa: E402
 from fastdaf.fused import FusedDAFHead  # noqa: E402
 from fastdaf.kernels import daf_head  # noqa: E402
 from fastdaf.kernels.offline import NoLaunch, offline_target  # noqa: E402
+
+if "--pretend-triton" in sys.argv:
+    import triton
+
+    triton.__version__ = sys.argv[sys.argv.index("--pretend-triton") + 1]
 
 triton_calls = 0
 _run = daf_head.daf_head_kernel_tuned.run
@@ -63,13 +72,14 @@ with offline_target(90), torch.no_grad():
         out = (torch.empty(batch, 1), torch.empty(batch, 2))
         through_triton(feats, present, out=out, check=False)
         want = comparable(NoLaunch.last_args)
-        before = triton_calls
+        before, launches = triton_calls, NoLaunch.launches
         direct(feats, present, out=out, check=False)
         first = comparable(NoLaunch.last_args)
         first_via_triton = triton_calls > before
         before = triton_calls
         direct(feats, present, out=out, check=False)
         second = comparable(NoLaunch.last_args)
+        launched = NoLaunch.launches - launches
         results.append(
             {
                 "batch": batch,
@@ -80,6 +90,8 @@ with offline_target(90), torch.no_grad():
                 "first_equal": first == want,
                 "second_equal": second == want,
                 "n_args": len(want),
+                "launched": launched,
+                "direct_enabled": direct.direct_launch and all(launch.direct for launch in direct._plans.values()),
             }
         )
 print(json.dumps(results))

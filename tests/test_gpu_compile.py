@@ -25,7 +25,7 @@ import sys
 import pytest
 import torch
 
-from fastdaf.kernels.daf_head import feasible_tiles
+from fastdaf.kernels.daf_head import DIRECT_LAUNCH_TRITON, direct_launch_unsupported_reason, feasible_tiles
 from fastdaf.kernels.daf_head_compile import DTYPES, PROJECTION_SIZES, variants
 from fastdaf.kernels.offline import SHARED_MEMORY_LIMIT, parse_ptxas_log
 
@@ -124,19 +124,38 @@ def test_ptxas_report_is_read():
         parse_ptxas_log("ptxas fatal: something else")
 
 
-def test_direct_launch_passes_what_triton_passes_and_respects_specialisation():
+def run_launch_probe(*args: str) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     probe = os.path.join(os.path.dirname(__file__), "offline_launch_probe.py")
-    done = subprocess.run([sys.executable, probe], env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, probe, *args], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
-    rows = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_direct_launch_passes_what_triton_passes_and_respects_specialisation():
+    """On the Triton the direct launch was written for; elsewhere (the newest-torch CI lane) every call must go
+    through Triton's own dispatch instead, with the same arguments."""
+    direct = direct_launch_unsupported_reason() is None
     seen = set()
-    for row in rows:
+    for row in run_launch_probe():
         key = (row["batch"], row["misaligned"], row["mask"])
+        assert row["direct_enabled"] is direct, row
+        assert row["launched"] == 2, row  # each call launches the kernel once
         assert row["first_equal"] and row["second_equal"], row  # grid, stream, function, metadata and every argument
-        assert row["second_via_triton"] is False, row  # the second call with this specialisation is direct
-        assert row["first_via_triton"] is (key not in seen), row  # a new specialisation goes through Triton once
+        if direct:
+            assert row["second_via_triton"] is False, row  # the second call with this specialisation is direct
+            assert row["first_via_triton"] is (key not in seen), row  # a new specialisation goes through Triton once
+        else:
+            assert row["first_via_triton"] and row["second_via_triton"], row
         seen.add(key)
+
+
+def test_direct_launch_falls_back_to_tritons_dispatch_on_another_triton():
+    assert "3.99" not in DIRECT_LAUNCH_TRITON
+    for row in run_launch_probe("--pretend-triton", "3.99.0"):
+        assert row["direct_enabled"] is False, row
+        assert row["first_via_triton"] and row["second_via_triton"] and row["launched"] == 2, row
+        assert row["first_equal"] and row["second_equal"], row
 
 
 def test_integer_specialisation_matches_tritons():
