@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from . import environment
 from .ablation import control_verdicts, markdown_table, plot, run_ablation, weights_summary
 from .bulk import FORMATS, predict_manifest
 from .checkpoint import read_config
@@ -653,6 +654,15 @@ class CommandParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+def cmd_env(args: argparse.Namespace) -> int:
+    info = environment.report()
+    if args.json:
+        _print_json(info)
+    else:
+        print(environment.format_report(info))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastdaf", description="Fast multimodal sentiment with Dynamic Attention Fusion"
@@ -897,6 +907,12 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--eval-split", default=None, help="split scored (default: the validation split)")
     ablate.add_argument("--json", action="store_true", help="print one JSON object (results, controls, files)")
     ablate.set_defaults(func=cmd_ablate)
+
+    env = sub.add_parser(
+        "env", help="print what a bug report needs: versions, GPU and driver, fused-head support, build tools, extras"
+    )
+    env.add_argument("--json", action="store_true", help="print one JSON object")
+    env.set_defaults(func=cmd_env)
     return parser
 
 

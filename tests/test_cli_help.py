@@ -20,9 +20,16 @@ COMMANDS = {**dict(commands(build_parser())), **dict(commands(build_bench_parser
 
 
 def test_every_command_is_covered():
-    assert {"fastdaf predict", "fastdaf serve", "fastdaf extract", "fastdaf train", "fastdaf eval"} <= set(COMMANDS)
+    assert {
+        "fastdaf predict",
+        "fastdaf serve",
+        "fastdaf extract",
+        "fastdaf train",
+        "fastdaf eval",
+        "fastdaf env",
+    } <= set(COMMANDS)
     assert {"fastdaf-bench head", "fastdaf-bench e2e", "fastdaf-bench serve", "fastdaf-bench plot"} <= set(COMMANDS)
-    assert len(COMMANDS) == 9 + 5  # each top level and its commands
+    assert len(COMMANDS) == 10 + 5  # each top level and its commands
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
