@@ -179,27 +179,33 @@ def extras_status() -> dict[str, Any]:
     try:
         from packaging.requirements import Requirement  # noqa: PLC0415 - a dependency of transformers, not ours
     except ImportError:
-        return {"installed": None, "missing": None, "why_unknown": "the packaging module is not installed"}
+        return {"installed": None, "why_unknown": "the packaging module is not installed"}
     if lines is None:
-        return {"installed": None, "missing": None, "why_unknown": "fastdaf's requirements could not be read"}
+        return {"installed": None, "why_unknown": "fastdaf's requirements could not be read"}
     reqs = [Requirement(line) for line in lines]
     names = sorted({m for r in reqs if r.marker for m in _extras_named(str(r.marker))})
 
-    def missing(extra: str, seen: frozenset = frozenset()) -> list[str]:
-        gaps = []
+    def checked(extra: str, seen: frozenset = frozenset()) -> list[tuple[str, bool]]:
+        """(requirement, satisfied) for everything the extra asks for, nested extras (fastdaf[plot]) expanded."""
+        found = []
         for r in reqs:
             if not (r.marker and r.marker.evaluate({"extra": extra})):
                 continue
             if r.name == "fastdaf":
-                gaps += [g for e in r.extras if e not in seen for g in missing(e, seen | {extra})]
+                found += [c for e in sorted(r.extras) if e not in seen for c in checked(e, seen | {extra})]
                 continue
             version = _distribution_version(r.name)
-            if version is None or not r.specifier.contains(version, prereleases=True):
-                gaps.append(f"{r.name}{r.specifier}")
-        return gaps
+            found.append((f"{r.name}{r.specifier}", version is not None and r.specifier.contains(version, True)))
+        return found
 
-    gaps = {extra: missing(extra) for extra in names}
-    return {"installed": [e for e in names if not gaps[e]], "missing": {e: g for e, g in gaps.items() if g}}
+    status = {extra: checked(extra) for extra in names}
+    return {
+        "installed": [e for e in names if all(ok for _, ok in status[e])],
+        "absent": [e for e in names if not any(ok for _, ok in status[e])],
+        "missing": {
+            e: [r for r, ok in found if not ok] for e, found in status.items() if not all(ok for _, ok in found)
+        },
+    }
 
 
 def _extras_named(marker: str) -> list[str]:
@@ -255,7 +261,10 @@ def format_report(info: dict[str, Any]) -> str:
         rows.append(("extras", f"unknown: {extras['why_unknown']}"))
     else:
         rows.append(("extras", ", ".join(extras["installed"]) or "none"))
+        if extras["absent"]:
+            rows.append(("not installed", ", ".join(extras["absent"])))
         for extra, gaps in extras["missing"].items():
-            rows.append((f"extra {extra}", "incomplete, needs " + "; ".join(gaps)))
+            if extra not in extras["absent"]:
+                rows.append((f"extra {extra}", "incomplete, needs " + "; ".join(gaps)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
