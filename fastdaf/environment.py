@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .bench_rows import git_commit
 from .kernels.daf_head import direct_launch_unsupported_reason, interpreting
 from .version import __version__
 
@@ -53,25 +54,14 @@ def fastdaf_status() -> dict[str, Any]:
     """Where this fastdaf comes from: a checkout (the tree's own kernels/) or an installed package."""
     package = Path(__file__).resolve().parent
     kernels = sys.modules.get("fastdaf.kernels")
-    status: dict[str, Any] = {
+    checkout = (package.parent / "pyproject.toml").is_file() and (package.parent / "kernels").is_dir()
+    return {
         "version": __version__,
         "path": str(package),
         "kernels": list(getattr(kernels, "__path__", []) or []),
-        "checkout": (package.parent / "pyproject.toml").is_file() and (package.parent / "kernels").is_dir(),
-        "commit": None,
+        "checkout": checkout,
+        "commit": git_commit() if checkout else None,
     }
-    if status["checkout"] and (package.parent / ".git").exists():
-        try:
-            git = ["git", "-C", str(package.parent)]
-            sha = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
-            dirty = subprocess.run(
-                [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
-            )
-            if sha.returncode == 0:
-                status["commit"] = sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return status
 
 
 def _driver_version() -> str | None:

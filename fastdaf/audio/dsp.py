@@ -3,7 +3,7 @@
 Written here so that the core install needs no compiled audio library (torchaudio's ties every install to one
 torch release) and so that resampling costs the same at any pair of rates. Each matches torchaudio's definition
 (`torchaudio.functional.resample` with its defaults, `melscale_fbanks(..., norm=None, mel_scale="htk")`,
-`create_dct(..., norm="ortho")`); tests/audio/test_dsp.py checks them against torchaudio where it imports.
+`create_dct(..., norm="ortho")`); tests/test_dsp.py checks them against torchaudio where it imports.
 
 Resampling (`resample`)
     Band-limited interpolation with a Hann-windowed sinc, as torchaudio's default: cut-off at
