@@ -42,7 +42,7 @@ from .daf_head import (
     feasible_tiles,
     shared_memory_estimate,
 )
-from .offline import SHARED_MEMORY_LIMIT, offline_target, record_compiles
+from .offline import SHARED_MEMORY_LIMIT, offline_target, record_compiles, use_private_cache
 
 DTYPES = ("fp32", "fp16", "bf16")
 PROJECTION_SIZES = (16, 32, 64, 128, 256, 512)
@@ -189,10 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     todo = [v for arch in (args.arch or [90]) for v in variants(arch) if args.only is None or args.only in v.id]
     # the heaviest first, so two workers finish together
     todo.sort(key=lambda v: (v.tile is not None, -v.projection_size))
+    # each process compiles into its own empty cache, so every ptxas report is Triton's own (offline.record_compiles)
     if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=use_private_cache
+        ) as pool:
             results = list(pool.map(compile_variant, todo))
     else:
+        use_private_cache()
         results = [compile_variant(v) for v in todo]
     text = json.dumps(results, indent=1)
     if args.out == "-":

@@ -16,10 +16,12 @@ The kernel module must have been imported with TRITON_INTERPRET unset: under the
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -102,7 +104,7 @@ def offline_target(arch: int = 90, *kernels) -> Iterator[OfflineDriver]:
     def forget() -> None:
         for k in kernels:
             getattr(k, "cache", {}).clear()  # an autotuner's chosen configs
-            inner = getattr(k, "fn", k)
+            inner = k if hasattr(k, "device_caches") else getattr(k, "fn", k)  # a JITFunction, or an autotuner's
             if hasattr(inner, "device_caches"):
                 inner.device_caches.clear()  # compiled kernels and the binder that holds the target
 
@@ -163,13 +165,27 @@ class Compiled:
     usage: Usage
 
 
+_LOGS_BY_HASH: dict[str, str] = {}  # ptxas reports of the kernels this process compiled, for its cache hits
+
+
+def use_private_cache() -> str:
+    """Give this process an empty Triton cache, removed at exit: every kernel it needs is compiled here, so each
+    ptxas report is the one Triton's own ptxas command printed (see record_compiles)."""
+    folder = tempfile.mkdtemp(prefix="fastdaf-triton-cache-")
+    os.environ["TRITON_CACHE_DIR"] = folder  # Triton reads it at each compile
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 @contextlib.contextmanager
 def record_compiles() -> Iterator[list[Compiled]]:
     """Every kernel Triton compiles inside the block, with its ptxas report.
 
     Triton runs `ptxas -v` itself and prints the log when asked (TRITON_DUMP_PTXAS_LOG); a hook
     after each compile picks up that kernel's log. A kernel Triton found in its on-disk cache has
-    no log: then the bundled ptxas is run again on its PTX.
+    no log: its report is the one kept when this process compiled it (always so after
+    use_private_cache), else ptxas is run again on its PTX (run_ptxas: Triton's ptxas, but not
+    necessarily Triton's options, which change between releases).
     """
     compiled: list[Compiled] = []
     knobs = triton.knobs
@@ -182,8 +198,11 @@ def record_compiles() -> Iterator[list[Compiled]]:
         log, seen = buffer.getvalue()[seen:], len(buffer.getvalue())
         device = compile["device"]
         kernel = fn.jit_function.device_caches[device][0][key]
-        if "Used" not in log:
-            log = run_ptxas(kernel.asm["ptx"], kernel.metadata.target.arch)
+        digest = getattr(kernel.metadata, "hash", None)
+        if "Used" in log:
+            _LOGS_BY_HASH[digest] = log
+        else:
+            log = _LOGS_BY_HASH.get(digest) or run_ptxas(kernel.asm["ptx"], kernel.metadata.target.arch)
         constants = {fn.jit_function.arg_names[k[0]]: v for k, v in compile["constants"].items() if len(k) == 1}
         usage = Usage(
             shared_bytes=int(kernel.metadata.shared),
@@ -203,14 +222,14 @@ def record_compiles() -> Iterator[list[Compiled]]:
 
 
 def run_ptxas(ptx: str, arch: int) -> str:
-    """`ptxas -v` of the triton wheel on one PTX module; returns its report."""
+    """`ptxas -v` of the triton wheel, the one Triton uses for `arch`, on one PTX module; returns its report."""
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "kernel.ptx")
         with open(src, "w") as f:
             f.write(ptx)
         gpu = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
         done = subprocess.run(
-            [bundled_ptxas(), "-v", f"--gpu-name={gpu}", src, "-o", os.path.join(tmp, "kernel.cubin")],
+            [bundled_ptxas(arch), "-v", f"--gpu-name={gpu}", src, "-o", os.path.join(tmp, "kernel.cubin")],
             capture_output=True,
             text=True,
             check=True,
@@ -218,5 +237,12 @@ def run_ptxas(ptx: str, arch: int) -> str:
     return done.stderr
 
 
-def bundled_ptxas() -> str:
-    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+def bundled_ptxas(arch: int = 90) -> str:
+    """The ptxas Triton itself runs for `arch`: it picks among the wheel's binaries by architecture, and the choice
+    changed (Triton 3.9 takes ptxas-blackwell, CUDA 13, from sm_90 on: its PTX is too new for the other)."""
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas  # noqa: PLC0415 - Triton internal, may move
+
+        return get_ptxas(arch).path
+    except (ImportError, AttributeError):
+        return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")

@@ -124,6 +124,44 @@ def test_ptxas_report_is_read():
         parse_ptxas_log("ptxas fatal: something else")
 
 
+RERUN_PROBE = r"""
+import json, sys, torch
+sys.path.insert(0, sys.argv[1])
+from tiny_kernel import copy_kernel
+from fastdaf.kernels.offline import offline_target, parse_ptxas_log, run_ptxas
+reports = {}
+for arch in (90, 80):
+    with offline_target(arch, copy_kernel):
+        copy_kernel[(1,)](torch.empty(64), torch.empty(64), BLOCK=64)
+        (kernel,) = copy_kernel.device_caches[0][0].values()
+        reports[arch] = parse_ptxas_log(run_ptxas(kernel.asm["ptx"], arch))
+print(json.dumps(reports))
+"""
+TINY_KERNEL = """
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def copy_kernel(src, dst, BLOCK: tl.constexpr):
+    offsets = tl.arange(0, BLOCK)
+    tl.store(dst + offsets, tl.load(src + offsets) * 2.0)
+"""
+
+
+def test_ptxas_rerun_takes_what_this_triton_compiles(tmp_path):
+    """A kernel found in Triton's cache has no ptxas log, and its PTX is run through ptxas again: the binary must be
+    the one this Triton uses for the target (Triton 3.9 emits PTX 9.x for sm_90, which its older ptxas rejects)."""
+    (tmp_path / "tiny_kernel.py").write_text(TINY_KERNEL)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-c", RERUN_PROBE, str(tmp_path)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    reports = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(reports) == {"90", "80"} and all(r["registers"] > 0 for r in reports.values()), reports
+
+
 def run_launch_probe(*args: str) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     probe = os.path.join(os.path.dirname(__file__), "offline_launch_probe.py")
