@@ -5,8 +5,9 @@ polyphase kernel grows with the rates rather than the clip:
     python benchmarks/resample_cost.py [--seconds 10] [--repeats 5] [--results FILE | --no-results]
 
 Per rate and implementation, in a fresh process each (so one's memory does not hide another's): the median wall
-time of --repeats calls on a --seconds clip of noise after one warm-up call, and the growth of the process's peak
-resident memory over that call (ru_maxrss). One benchmark row per case (fastdaf.bench_rows); a table on stdout.
+time of --repeats calls on a --seconds clip of noise after one warm-up call on its first second, and the growth of
+the process's peak resident memory over the warm-up and the calls (ru_maxrss), beyond the clip itself. One benchmark
+row per case (fastdaf.bench_rows); a table on stdout.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def measure(impl: str, rate: int, seconds: float, repeats: int) -> dict:
     else:
         from fastdaf.audio.dsp import resample
     clip = torch.randn(int(rate * seconds), generator=torch.Generator().manual_seed(0))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # the clip is allocated: count what resample adds
     resample(clip[:rate], rate, TARGET)  # warm-up on one second
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

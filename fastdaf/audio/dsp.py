@@ -22,6 +22,7 @@ Resampling (`resample`)
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -55,21 +56,37 @@ def resample(waveform: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Ten
     flat = flat if flat.is_floating_point() else flat.float()
     n_out = -(-new * length // orig)
     if new * (2 * reach + orig) <= KERNEL_LIMIT:
-        out = _polyphase(flat, orig, new, base, reach)[:, :n_out]
+        out = _polyphase(flat, orig, new, reach)[:, :n_out]
     else:
         out = _gathered(flat, orig, new, base, reach, n_out)
     return out.reshape(*shape, n_out)
 
 
-def _polyphase(flat: torch.Tensor, orig: int, new: int, base: float, reach: int) -> torch.Tensor:
+def _polyphase(flat: torch.Tensor, orig: int, new: int, reach: int) -> torch.Tensor:
     """Small reduced rates (48 -> 16 kHz is 3 -> 1): one kernel per output phase, all applied by one strided
     convolution; output frame q, phase i is output sample q * new + i."""
-    taps = torch.arange(2 * reach + orig, dtype=torch.float64, device=flat.device) - reach
-    phases = torch.arange(new, dtype=torch.float64, device=flat.device)
-    kernels = _sinc_weights(taps[None, :] - phases[:, None] * orig / new, base, orig).to(flat.dtype)
+    kernels = _polyphase_kernels(orig, new, reach, flat.dtype, flat.device)
     padded = torch.nn.functional.pad(flat, (reach, reach + orig))
     frames = torch.nn.functional.conv1d(padded[:, None], kernels[:, None], stride=orig)  # [B, new, Q]
     return frames.transpose(1, 2).reshape(flat.shape[0], -1)
+
+
+# Weights depend only on the reduced rates: a clip set recorded at one rate builds them once. At most KERNEL_LIMIT
+# weights each (4-8 MB), a few pairs kept.
+@functools.lru_cache(maxsize=8)
+def _polyphase_kernels(orig: int, new: int, reach: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[new, 2 reach + orig]: row i weights the inputs of output phase i, from reach samples before its frame."""
+    taps = torch.arange(2 * reach + orig, dtype=torch.float64, device=device) - reach
+    phases = torch.arange(new, dtype=torch.float64, device=device)
+    return _sinc_weights(taps[None, :] - phases[:, None] * orig / new, min(orig, new) * ROLLOFF, orig).to(dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _phase_table(orig: int, new: int, reach: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[new, 2 reach + 1]: row p weights the inputs around an output whose position is first + p / new."""
+    taps = torch.arange(-reach, reach + 1, dtype=torch.float64, device=device)
+    phases = torch.arange(new, dtype=torch.float64, device=device)
+    return _sinc_weights(taps[None, :] - phases[:, None] / new, min(orig, new) * ROLLOFF, orig).to(dtype)
 
 
 def _gathered(flat: torch.Tensor, orig: int, new: int, base: float, reach: int, n_out: int) -> torch.Tensor:
@@ -77,10 +94,7 @@ def _gathered(flat: torch.Tensor, orig: int, new: int, base: float, reach: int, 
     weighted by its phase (n orig mod new) / new: from a table per phase when it is small, else computed."""
     device, dtype = flat.device, flat.dtype
     taps = torch.arange(-reach, reach + 1, device=device)
-    table = None
-    if new * taps.numel() <= KERNEL_LIMIT:
-        phases = torch.arange(new, device=device, dtype=torch.float64)
-        table = _sinc_weights(taps[None, :].double() - phases[:, None] / new, base, orig).to(dtype)
+    table = _phase_table(orig, new, reach, dtype, device) if new * taps.numel() <= KERNEL_LIMIT else None
     padded = torch.nn.functional.pad(flat, (reach, reach))
     out = torch.empty(flat.shape[0], n_out, dtype=dtype, device=device)
     step = max(1, CHUNK_WEIGHTS // taps.numel())
