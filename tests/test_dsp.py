@@ -60,6 +60,12 @@ def test_mel_filterbank_and_dct_match_torchaudio(torchaudio_functional):
         got = dsp.mel_filterbank(n_freqs, f_min, f_max, n_mels, rate)
         assert got.shape == want.shape and got.dtype == torch.float32
         assert (got - want).abs().max() <= 1e-5
+    for scale, norm in [("slaney", "slaney"), ("slaney", None), ("htk", "slaney")]:  # Whisper's is slaney/slaney
+        want = torchaudio_functional.melscale_fbanks(201, 0.0, 8000.0, 80, 16000, norm=norm, mel_scale=scale)
+        got = dsp.mel_filterbank(201, 0.0, 8000.0, 80, 16000, mel_scale=scale, norm=norm)
+        assert (got - want).abs().max() <= 1e-5 * want.abs().max(), (scale, norm)
+    with pytest.raises(ValueError, match="mel_scale"):
+        dsp.mel_filterbank(201, 0.0, 8000.0, 80, 16000, mel_scale="bark")
     for n_coefficients, n_inputs in [(13, 40), (20, 64)]:
         want = torchaudio_functional.create_dct(n_coefficients, n_inputs, norm="ortho")
         assert (dsp.dct_matrix(n_coefficients, n_inputs) - want).abs().max() <= 1e-6

@@ -2,7 +2,7 @@
 
 Written here so that the core install needs no compiled audio library (torchaudio's ties every install to one
 torch release) and so that resampling costs the same at any pair of rates. Each matches torchaudio's definition
-(`torchaudio.functional.resample` with its defaults, `melscale_fbanks(..., norm=None, mel_scale="htk")`,
+(`torchaudio.functional.resample` with its defaults, `melscale_fbanks` with the HTK or Slaney scale and norm,
 `create_dct(..., norm="ortho")`); tests/test_dsp.py checks them against torchaudio where it imports.
 
 Resampling (`resample`)
@@ -110,21 +110,61 @@ def _gathered(flat: torch.Tensor, orig: int, new: int, base: float, reach: int, 
     return out
 
 
-def mel_filterbank(n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate: int) -> torch.Tensor:
-    """Triangular HTK-mel filters [n_freqs, n_mels] (unnormalised) over the bins of an rfft, as torchaudio's
-    melscale_fbanks(..., norm=None, mel_scale="htk"); built in float64, returned in float32."""
+MEL_SCALES = ("htk", "slaney")
+
+
+def mel_filterbank(
+    n_freqs: int,
+    f_min: float,
+    f_max: float,
+    n_mels: int,
+    sample_rate: int,
+    *,
+    mel_scale: str = "htk",
+    norm: str | None = None,
+) -> torch.Tensor:
+    """Triangular mel filters [n_freqs, n_mels] over the bins of an rfft, as torchaudio's melscale_fbanks with the
+    same mel_scale ("htk": the built-in features; "slaney": librosa's default, Whisper's) and norm (None, or
+    "slaney": each filter divided by its width in Hz, so filters carry equal energy); built in float64, returned in
+    float32."""
+    if mel_scale not in MEL_SCALES or norm not in (None, "slaney"):
+        raise ValueError(f"mel_scale must be one of {MEL_SCALES} and norm None or 'slaney', got {mel_scale}, {norm}")
     freqs = torch.linspace(0, sample_rate // 2, n_freqs, dtype=torch.float64)
-    mels = torch.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2, dtype=torch.float64)
-    corners = 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    to_mel, to_hz = (_hz_to_mel_htk, _mel_to_hz_htk) if mel_scale == "htk" else (_hz_to_mel_slaney, _mel_to_hz_slaney)
+    mels = torch.linspace(to_mel(f_min), to_mel(f_max), n_mels + 2, dtype=torch.float64)
+    corners = to_hz(mels)
     widths = corners[1:] - corners[:-1]
     slopes = corners[None, :] - freqs[:, None]  # [n_freqs, n_mels + 2]
     rising = -slopes[:, :-2] / widths[:-1]
     falling = slopes[:, 2:] / widths[1:]
-    return torch.minimum(rising, falling).clamp_min(0.0).float()
+    filters = torch.minimum(rising, falling).clamp_min(0.0)
+    if norm == "slaney":
+        filters = filters * (2.0 / (corners[2:] - corners[:-2]))[None, :]
+    return filters.float()
 
 
-def _hz_to_mel(hz: float) -> float:
+def _hz_to_mel_htk(hz: float) -> float:
     return 2595.0 * math.log10(1.0 + hz / 700.0)
+
+
+def _mel_to_hz_htk(mels: torch.Tensor) -> torch.Tensor:
+    return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+
+
+# Slaney's scale: linear below 1 kHz (3 mels per 200 Hz), logarithmic above (27 mels per factor 6.4)
+_SLANEY_LOG_HZ, _SLANEY_LOG_MEL, _SLANEY_STEP = 1000.0, 15.0, math.log(6.4) / 27.0
+
+
+def _hz_to_mel_slaney(hz: float) -> float:
+    if hz < _SLANEY_LOG_HZ:
+        return 3.0 * hz / 200.0
+    return _SLANEY_LOG_MEL + math.log(hz / _SLANEY_LOG_HZ) / _SLANEY_STEP
+
+
+def _mel_to_hz_slaney(mels: torch.Tensor) -> torch.Tensor:
+    linear = 200.0 * mels / 3.0
+    logarithmic = _SLANEY_LOG_HZ * torch.exp(_SLANEY_STEP * (mels - _SLANEY_LOG_MEL))
+    return torch.where(mels >= _SLANEY_LOG_MEL, logarithmic, linear)
 
 
 def dct_matrix(n_coefficients: int, n_inputs: int) -> torch.Tensor:

@@ -13,6 +13,9 @@ plus a note per item where something worth reporting happened: truncation, windo
   Whisper encoder) by path or hub id; a chosen layer; masked mean over the valid frames; clips
   longer than `window_seconds` are encoded in consecutive windows whose frame means are combined
   weighted by frame count (never cut).
+- `WhisperEncoder`: Whisper's audio encoder in plain torch on each clip's own frames (no 30 s padding), weights
+  from a fastdaf folder, a CTranslate2 model (faster-whisper; "whisper-base" for the registry packages of
+  `fastdaf[whisper]`) or a transformers checkpoint; a chosen layer; mean (or mean and std) over the frames.
 - `AcousticEncoder`: the built-in prosodic/spectral features (`fastdaf.audio.acoustic`), no weights.
 - `PrecomputedEncoder`: vectors computed elsewhere (e.g. COVAREP, FACET) passed through, checked.
 """
@@ -40,6 +43,7 @@ from .text import (
     normalize_mosei,
     normalize_whitespace,
 )
+from .whisper import WhisperEncoder
 
 
 def load_encoder(
@@ -49,7 +53,7 @@ def load_encoder(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     backend: str = DEFAULT_ENCODER_BACKEND,
-) -> TextEncoder | SpeechEncoder | AcousticEncoder | PrecomputedEncoder:
+) -> TextEncoder | SpeechEncoder | WhisperEncoder | AcousticEncoder | PrecomputedEncoder:
     """Build an encoder from a spec() record or a short string.
 
     Strings: for text, "default" or a model path / hub id; for audio, "acoustic" (built-in),
@@ -68,10 +72,10 @@ def load_encoder(
             spec = {"kind": "text" if modality == "text" else "speech", "model": spec}
     spec = dict(spec)
     kind = spec.pop("kind", None)
-    if kind in ("text", "speech"):
-        if kind == "speech" and "model" not in spec:
-            raise EncoderError(f"a speech encoder spec needs a 'model' (path or hub id), got {spec}")
-        cls = TextEncoder if kind == "text" else SpeechEncoder
+    if kind in ("text", "speech", "whisper"):
+        if kind != "text" and "model" not in spec:
+            raise EncoderError(f"a {kind} encoder spec needs a 'model' (path or hub id), got {spec}")
+        cls = {"text": TextEncoder, "speech": SpeechEncoder, "whisper": WhisperEncoder}[kind]
         accepted = [p for p in inspect.signature(cls).parameters if p not in ("device", "dtype", "backend")]
         unknown = sorted(set(spec) - set(accepted))
         if unknown:  # a checkpoint's spec, untrusted: refused by name rather than a TypeError inside the encoder
@@ -81,7 +85,7 @@ def load_encoder(
         return AcousticEncoder(device=device, backend=backend)
     if kind == "precomputed":
         return PrecomputedEncoder(spec["modality"], int(spec["dim"]))
-    raise EncoderError(f"unknown encoder kind {kind!r}; accepted: text, speech, acoustic, precomputed")
+    raise EncoderError(f"unknown encoder kind {kind!r}; accepted: text, speech, whisper, acoustic, precomputed")
 
 
 __all__ = [
@@ -94,6 +98,7 @@ __all__ = [
     "PrecomputedEncoder",
     "SpeechEncoder",
     "TextEncoder",
+    "WhisperEncoder",
     "check_unicode",
     "default_text_model_path",
     "load_encoder",
