@@ -22,13 +22,14 @@ from .bulk import FORMATS, predict_manifest
 from .checkpoint import read_config
 from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, DEFAULT_SERVE_DEVICE, ENCODER_BACKENDS, HEADS, SERVE_DEVICES
 from .config import FUSION_MODES, DAFConfig
+from .data.emotion import EmotionMapping
 from .default_model import path as default_model_path
 from .encoders import NORMALIZERS
 from .errors import FastDAFError, InputError
 from .evaluation import CONTROL_KINDS, evaluate, plot_evaluation, verdicts, without
 from .extractor import FeatureExtractor, extract_manifest, load_data, pending_rows, read_manifest
 from .head import DAFHead
-from .metrics import format_table, sentiment_metrics
+from .metrics import EMOTION_METRIC_NAMES, format_table, sentiment_metrics
 from .pipeline import SentimentPredictor, flatten_record, record_columns, record_keys
 from .serving import MODEL_NAME, ServeOptions, serve, write_model_repository
 from .synthetic import make_cue_task
@@ -206,8 +207,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or default_model_path()
     head = DAFHead.from_pretrained(checkpoint)
     _, extra = read_config(checkpoint)
-    data = load_data(args.data, encoders=extra.get("encoders"), progress=not args.json)
+    mapping = _emotion_mapping(args.emotion_mapping, extra)
+    data = load_data(args.data, encoders=extra.get("encoders"), progress=not args.json, emotion_mapping=mapping)
     rows, split = _split_or_all(data, args.split)
+    if args.speakers:
+        rows, split = _speakers(rows, args.speakers, args.data), f"speakers {' '.join(args.speakers)}"
     if rows.labels is None:
         raise InputError(f"{args.data}: split {split!r} has no labels to evaluate against")
     missing = sorted(set(rows.modalities) ^ set(head.config.modalities))
@@ -239,9 +243,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"  {modality}: {w['mean']} ({w['p10']}/{w['p50']}/{w['p90']}), drop effect {drop}")
     for line in verdicts(result):
         print(line)
+    if "emotions" in result:
+        print(EmotionMapping.from_dict(result["emotion_mapping"]).describe())
+        print(format_table({split: result["emotions"]}, EMOTION_METRIC_NAMES))
+        for emotion, e in result["emotions"]["per_emotion"].items():
+            weight = f", audio weight {e['mean_audio_weight']:.3f}" if "mean_audio_weight" in e else ""
+            print(f"  {emotion}: {e['rows']} rows, mean score {e['mean_score']:+.3f}{weight}")
     if args.plot is not None:
         print(f"wrote {args.plot}")
     return 0
+
+
+def _emotion_mapping(path: Path | None, extra: dict[str, Any]) -> EmotionMapping:
+    """--emotion-mapping FILE, else the mapping the checkpoint was trained with, else the default."""
+    if path is not None:
+        return EmotionMapping.load(path)
+    recorded = extra.get("emotion_mapping")
+    return EmotionMapping.from_dict(recorded) if recorded else EmotionMapping()
+
+
+def _speakers(rows, speakers: list[str], source: Path):
+    """The rows of these speakers (emotion-labelled speech records each row's speaker)."""
+    by_id = (rows.info or {}).get("speakers")
+    if by_id is None or rows.ids is None:
+        raise InputError(f"{source}: --speakers needs emotion-labelled speech with a speaker (or actor) column")
+    unknown = sorted(set(speakers) - set(by_id.values()))
+    if unknown:
+        raise InputError(f"{source}: no rows of speakers {unknown}; it has {sorted(set(by_id.values()), key=_natural)}")
+    return rows.subset([i for i, row_id in enumerate(rows.ids) if by_id[row_id] in set(speakers)])
+
+
+def _natural(text: str) -> tuple:
+    return (0, int(text)) if str(text).isdigit() else (1, str(text))
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -865,7 +898,10 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="MMSA metrics of a checkpoint (default: the bundled model) on a dataset split"
     )
     eval_cmd.add_argument(
-        "data", type=Path, help="labelled data: a feature file, an MMSA pickle, a .csd folder or transcript CSVs"
+        "data",
+        type=Path,
+        help="labelled data: a feature file, an MMSA pickle, a .csd folder, transcript CSVs, or emotion-labelled "
+        "speech (a RAVDESS folder, a CSV/JSONL with an emotion column)",
     )
     _add_checkpoint_option(eval_cmd)
     eval_cmd.add_argument("--split", default=None, help="split to evaluate (default: test, else valid, else every row)")
@@ -884,6 +920,20 @@ def build_parser() -> argparse.ArgumentParser:
         "carries measurable information (default: off)",
     )
     eval_cmd.add_argument("--control-seeds", type=_positive_int, default=5, help="seeds per control (default: 5)")
+    eval_cmd.add_argument(
+        "--speakers",
+        nargs="+",
+        default=None,
+        metavar="SPEAKER",
+        help="emotion-labelled speech: score these speakers only, e.g. the held-out actors (default: every speaker)",
+    )
+    eval_cmd.add_argument(
+        "--emotion-mapping",
+        type=Path,
+        default=None,
+        help='emotion-labelled speech: a JSON file {"scores": {emotion: score}, "intensity_scale": {intensity: '
+        "factor}} (default: the checkpoint's, else fastdaf.data.emotion's)",
+    )
     eval_cmd.add_argument(
         "--plot", type=Path, default=None, help="PNG of the weight distributions and predicted vs label (default: none)"
     )

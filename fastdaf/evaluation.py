@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .errors import InputError
 from .extras import pyplot
 from .features import FeatureSet
-from .metrics import sentiment_metrics
+from .metrics import emotion_metrics, sentiment_metrics
 from .train import first_output, predict_features
 
 CONTROL_KINDS = ("shuffled", "constant")
@@ -76,6 +76,12 @@ def without(data: FeatureSet, modalities: Sequence[str]) -> FeatureSet:
 
 def _score(head: torch.nn.Module, data: FeatureSet) -> torch.Tensor:
     return first_output(predict_features(head, data)[0])
+
+
+def row_emotions(data: FeatureSet) -> list[str] | None:
+    """Each row's emotion, for emotion-labelled speech (fastdaf.data.emotion records them by id); None otherwise."""
+    by_id = (data.info or {}).get("emotions")
+    return None if by_id is None or data.ids is None else [by_id[i] for i in data.ids]
 
 
 def metrics_of(head: torch.nn.Module, data: FeatureSet) -> dict[str, float]:
@@ -163,6 +169,11 @@ def evaluate(
     predictions = predict_features(head, data)  # once, for the metrics and the weights
     metrics = sentiment_metrics(first_output(predictions[0]), first_output(data.labels))
     result: dict[str, Any] = {"metrics": metrics, "weights": weight_statistics(head, data, predictions)}
+    emotions = row_emotions(data)
+    if emotions is not None:
+        audio = predictions[1][:, list(data.features).index("audio")] if "audio" in data.features else None
+        result["emotions"] = emotion_metrics(first_output(predictions[0]), first_output(data.labels), emotions, audio)
+        result["emotion_mapping"] = data.info["emotion_mapping"]
     if controls:
         real = result["metrics"][DECISION_METRIC]
         result["controls"] = modality_controls(head, data, seeds=seeds, real=real, progress=progress)
@@ -187,11 +198,27 @@ def verdicts(result: Mapping[str, Any]) -> list[str]:
 
 
 def plot_evaluation(head: torch.nn.Module, data: FeatureSet, path: str | Path) -> Path:
-    """Weight distributions per modality and predicted-vs-label, in one PNG."""
+    """Weight distributions per modality and predicted-vs-label, in one PNG; for emotion-labelled speech also the
+    score and the audio weight by emotion."""
     plt = pyplot("eval --plot")
     score, weights = predict_features(head, data)
     score, labels = first_output(score), first_output(data.labels)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    emotions = row_emotions(data)
+    if emotions is None:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    else:
+        fig, ((left, right), (by_score, by_weight)) = plt.subplots(2, 2, figsize=(11, 8))
+        order = sorted(set(emotions), key=lambda e: float(score[[i for i, x in enumerate(emotions) if x == e]].mean()))
+        groups = [[i for i, x in enumerate(emotions) if x == e] for e in order]
+        by_score.boxplot([score[g].clamp(-3, 3).numpy() for g in groups])
+        by_score.axhline(0.0, color="grey", linewidth=1)
+        by_score.set(ylabel="predicted score", title="score by emotion")
+        if "audio" in data.features:
+            column = list(data.features).index("audio")
+            by_weight.boxplot([weights[g, column].numpy() for g in groups])
+        by_weight.set(ylabel="audio weight", ylim=(0, 1), title="audio weight by emotion")
+        for axes in (by_score, by_weight):
+            axes.set_xticks(range(1, len(order) + 1), order, rotation=30)
     for j, modality in enumerate(data.features):
         here = data.present[:, j]
         left.hist(weights[here, j].numpy(), bins=40, range=(0, 1), alpha=0.6, label=f"{modality} ({int(here.sum())})")

@@ -23,6 +23,7 @@ from .audio.acoustic import no_speech_reason
 from .audio.loading import AudioInput, load_audio
 from .choices import DEFAULT_ENCODER_BACKEND
 from .data import detect_dataset_kind, load_csd_folder, load_mmsa_pickle, read_transcript_csv, read_transcript_dir
+from .data.emotion import EmotionMapping, read_emotion_manifest
 from .data.manifests import ManifestRow, pending_rows, read_manifest
 from .encoders import check_unicode, load_encoder
 from .errors import FastDAFError, InputError, ManifestError
@@ -280,12 +281,15 @@ def load_data(
     *,
     encoders: Mapping[str, Any] | None = None,
     progress: bool = False,
+    emotion_mapping: EmotionMapping | None = None,
 ) -> FeatureSet:
     """Any dataset fastdaf reads, as pooled features: the one dispatch the CLI uses.
 
     Feature files, MMSA pickles and .csd folders hold features already. Transcript CSVs hold text:
     it is encoded with `encoders["text"]` (a spec as recorded in a checkpoint; default: the default
-    text encoder), and any other modality of `encoders` is stored as absent for every row.
+    text encoder), and any other modality of `encoders` is stored as absent for every row. Emotion-labelled
+    speech (fastdaf.data.emotion) is encoded with `encoders` (text and audio), labelled by `emotion_mapping`
+    (default: the default mapping); its info records the mapping and each row's emotion and speaker by id.
     """
     kind = detect_dataset_kind(path)
     if kind == "features":
@@ -294,6 +298,8 @@ def load_data(
         return load_mmsa_pickle(path)
     if kind == "csd":
         return load_csd_folder(path)
+    if kind == "emotion":
+        return _load_emotion_data(path, encoders, emotion_mapping or EmotionMapping(), progress)
     rows = read_transcript_dir(path) if Path(path).is_dir() else read_transcript_csv(path)
     encoders = dict(encoders or {"text": "default"})
     if "text" not in encoders:
@@ -320,4 +326,40 @@ def load_data(
         ids=[rows[i].id for i in keep],
         splits=[rows[i].split for i in keep],
         info={"encoders": extractor.spec(), "dropped_rows": len(rows) - len(keep), "source": str(path)},
+    )
+
+
+def _load_emotion_data(
+    path: str | Path, encoders: Mapping[str, Any] | None, mapping: EmotionMapping, progress: bool
+) -> FeatureSet:
+    rows, skipped = read_emotion_manifest(path, mapping)
+    encoders = dict(encoders or {"text": "default", "audio": "acoustic"})
+    extractor = FeatureExtractor(encoders.get("text"), encoders.get("audio"))
+    batches = range(0, len(rows), 32)
+    if progress:
+        batches = tqdm(batches, desc="encoding emotion-labelled speech", unit="batch", disable=None)
+    parts, keep = [], []
+    for start in batches:
+        chunk = rows[start : start + 32]
+        texts = [r.text for r in chunk] if extractor.text is not None else None
+        audios = [r.audio for r in chunk] if extractor.audio is not None else None
+        out = extractor.extract(texts, audios, names=[r.id for r in chunk], strict=False)
+        ok, features, present = out.good()
+        parts.append((features, present))
+        keep += [start + k for k in ok]
+    kept = [rows[i] for i in keep]
+    return FeatureSet(
+        features={m: torch.cat([f[m] for f, _ in parts]) for m in extractor.modalities},
+        present=torch.cat([p for _, p in parts]),
+        labels=torch.tensor([r.label for r in kept], dtype=torch.float32),
+        ids=[r.id for r in kept],
+        info={
+            "encoders": extractor.spec(),
+            "source": str(path),
+            "dropped_rows": len(rows) - len(kept),
+            "emotion_mapping": mapping.to_dict(),
+            "skipped_emotions": dict(skipped),
+            "emotions": {r.id: r.emotion for r in kept},
+            "speakers": {r.id: r.speaker for r in kept},
+        },
     )

@@ -95,3 +95,58 @@ def format_table(rows: dict[str, dict[str, float]], keys: Sequence[str] = METRIC
     for name, metrics in rows.items():
         lines.append(" ".join([f"{name:{width}}"] + [f"{metrics[k]:13.4f}" for k in keys]))
     return "\n".join(lines)
+
+
+EMOTION_METRIC_NAMES = ("balanced_acc", "macro_F1", "acc_3", "Corr", "MAE")
+# the classes emotion_metrics scores: unpleasant emotions are negative whatever their arousal (fastdaf.data.emotion)
+NEGATIVE = ("sad", "angry", "fearful", "disgust")
+NEUTRAL = ("neutral", "calm")
+
+
+def emotion_metrics(pred, target, emotions: Sequence[str], audio_weights=None) -> dict[str, object]:
+    """How well sentiment scores follow emotion labels (emotion-labelled speech, see fastdaf.data.emotion).
+
+    - balanced_acc: mean of the recall on happy clips (score > 0) and on negative ones (sad, angry, fearful,
+      disgust: score < 0); plain accuracy would reward calling everything negative (4 of 5 emotions).
+    - macro_F1: unweighted mean of the two classes' F1 on the same sign decision.
+    - acc_3: accuracy over negative / neutral (neutral, calm) / happy, the score cut at -0.5 and +0.5 (the labels of
+      fastdaf's predictions).
+    - Corr, MAE: Pearson r and mean absolute error against the mapped labels (target), on every row.
+    - per_emotion: mean score, and mean audio weight where `audio_weights` is given, per emotion.
+    """
+    p, t = _as_vector(pred, "predictions"), _as_vector(target, "labels")
+    emotions = [e.lower() for e in emotions]
+    if not p.size == t.size == len(emotions):
+        raise InputError(f"predictions ({p.size}), labels ({t.size}) and emotions ({len(emotions)}) differ in length")
+    happy = np.array([e == "happy" for e in emotions])
+    negative = np.array([e in NEGATIVE for e in emotions])
+    neutral = np.array([e in NEUTRAL for e in emotions])
+    recalls = [float(np.mean(p[happy] > 0)) if happy.any() else float("nan")]
+    recalls.append(float(np.mean(p[negative] < 0)) if negative.any() else float("nan"))
+    polar = happy | negative
+    macro_f1 = float("nan")
+    if happy.any() and negative.any():
+        truth, guess = happy[polar], p[polar] > 0
+        f1s = []
+        for cls in (True, False):
+            tp = np.sum((guess == cls) & (truth == cls))
+            denom = 2 * tp + np.sum((guess == cls) & (truth != cls)) + np.sum((guess != cls) & (truth == cls))
+            f1s.append(0.0 if denom == 0 else 2 * tp / denom)
+        macro_f1 = float(np.mean(f1s))
+    graded = polar | neutral
+    true_class = np.where(happy, 1, np.where(negative, -1, 0))[graded]
+    guess_class = np.where(p >= 0.5, 1, np.where(p <= -0.5, -1, 0))[graded]
+    acc3 = float(np.mean(true_class == guess_class)) if graded.any() else float("nan")
+    corr = float(np.corrcoef(p, t)[0, 1]) if p.size > 1 and np.std(p) > 0 and np.std(t) > 0 else float("nan")
+    values = (float(np.mean(recalls)), macro_f1, acc3, corr, float(np.mean(np.abs(p - t))))
+    out: dict[str, object] = {k: float(np.round(v, 4)) for k, v in zip(EMOTION_METRIC_NAMES, values)}
+    weights = None if audio_weights is None else _as_vector(audio_weights, "audio weights")
+    per_emotion = {}
+    for emotion in sorted(set(emotions)):
+        rows = np.array([e == emotion for e in emotions])
+        entry = {"rows": int(rows.sum()), "mean_score": float(np.round(p[rows].mean(), 4))}
+        if weights is not None:
+            entry["mean_audio_weight"] = float(np.round(weights[rows].mean(), 4))
+        per_emotion[emotion] = entry
+    out["per_emotion"] = per_emotion
+    return out

@@ -8,6 +8,8 @@ bad arguments raise `InputError`.
 - `mmsa`: MMSA processed pickles (`load_mmsa_pickle`), read through `safe_pickle` (nothing in the file runs).
 - `csd`: CMU-MultimodalSDK computational-sequence folders (`load_csd_folder`).
 - `manifests`: the CSV/JSONL lists of utterances that `fastdaf extract` and `fastdaf predict --manifest` read.
+- `emotion`: emotion-labelled speech (a RAVDESS folder, or a CSV/JSONL with an `emotion` column) with the one
+  mapping from emotion to the CMU-MOSEI scale (`EmotionMapping`) and splits by speaker.
 
 `detect_dataset_kind(path)` (here) tells which reader fits a path; `fastdaf.extractor.load_data` reads any
 of them as features, encoding transcripts.
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from ..errors import FeatureFileError
 from .csd import infer_csd_modalities, load_csd_folder
+from .emotion import EmotionMapping, EmotionRow, has_emotion_column, read_emotion_manifest, speaker_splits
 from .manifests import ManifestRow, pending_rows, read_manifest
 from .mmsa import load_mmsa_pickle
 from .safe_pickle import SafeUnpickler, UnsafePickleError, safe_load_pickle
@@ -31,11 +34,11 @@ from .transcripts import (
     read_transcript_dir,
 )
 
-DATASET_KINDS: tuple[str, ...] = ("features", "mmsa", "csd", "transcripts")
+DATASET_KINDS: tuple[str, ...] = ("features", "mmsa", "csd", "transcripts", "emotion")
 
 
 def detect_dataset_kind(path: str | Path) -> str:
-    """Which reader fits a path: "features", "mmsa", "csd" or "transcripts" (see DATASET_KINDS).
+    """Which reader fits a path: "features", "mmsa", "csd", "transcripts" or "emotion" (see DATASET_KINDS).
 
     Lets the CLI accept any supported dataset path without a format flag. A folder holding .csd files is
     "csd" even if it also holds .csv files (e.g. fold lists next to the sequences).
@@ -43,8 +46,11 @@ def detect_dataset_kind(path: str | Path) -> str:
     p = Path(path)
     accepted = (
         "accepted: a .safetensors fastdaf feature file (features), an MMSA .pkl (mmsa), a folder of "
-        "CMU-MultimodalSDK .csd files (csd), a transcript .csv or a folder of them (transcripts)"
+        "CMU-MultimodalSDK .csd files (csd), a transcript .csv or a folder of them (transcripts), a .csv/.jsonl with "
+        "an emotion column or a folder with such a manifest.csv (emotion)"
     )
+    if has_emotion_column(p):
+        return "emotion"
     if p.is_file():
         suffix = p.suffix.lower()
         kind = {".safetensors": "features", ".pkl": "mmsa", ".pickle": "mmsa", ".csv": "transcripts"}.get(suffix)
@@ -65,6 +71,8 @@ def detect_dataset_kind(path: str | Path) -> str:
 
 
 __all__ = [
+    "EmotionMapping",
+    "EmotionRow",
     "MOSEI_EMOTIONS",
     "MOSEI_LABEL_COLUMNS",
     "infer_csd_modalities",
@@ -77,7 +85,9 @@ __all__ = [
     "load_csd_folder",
     "load_mmsa_pickle",
     "pending_rows",
+    "read_emotion_manifest",
     "read_manifest",
+    "speaker_splits",
     "read_mosei_transcripts",
     "read_transcript_csv",
     "read_transcript_dir",

@@ -1,0 +1,135 @@
+"""Emotion-labelled speech: the manifest reader, the mapping to the CMU-MOSEI scale, speaker splits, the emotion
+metrics, and `fastdaf eval` on such data (the mapping printed, rows chosen by speaker)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections import Counter
+
+import pytest
+
+from fastdaf.cli import main
+from fastdaf.data import EmotionMapping, detect_dataset_kind, read_emotion_manifest, speaker_splits
+from fastdaf.errors import ManifestError
+from fastdaf.metrics import emotion_metrics
+
+
+def test_ravdess_folder_reads_with_the_default_mapping(shared_data):
+    folder = shared_data / "emotional-speech" / "ravdess"
+    assert detect_dataset_kind(folder) == "emotion" and detect_dataset_kind(folder / "manifest.csv") == "emotion"
+    rows, skipped = read_emotion_manifest(folder)
+    assert skipped == Counter({"surprised": 144})  # 18 actors x 8 clips: left out, never guessed
+    assert len(rows) == 1080 - 144 and len({r.speaker for r in rows}) == 18
+    labels = {(r.emotion, r.intensity): r.label for r in rows}
+    assert labels[("happy", "normal")] == 1.5 and labels[("happy", "strong")] == 2.25
+    assert labels[("angry", "strong")] == -2.25 and labels[("calm", "strong")] == 0.0
+    assert all(r.text in ("Kids are talking by the door", "Dogs are sitting by the door") for r in rows)
+    assert all(r.audio.endswith(".flac") and r.audio.startswith(str(folder.resolve())) for r in rows)
+
+
+def test_generic_manifest_and_a_mapping_of_ones_own(tmp_path):
+    manifest = tmp_path / "clips.jsonl"
+    lines = [
+        {"id": "a", "audio": "a.wav", "emotion": "Happy", "intensity": "strong", "speaker": "s1"},
+        {"id": "b", "audio": "b.wav", "emotion": "sad", "speaker": "s2", "text": "fine"},
+        {"id": "c", "audio": "c.wav", "emotion": "bored", "speaker": "s2"},
+    ]
+    manifest.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert detect_dataset_kind(manifest) == "emotion"
+    mapping = EmotionMapping({"happy": 2.0, "sad": -1.0, "bored": -0.5}, {"normal": 1.0, "strong": 2.0})
+    rows, skipped = read_emotion_manifest(manifest, mapping)
+    assert [(r.id, r.label, r.speaker, r.text) for r in rows] == [
+        ("a", 3.0, "s1", None),  # 2.0 x 2 clipped to the scale's end
+        ("b", -1.0, "s2", "fine"),
+        ("c", -0.5, "s2", None),
+    ]
+    assert not skipped and rows[0].audio == str(tmp_path / "a.wav")
+    saved = tmp_path / "mapping.json"
+    saved.write_text(json.dumps(mapping.to_dict()))
+    assert EmotionMapping.load(saved) == mapping
+    assert "happy +2" in mapping.describe() and "strong x2" in mapping.describe()
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ({"id": "a", "audio": "a.wav"}, "no emotion; an emotion manifest needs id, audio and emotion"),
+        ({"id": "a", "audio": "a.wav", "emotion": "happy", "intensity": "extreme"}, "intensity 'extreme' is not in"),
+    ],
+)
+def test_bad_rows_are_refused_naming_the_line(tmp_path, line, message):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "z", "audio": "z.wav", "emotion": "sad"}) + "\n" + json.dumps(line) + "\n")
+    with pytest.raises(ManifestError, match=rf"m.jsonl:2: .*{message}"):
+        read_emotion_manifest(manifest)
+
+
+def test_manifests_without_usable_rows_or_with_repeats_are_refused(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("id,audio,emotion\na,a.wav,surprised\n")
+    with pytest.raises(ManifestError, match="no row has an emotion the mapping names"):
+        read_emotion_manifest(manifest)
+    manifest.write_text("id,audio,emotion\na,a.wav,sad\na,b.wav,sad\n")
+    with pytest.raises(ManifestError, match="m.csv:3: id 'a' appears more than once"):
+        read_emotion_manifest(manifest)
+    with pytest.raises(ManifestError, match="an emotion mapping is"):
+        EmotionMapping.from_dict({"happy": 1})
+
+
+def test_splits_go_by_speaker_only(shared_data):
+    rows, _ = read_emotion_manifest(shared_data / "emotional-speech" / "ravdess")
+    splits = speaker_splits(rows, valid=["13", "14", "15"], test=[16, 17, 18])
+    by_speaker = {}
+    for row, split in zip(rows, splits):
+        by_speaker.setdefault(row.speaker, set()).add(split)
+    assert all(len(s) == 1 for s in by_speaker.values())  # never a speaker in two splits
+    assert {k for k, v in by_speaker.items() if v == {"test"}} == {"16", "17", "18"}
+    with pytest.raises(ManifestError, match=r"speakers \['16'\] are in both"):
+        speaker_splits(rows, valid=["16"], test=["16"])
+    with pytest.raises(ManifestError, match=r"speakers \['99'\] are not in the data"):
+        speaker_splits(rows, test=["99"])
+    anonymous = [rows[0].__class__(**{**rows[0].__dict__, "speaker": None})]
+    with pytest.raises(ManifestError, match="never by clip"):
+        speaker_splits(anonymous, test=[])
+
+
+def test_emotion_metrics_by_hand():
+    emotions = ["happy", "happy", "sad", "angry", "fearful", "neutral", "calm", "disgust"]
+    labels = [1.5, 1.5, -1.5, -1.5, -1.5, 0.0, 0.0, -1.5]
+    scores = [1.0, -0.2, -1.0, 0.3, -2.0, 0.1, 0.7, -0.6]
+    got = emotion_metrics(scores, labels, emotions, audio_weights=[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+    # happy recall 1/2, negative recall 3/4 -> balanced 0.625; F1 happy (tp 1, fp 1, fn 1) 0.5, negative
+    # (tp 3, fp 1, fn 1) 0.75 -> macro 0.625; 3-class: happy 1.0 ok, -0.2 no; sad, fearful, disgust ok; angry no;
+    # neutral 0.1 ok; calm 0.7 no -> 5/8
+    assert got["balanced_acc"] == 0.625 and got["macro_F1"] == 0.625 and got["acc_3"] == 0.625
+    assert got["MAE"] == pytest.approx(sum(abs(s - t) for s, t in zip(scores, labels)) / 8, abs=1e-4)
+    assert got["per_emotion"]["happy"] == {"rows": 2, "mean_score": 0.4, "mean_audio_weight": 0.85}
+    assert math.isnan(emotion_metrics([1.0, 2.0], [1.5, 1.5], ["happy", "happy"])["macro_F1"])
+
+
+def test_eval_on_emotion_labelled_speech_prints_the_mapping_and_chooses_speakers(tmp_path, shared_data, capsys):
+    """Six ARCTIC clips with invented emotions and two speakers, scored by the bundled model."""
+    clips = sorted((shared_data / "speech").glob("*.wav"))
+    emotions = ["happy", "sad", "neutral", "angry", "happy", "calm"]
+    lines = ["id,audio,text,emotion,speaker"]
+    for clip, emotion in zip(clips, emotions):
+        shutil.copy(clip, tmp_path / clip.name)
+        lines.append(f"{clip.stem},{clip.name},it was a day,{emotion},{clip.stem.split('_')[3]}")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    assert main(["eval", str(tmp_path), "--speakers", "axb", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["emotion_mapping"] == EmotionMapping().to_dict()
+    assert set(result["emotions"]["per_emotion"]) == {"angry", "happy", "calm"}  # speaker axb's three clips
+    assert sum(e["rows"] for e in result["emotions"]["per_emotion"].values()) == 3
+    mapping = tmp_path / "mapping.json"
+    mapping.write_text(json.dumps({"scores": {"happy": 1.0, "sad": -1.0, "angry": -1.0}}))
+    assert main(["eval", str(tmp_path), "--emotion-mapping", str(mapping)]) == 0
+    out = capsys.readouterr().out
+    assert "emotion -> sentiment: happy +1, angry -1, sad -1" in out and "balanced_acc" in out
+    assert main(["eval", str(tmp_path), "--plot", str(tmp_path / "eval.png")]) == 0  # + score/weight by emotion
+    assert (tmp_path / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path), "--speakers", "nobody"]) == 2
+    assert "no rows of speakers ['nobody']" in capsys.readouterr().err
