@@ -140,16 +140,24 @@ class WhisperAudioEncoder(nn.Module):
         self.final_norm = nn.LayerNorm(dims.d_model)
 
     def forward(self, mel: torch.Tensor, frames: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        states, keep = self.hidden_states(mel, frames, layer)
+        return states[-1], keep
+
+    def hidden_states(
+        self, mel: torch.Tensor, frames: torch.Tensor, last: int | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Layers 0..last (default: every block held), in one pass, and the valid-frame mask."""
+        last = len(self.blocks) if last is None else last
         inside = torch.arange(mel.shape[-1], device=mel.device)[None, :] < frames[:, None]
         x = F.gelu(self.conv1(mel * inside[:, None, :].to(mel.dtype)))
         x = F.gelu(self.conv2(x * inside[:, None, :].to(x.dtype)))  # zeros past the end, as conv2's own padding
         keep = torch.arange(x.shape[-1], device=x.device)[None, :] < (frames[:, None] + 1) // 2
-        x = x.transpose(1, 2) + self.positions[: x.shape[-1]].to(x.dtype)
-        for block in self.blocks[:layer]:
-            x = block(x, keep)
-        if layer == self.dims.full_layers:
-            x = self.final_norm(x)
-        return x, keep
+        states = [x.transpose(1, 2) + self.positions[: x.shape[-1]].to(x.dtype)]
+        for block in self.blocks[:last]:
+            states.append(block(states[-1], keep))
+        if last == self.dims.full_layers:
+            states[-1] = self.final_norm(states[-1])
+        return states, keep
 
 
 # -------------------------------------------------------------------------------------------------- weights
