@@ -41,12 +41,13 @@ from typing import Any, BinaryIO
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..audio.dsp import mel_filterbank
 from ..choices import DEFAULT_ENCODER_BACKEND
 from ..errors import EncoderError
-from .base import Encoded, pick_device, pick_dtype
+from .base import Encoded, load_pretrained, pick_device, pick_dtype
 from .runners import Buckets, InputSpec, make_runner
 
 SAMPLE_RATE = 16000
@@ -215,7 +216,7 @@ class _Chained:
     """Several files read as one stream (a model.bin split across packages)."""
 
     def __init__(self, paths: Sequence[Path]) -> None:
-        self.files: list[BinaryIO] = [open(p, "rb") for p in paths]  # noqa: SIM115 - closed in close()
+        self.files: list[BinaryIO] = [open(p, "rb") for p in paths]  # closed in close()
 
     def read(self, n: int) -> bytes:
         out = b""
@@ -348,8 +349,6 @@ def from_transformers(model: str) -> tuple[WhisperDims, dict[str, torch.Tensor]]
     """A transformers Whisper checkpoint (local path or hub id; offline only what is cached) as fastdaf's encoder."""
     from transformers import AutoConfig, AutoModel  # noqa: PLC0415 - heavy: only when converting from transformers
 
-    from .base import load_pretrained  # noqa: PLC0415 - kept beside its only use here
-
     config = load_pretrained(AutoConfig.from_pretrained, model, "Whisper config")
     if config.model_type != "whisper":
         raise EncoderError(f"{model!r} is a {config.model_type} model, not Whisper")
@@ -371,8 +370,6 @@ def save_whisper(
 ) -> Path:
     """fastdaf's encoder folder: config.json + model.safetensors in float16, with the blocks up to `layers` only
     (the layer a model uses: the rest would be shipped and never run)."""
-    from safetensors.torch import save_file  # noqa: PLC0415 - only when saving
-
     layers = dims.n_layers if layers is None else layers
     if not 0 <= layers <= dims.n_layers:
         raise EncoderError(f"layers must be in 0..{dims.n_layers}, got {layers}")
@@ -395,8 +392,6 @@ def load_whisper(model: str | Path) -> tuple[WhisperDims, dict[str, torch.Tensor
     """(dims, state dict, description) from a fastdaf folder, a CTranslate2 model, or a transformers checkpoint."""
     path = Path(model)
     if (path / "config.json").is_file() and json.loads((path / "config.json").read_text()).get("format") == FORMAT:
-        from safetensors.torch import load_file  # noqa: PLC0415 - only when loading
-
         config = json.loads((path / "config.json").read_text())
         fields = {f.name for f in dataclasses.fields(WhisperDims)}
         dims = WhisperDims(**{k: int(v) for k, v in config.items() if k in fields})
