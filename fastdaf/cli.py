@@ -22,7 +22,7 @@ from .bulk import FORMATS, predict_manifest
 from .checkpoint import read_config
 from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, DEFAULT_SERVE_DEVICE, ENCODER_BACKENDS, HEADS, SERVE_DEVICES
 from .config import FUSION_MODES, DAFConfig
-from .data.emotion import EmotionMapping
+from .data.emotion import EmotionMapping, natural_order, speaker_splits
 from .default_model import path as default_model_path
 from .encoders import NORMALIZERS
 from .errors import FastDAFError, InputError
@@ -174,7 +174,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a head on a feature file, an MMSA pickle, a .csd folder or transcript CSVs."""
     _check_out_folder(args.out)
     options = _train_options(args, seed=args.seed, weight_decay=args.weight_decay)
-    data = load_data(args.data, progress=not args.json)
+    mapping = EmotionMapping.load(args.emotion_mapping) if args.emotion_mapping else None
+    encoders = None
+    if args.text_encoder or args.audio_encoder:  # only read for data fastdaf encodes (transcripts, emotion)
+        encoders = {m: e for m, e in (("text", args.text_encoder or "default"), ("audio", args.audio_encoder)) if e}
+    data = load_data(args.data, encoders=encoders, progress=not args.json, emotion_mapping=mapping)
+    if args.valid_speakers or args.test_speakers:
+        speakers = _row_speakers(data, args.data, "--valid-speakers/--test-speakers")
+        data.splits = speaker_splits(speakers, valid=args.valid_speakers or (), test=args.test_speakers or ())
+    elif data.splits is None:
+        raise InputError(f"{args.data} has no train/valid splits; for emotion-labelled speech give --valid-speakers")
     train, valid = data.split(args.train_split), data.split(args.valid_split)
     n_outputs = 1 if data.labels is None or data.labels.dim() == 1 else data.labels.shape[1]
     cfg = DAFConfig(
@@ -192,6 +201,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         **result.record(),
         "data": str(args.data),
         **({"encoders": data.info["encoders"]} if data.info and "encoders" in data.info else {}),
+        **({"emotion_mapping": data.info["emotion_mapping"]} if data.info and "emotion_mapping" in data.info else {}),
     }
     result.head.save_pretrained(args.out, extra=extra)
     if args.json:
@@ -262,19 +272,21 @@ def _emotion_mapping(path: Path | None, extra: dict[str, Any]) -> EmotionMapping
     return EmotionMapping.from_dict(recorded) if recorded else EmotionMapping()
 
 
-def _speakers(rows, speakers: list[str], source: Path):
-    """The rows of these speakers (emotion-labelled speech records each row's speaker)."""
+def _row_speakers(rows, source: Path, option: str) -> list[str | None]:
+    """Each row's speaker (emotion-labelled speech records them by id)."""
     by_id = (rows.info or {}).get("speakers")
     if by_id is None or rows.ids is None:
-        raise InputError(f"{source}: --speakers needs emotion-labelled speech with a speaker (or actor) column")
-    unknown = sorted(set(speakers) - set(by_id.values()))
+        raise InputError(f"{source}: {option} needs emotion-labelled speech with a speaker (or actor) column")
+    return [by_id[row_id] for row_id in rows.ids]
+
+
+def _speakers(rows, speakers: list[str], source: Path):
+    """The rows of these speakers."""
+    known = _row_speakers(rows, source, "--speakers")
+    unknown = sorted(set(speakers) - set(known))
     if unknown:
-        raise InputError(f"{source}: no rows of speakers {unknown}; it has {sorted(set(by_id.values()), key=_natural)}")
-    return rows.subset([i for i, row_id in enumerate(rows.ids) if by_id[row_id] in set(speakers)])
-
-
-def _natural(text: str) -> tuple:
-    return (0, int(text)) if str(text).isdigit() else (1, str(text))
+        raise InputError(f"{source}: no rows of speakers {unknown}; it has {sorted(set(known), key=natural_order)}")
+    return rows.subset([i for i, speaker in enumerate(known) if speaker in set(speakers)])
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -891,6 +903,33 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay, >= 0 (default: 0.01)")
     train.add_argument("--train-split", default="train", help="split trained on (default: train)")
     train.add_argument("--valid-split", default="valid", help="split for early stopping (default: valid)")
+    train.add_argument(
+        "--text-encoder",
+        default=None,
+        help="data fastdaf encodes (transcripts, emotion-labelled speech): text encoder spec (default: 'default')",
+    )
+    train.add_argument(
+        "--audio-encoder",
+        default=None,
+        help="emotion-labelled speech: audio encoder spec, e.g. 'whisper:whisper-base:3' or 'acoustic' (default: "
+        "'acoustic')",
+    )
+    train.add_argument(
+        "--valid-speakers",
+        nargs="+",
+        default=None,
+        metavar="SPEAKER",
+        help="emotion-labelled speech: the speakers of the valid split, never a clip-level split (default: none)",
+    )
+    train.add_argument(
+        "--test-speakers", nargs="+", default=None, metavar="SPEAKER", help="speakers held out of both (default: none)"
+    )
+    train.add_argument(
+        "--emotion-mapping",
+        type=Path,
+        default=None,
+        help="emotion-labelled speech: a mapping JSON file, recorded in the checkpoint (default: fastdaf's)",
+    )
     train.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     train.set_defaults(func=cmd_train)
 

@@ -80,19 +80,18 @@ def test_manifests_without_usable_rows_or_with_repeats_are_refused(tmp_path):
 
 def test_splits_go_by_speaker_only(shared_data):
     rows, _ = read_emotion_manifest(shared_data / "emotional-speech" / "ravdess")
-    splits = speaker_splits(rows, valid=["13", "14", "15"], test=[16, 17, 18])
+    splits = speaker_splits([r.speaker for r in rows], valid=["13", "14", "15"], test=[16, 17, 18])
     by_speaker = {}
     for row, split in zip(rows, splits):
         by_speaker.setdefault(row.speaker, set()).add(split)
     assert all(len(s) == 1 for s in by_speaker.values())  # never a speaker in two splits
     assert {k for k, v in by_speaker.items() if v == {"test"}} == {"16", "17", "18"}
     with pytest.raises(ManifestError, match=r"speakers \['16'\] are in both"):
-        speaker_splits(rows, valid=["16"], test=["16"])
+        speaker_splits([r.speaker for r in rows], valid=["16"], test=["16"])
     with pytest.raises(ManifestError, match=r"speakers \['99'\] are not in the data"):
-        speaker_splits(rows, test=["99"])
-    anonymous = [rows[0].__class__(**{**rows[0].__dict__, "speaker": None})]
-    with pytest.raises(ManifestError, match="never by clip"):
-        speaker_splits(anonymous, test=[])
+        speaker_splits([r.speaker for r in rows], test=["99"])
+    with pytest.raises(ManifestError, match="1 row.* have no speaker; splits go by speaker, never by clip"):
+        speaker_splits(["1", None], test=["1"])
 
 
 def test_emotion_metrics_by_hand():
@@ -109,15 +108,22 @@ def test_emotion_metrics_by_hand():
     assert math.isnan(emotion_metrics([1.0, 2.0], [1.5, 1.5], ["happy", "happy"])["macro_F1"])
 
 
-def test_eval_on_emotion_labelled_speech_prints_the_mapping_and_chooses_speakers(tmp_path, shared_data, capsys):
-    """Six ARCTIC clips with invented emotions and two speakers, scored by the bundled model."""
+def arctic_emotions(folder, shared_data):
+    """Six ARCTIC clips with invented emotions, two speakers (aew, axb): a small emotion-labelled dataset."""
+    folder.mkdir(exist_ok=True)
     clips = sorted((shared_data / "speech").glob("*.wav"))
     emotions = ["happy", "sad", "neutral", "angry", "happy", "calm"]
     lines = ["id,audio,text,emotion,speaker"]
     for clip, emotion in zip(clips, emotions):
-        shutil.copy(clip, tmp_path / clip.name)
+        shutil.copy(clip, folder / clip.name)
         lines.append(f"{clip.stem},{clip.name},it was a day,{emotion},{clip.stem.split('_')[3]}")
-    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_eval_on_emotion_labelled_speech_prints_the_mapping_and_chooses_speakers(tmp_path, shared_data, capsys):
+    """Scored by the bundled model."""
+    arctic_emotions(tmp_path, shared_data)
     assert main(["eval", str(tmp_path), "--speakers", "axb", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["emotion_mapping"] == EmotionMapping().to_dict()
@@ -133,3 +139,20 @@ def test_eval_on_emotion_labelled_speech_prints_the_mapping_and_chooses_speakers
     capsys.readouterr()
     assert main(["eval", str(tmp_path), "--speakers", "nobody"]) == 2
     assert "no rows of speakers ['nobody']" in capsys.readouterr().err
+
+
+def test_train_on_emotion_labelled_speech_splits_by_speaker_and_records_the_mapping(tmp_path, shared_data, capsys):
+    data = arctic_emotions(tmp_path / "data", shared_data)
+    mapping = tmp_path / "mapping.json"
+    mapping.write_text(json.dumps({"scores": {"happy": 2.0, "sad": -2.0, "angry": -1.0, "neutral": 0, "calm": 0}}))
+    out = tmp_path / "head"
+    args = ["train", str(data), "--out", str(out), "--epochs", "3", "--json", "--audio-encoder", "acoustic"]
+    assert main([*args, "--valid-speakers", "axb", "--emotion-mapping", str(mapping)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["extra"]["emotion_mapping"]["scores"]["happy"] == 2.0
+    assert config["extra"]["encoders"]["audio"]["kind"] == "acoustic"
+    capsys.readouterr()
+    assert main(["eval", str(data), "--checkpoint", str(out), "--speakers", "axb"]) == 0
+    assert "emotion -> sentiment: happy +2, calm +0, neutral +0, angry -1, sad -2" in capsys.readouterr().out
+    assert main(args) == 2  # no speakers: there is no split to select on
+    assert "has no train/valid splits; for emotion-labelled speech give --valid-speakers" in capsys.readouterr().err

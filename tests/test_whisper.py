@@ -187,6 +187,11 @@ def test_saved_folder_keeps_the_layers_used_and_refuses_deeper_ones(tmp_path, rn
     assert spec == {"kind": "whisper", "model": str(folder), "layer": 2, "pooling": "mean", "window_seconds": 30.0}
     rebuilt = load_encoder(spec, modality="audio")
     assert isinstance(rebuilt, WhisperEncoder) and rebuilt.layer == 2
+    short = load_encoder(f"whisper:{folder}:1", modality="audio")  # the CLI's string form
+    assert isinstance(short, WhisperEncoder) and short.layer == 1 and short.model_name == str(folder)
+    assert load_encoder(f"whisper:{folder}", modality="audio").layer == 2
+    with pytest.raises(EncoderError, match="written 'whisper:MODEL' or 'whisper:MODEL:LAYER'"):
+        load_encoder("whisper:", modality="audio")
 
 
 # ------------------------------------------------------------------------------------ the real whisper-base

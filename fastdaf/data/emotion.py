@@ -171,23 +171,24 @@ def read_emotion_manifest(path: str | Path, mapping: EmotionMapping | None = Non
     return rows, skipped
 
 
-def speaker_splits(rows: Sequence[EmotionRow], *, valid: Iterable[str] = (), test: Iterable[str] = ()) -> list[str]:
-    """Each row's split ("train", "valid" or "test") by its speaker only: listed speakers go to valid or test."""
+def speaker_splits(speakers: Sequence[str | None], *, valid: Iterable[str] = (), test: Iterable[str] = ()) -> list[str]:
+    """Each row's split ("train", "valid" or "test") from its speaker only: listed speakers go to valid or test."""
     valid, test = {str(s) for s in valid}, {str(s) for s in test}
     if valid & test:
         raise ManifestError(f"speakers {sorted(valid & test)} are in both the valid and the test split")
-    unspeaking = [r.id for r in rows if r.speaker is None]
+    unspeaking = sum(s is None for s in speakers)
     if unspeaking:
         raise ManifestError(
-            f"{len(unspeaking)} row(s) have no speaker (e.g. {unspeaking[0]!r}); splits go by speaker, never by clip: "
-            "add a speaker column"
+            f"{unspeaking} row(s) have no speaker; splits go by speaker, never by clip: add a speaker column"
         )
-    known = {r.speaker for r in rows}
+    known = set(speakers)
     unknown = sorted((valid | test) - known)
     if unknown:
-        raise ManifestError(f"speakers {unknown} are not in the data; it has {sorted(known, key=_natural)}")
-    return ["valid" if r.speaker in valid else "test" if r.speaker in test else "train" for r in rows]
+        raise ManifestError(f"speakers {unknown} are not in the data; it has {sorted(known, key=natural_order)}")
+    return ["valid" if s in valid else "test" if s in test else "train" for s in speakers]
 
 
-def _natural(text: str) -> tuple:
+def natural_order(text: str) -> tuple:
+    """Sort key putting "2" before "10" (actor numbers) and names after numbers."""
+    text = str(text)
     return (0, int(text)) if text.isdigit() else (1, text)

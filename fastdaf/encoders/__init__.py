@@ -57,8 +57,8 @@ def load_encoder(
     """Build an encoder from a spec() record or a short string.
 
     Strings: for text, "default" or a model path / hub id; for audio, "acoustic" (built-in),
-    "precomputed:DIM", or a speech model path / hub id. `backend` (fastdaf.encoders.runners) is a run-time
-    choice, not part of the spec.
+    "precomputed:DIM", "whisper:MODEL[:LAYER]" (WhisperEncoder), or a speech model path / hub id. `backend`
+    (fastdaf.encoders.runners) is a run-time choice, not part of the spec.
     """
     if isinstance(spec, str):
         if spec.startswith("precomputed:"):
@@ -68,6 +68,8 @@ def load_encoder(
             spec = {"kind": "precomputed", "modality": modality, "dim": int(dim)}
         elif modality == "audio" and spec == "acoustic":
             spec = {"kind": "acoustic"}
+        elif modality == "audio" and spec.startswith("whisper:"):
+            spec = _whisper_spec(spec)
         else:
             spec = {"kind": "text" if modality == "text" else "speech", "model": spec}
     spec = dict(spec)
@@ -86,6 +88,17 @@ def load_encoder(
     if kind == "precomputed":
         return PrecomputedEncoder(spec["modality"], int(spec["dim"]))
     raise EncoderError(f"unknown encoder kind {kind!r}; accepted: text, speech, whisper, acoustic, precomputed")
+
+
+def _whisper_spec(text: str) -> dict[str, Any]:
+    """ "whisper:MODEL" or "whisper:MODEL:LAYER" as a spec (a model path holding a colon keeps it)."""
+    rest = text[len("whisper:") :]
+    model, _, layer = rest.rpartition(":")
+    if not model or not layer.isdigit():
+        model, layer = rest, ""
+    if not model:
+        raise EncoderError(f"Whisper encoders are written 'whisper:MODEL' or 'whisper:MODEL:LAYER', got {text!r}")
+    return {"kind": "whisper", "model": model, **({"layer": int(layer)} if layer else {})}
 
 
 __all__ = [
