@@ -156,3 +156,19 @@ def test_train_on_emotion_labelled_speech_splits_by_speaker_and_records_the_mapp
     assert "emotion -> sentiment: happy +2, calm +0, neutral +0, angry -1, sad -2" in capsys.readouterr().out
     assert main(args) == 2  # no speakers: there is no split to select on
     assert "has no train/valid splits; for emotion-labelled speech give --valid-speakers" in capsys.readouterr().err
+
+
+def test_detection_reads_only_manifests_as_text(tmp_path, monkeypatch):
+    """A feature file or pickle is told by its suffix; it is never opened as a manifest."""
+    from pathlib import Path
+
+    names = ("data.safetensors", "aligned_50.pkl")
+    for name in names:
+        (tmp_path / name).write_bytes(b"\x00\xff" * 64)
+    opened = []
+    real_open = Path.open
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: opened.append(self.name) or real_open(self, *a, **k))
+    assert [detect_dataset_kind(tmp_path / name) for name in names] == ["features", "mmsa"]
+    assert opened == []
+    (tmp_path / "clips.jsonl").write_text('\n{"id": "a", "audio": "a.wav", "emotion": "sad"}\n')
+    assert detect_dataset_kind(tmp_path / "clips.jsonl") == "emotion"

@@ -38,6 +38,7 @@ DEFAULT_SCORES = {
 }
 DEFAULT_INTENSITY_SCALE = {"normal": 1.0, "strong": 1.5}
 SPEAKER_COLUMNS = ("speaker", "actor")
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +116,8 @@ def has_emotion_column(path: str | Path) -> bool:
     """Whether a CSV/JSONL (or a folder's manifest) has an `emotion` column: how the CLI tells emotion data."""
     try:
         file = manifest_file(path)
+        if file.suffix.lower() not in MANIFEST_SUFFIXES:  # feature files and pickles are never read as text here
+            return False
         with file.open(encoding="utf-8-sig", newline="") as f:
             if file.suffix.lower() == ".csv":
                 return "emotion" in (next(csv.reader(f), None) or [])
