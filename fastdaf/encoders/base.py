@@ -67,6 +67,18 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
 
 
+def combine_windows(
+    sums: torch.Tensor, counts: torch.Tensor, owner: torch.Tensor, n_items: int, window_seconds: float
+) -> Encoded:
+    """Per item, the frame mean over all its windows (window sums and frame counts added up by owner), and a note
+    for an item encoded in several windows: how speech encoders pool clips longer than one window."""
+    total = torch.zeros(n_items, sums.shape[1]).index_add_(0, owner, sums)
+    frames = torch.zeros(n_items).index_add_(0, owner, counts.float())
+    n_windows = torch.bincount(owner, minlength=n_items).tolist()
+    notes = [f"audio encoded in {n} windows of {window_seconds:g} s" if n > 1 else None for n in n_windows]
+    return Encoded(total / frames[:, None], notes)
+
+
 def load_pretrained(loader: Callable[..., Any], name: str, what: str):
     """Load with transformers' own progress bars off (fastdaf shows its own), turning failures into EncoderError."""
     from transformers.utils import logging as hf_logging  # noqa: PLC0415 - heavy: only when a Hugging Face model is built

@@ -11,7 +11,7 @@ import torch
 
 from ..choices import DEFAULT_ENCODER_BACKEND
 from ..errors import EncoderError
-from .base import Encoded, load_pretrained, pick_device, pick_dtype
+from .base import Encoded, combine_windows, load_pretrained, pick_device, pick_dtype
 from .runners import Buckets, InputSpec, make_runner
 
 SPEECH_WINDOW_BUCKETS_S = (1, 2, 4, 8, 16)  # seconds of audio per window; a batch is padded up to the next one
@@ -177,9 +177,4 @@ class SpeechEncoder:
         for batch in self._batches(pieces):
             s, c = self._frame_sums([pieces[i] for i in batch])
             sums_t[batch], counts_t[batch] = s, c
-        owner_t = torch.tensor(owner)
-        total = torch.zeros(len(waves), self.dim).index_add_(0, owner_t, sums_t)
-        frames = torch.zeros(len(waves)).index_add_(0, owner_t, counts_t.float())
-        n_windows = torch.bincount(owner_t, minlength=len(waves)).tolist()
-        notes = [f"audio encoded in {n} windows of {self.window_seconds:g} s" if n > 1 else None for n in n_windows]
-        return Encoded(total / frames[:, None], notes)
+        return combine_windows(sums_t, counts_t, torch.tensor(owner), len(waves), self.window_seconds)

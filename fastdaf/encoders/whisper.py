@@ -47,7 +47,7 @@ from torch import nn
 from ..audio.dsp import mel_filterbank
 from ..choices import DEFAULT_ENCODER_BACKEND
 from ..errors import EncoderError
-from .base import Encoded, load_pretrained, pick_device, pick_dtype
+from .base import Encoded, combine_windows, load_pretrained, pick_device, pick_dtype
 from .runners import Buckets, InputSpec, make_runner
 
 SAMPLE_RATE = 16000
@@ -522,8 +522,4 @@ class WhisperEncoder:
             vectors[idx] = self.runner({"mel": mel.transpose(1, 2).to(self.dtype), "frames": frames}).float().cpu()
             weights[idx] = ((frames + 1) // 2).float().cpu()
         owner = torch.tensor([i for i, _ in pieces])
-        total = torch.zeros(len(waves), self.dim).index_add_(0, owner, vectors * weights[:, None])
-        counts = torch.zeros(len(waves)).index_add_(0, owner, weights)
-        n_windows = torch.bincount(owner, minlength=len(waves)).tolist()
-        notes = [f"audio encoded in {n} windows of {self.window_seconds:g} s" if n > 1 else None for n in n_windows]
-        return Encoded(total / counts[:, None], notes)
+        return combine_windows(vectors * weights[:, None], weights, owner, len(waves), self.window_seconds)
