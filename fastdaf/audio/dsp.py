@@ -33,8 +33,14 @@ KERNEL_LIMIT = 1 << 20  # weights of a polyphase kernel or phase table (built in
 CHUNK_WEIGHTS = 1 << 20  # output samples x taps gathered at once (4-8 MB per buffer)
 
 
-def _sinc_weights(offsets: torch.Tensor, base: float, orig: int) -> torch.Tensor:
+def _cutoff(orig: int, new: int) -> float:
+    """The cut-off in units of the reduced rates: ROLLOFF x the lower Nyquist frequency."""
+    return min(orig, new) * ROLLOFF
+
+
+def _sinc_weights(offsets: torch.Tensor, orig: int, new: int) -> torch.Tensor:
     """Windowed-sinc weight of an input sample `offsets` input samples away from the output instant (float64)."""
+    base = _cutoff(orig, new)
     t = (offsets * (base / orig)).clamp(-LOWPASS_WIDTH, LOWPASS_WIDTH)  # in cycles of the cut-off frequency
     window = torch.cos(t * (math.pi / LOWPASS_WIDTH / 2)) ** 2
     sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(math.pi * t) / (math.pi * t))
@@ -49,8 +55,7 @@ def resample(waveform: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Ten
         return waveform
     gcd = math.gcd(int(orig_freq), int(new_freq))
     orig, new = int(orig_freq) // gcd, int(new_freq) // gcd  # output n sits at input position n * orig / new
-    base = min(orig, new) * ROLLOFF
-    reach = math.ceil(LOWPASS_WIDTH * orig / base)  # input samples on each side within the window
+    reach = math.ceil(LOWPASS_WIDTH * orig / _cutoff(orig, new))  # input samples on each side within the window
     shape, length = waveform.shape[:-1], waveform.shape[-1]
     flat = waveform.reshape(-1, length)
     flat = flat if flat.is_floating_point() else flat.float()
@@ -58,7 +63,7 @@ def resample(waveform: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Ten
     if new * (2 * reach + orig) <= KERNEL_LIMIT:
         out = _polyphase(flat, orig, new, reach)[:, :n_out]
     else:
-        out = _gathered(flat, orig, new, base, reach, n_out)
+        out = _gathered(flat, orig, new, reach, n_out)
     return out.reshape(*shape, n_out)
 
 
@@ -78,7 +83,7 @@ def _polyphase_kernels(orig: int, new: int, reach: int, dtype: torch.dtype, devi
     """[new, 2 reach + orig]: row i weights the inputs of output phase i, from reach samples before its frame."""
     taps = torch.arange(2 * reach + orig, dtype=torch.float64, device=device) - reach
     phases = torch.arange(new, dtype=torch.float64, device=device)
-    return _sinc_weights(taps[None, :] - phases[:, None] * orig / new, min(orig, new) * ROLLOFF, orig).to(dtype)
+    return _sinc_weights(taps[None, :] - phases[:, None] * orig / new, orig, new).to(dtype)
 
 
 @functools.lru_cache(maxsize=8)
@@ -86,10 +91,10 @@ def _phase_table(orig: int, new: int, reach: int, dtype: torch.dtype, device: to
     """[new, 2 reach + 1]: row p weights the inputs around an output whose position is first + p / new."""
     taps = torch.arange(-reach, reach + 1, dtype=torch.float64, device=device)
     phases = torch.arange(new, dtype=torch.float64, device=device)
-    return _sinc_weights(taps[None, :] - phases[:, None] / new, min(orig, new) * ROLLOFF, orig).to(dtype)
+    return _sinc_weights(taps[None, :] - phases[:, None] / new, orig, new).to(dtype)
 
 
-def _gathered(flat: torch.Tensor, orig: int, new: int, base: float, reach: int, n_out: int) -> torch.Tensor:
+def _gathered(flat: torch.Tensor, orig: int, new: int, reach: int, n_out: int) -> torch.Tensor:
     """Any rates (16,001 -> 16,000 Hz): output n reads the 2 reach + 1 inputs around first = floor(n orig / new),
     weighted by its phase (n orig mod new) / new: from a table per phase when it is small, else computed."""
     device, dtype = flat.device, flat.dtype
@@ -104,7 +109,7 @@ def _gathered(flat: torch.Tensor, orig: int, new: int, base: float, reach: int, 
         if table is not None:
             weights = table[phase]
         else:
-            weights = _sinc_weights(taps[None, :].double() - (phase.double() / new)[:, None], base, orig).to(dtype)
+            weights = _sinc_weights(taps[None, :].double() - (phase.double() / new)[:, None], orig, new).to(dtype)
         index = (first + reach)[:, None] + taps[None, :]
         out[:, start : start + n.numel()] = (padded[:, index] * weights).sum(dim=-1)
     return out
