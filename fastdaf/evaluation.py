@@ -208,8 +208,9 @@ def plot_evaluation(head: torch.nn.Module, data: FeatureSet, path: str | Path) -
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     else:
         fig, ((left, right), (by_score, by_weight)) = plt.subplots(2, 2, figsize=(11, 8))
-        order = sorted(set(emotions), key=lambda e: float(score[[i for i, x in enumerate(emotions) if x == e]].mean()))
-        groups = [[i for i, x in enumerate(emotions) if x == e] for e in order]
+        rows_of = {e: [i for i, x in enumerate(emotions) if x == e] for e in set(emotions)}
+        order = sorted(rows_of, key=lambda e: float(score[rows_of[e]].mean()))  # lowest mean score first
+        groups = [rows_of[e] for e in order]
         by_score.boxplot([score[g].clamp(-3, 3).numpy() for g in groups])
         by_score.axhline(0.0, color="grey", linewidth=1)
         by_score.set(ylabel="predicted score", title="score by emotion")
