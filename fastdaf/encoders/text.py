@@ -1,5 +1,6 @@
-"""Text: any Hugging Face encoder by local path or hub id (default all-MiniLM-L6-v2, shipped as a package), and the
-text normalisers and checks every text input goes through."""
+"""Text: any Hugging Face encoder by local path or hub id (default all-MiniLM-L6-v2, shipped as a package; also
+"all-mpnet-base-v2", shipped split over packages: fastdaf.encoders.packaged), and the text normalisers and checks
+every text input goes through."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ..choices import DEFAULT_ENCODER_BACKEND
 from ..errors import EncoderError, InputError
 from .base import Encoded, load_pretrained, masked_mean, pick_device, pick_dtype
 from .bert import load_native_bert
+from .packaged import packaged_model_path
 from .runners import Buckets, InputSpec, make_runner
 
 DEFAULT_TEXT_MODEL = "default"
@@ -115,7 +117,10 @@ class TextEncoder:
         if max_length < 2 or batch_size < 1:
             raise EncoderError("max_length must be >= 2 and batch_size >= 1")
         self.model_name = model
-        path = default_text_model_path() if str(model).lower() in _DEFAULT_TEXT_ALIASES else str(model)
+        if str(model).lower() in _DEFAULT_TEXT_ALIASES:
+            path = default_text_model_path()
+        else:  # a model registry packages ship (e.g. "all-mpnet-base-v2", unpacked once), else a path or hub id
+            path = str(packaged_model_path(model) or model)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         # native=None: BERT-architecture checkpoints run on fastdaf.encoders.bert (start-up ~2.5 s faster), others on
