@@ -1,7 +1,7 @@
 """Prediction on this machine: cold start of `fastdaf predict`, warm latency of one utterance, batch throughput.
 
-    python benchmarks/predict_latency.py [--runs 5] [--iters 50] [--batch-size 32] [--batch-runs 5]
-                                         [--results FILE | --no-results]
+    python benchmarks/predict_latency.py [--checkpoint default|fast|DIR] [--runs 5] [--iters 50] [--batch-size 32]
+                                         [--batch-runs 5] [--results FILE | --no-results]
 
 - cold start: wall time from launching `fastdaf predict --text ... --audio ...` (a new process, the
   bundled model, the 3.9 s CMU ARCTIC clip aew_a0001 and its sentence) to its exit after printing;
@@ -36,6 +36,7 @@ BENCHMARK = "benchmarks/predict_latency.py"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="default", help="a bundled model (default, fast) or a folder")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.runs):
         start = time.perf_counter()
         subprocess.run(
-            [str(exe), "predict", "--text", sentence, "--audio", clip],
+            [str(exe), "predict", "--text", sentence, "--audio", clip, "--checkpoint", args.checkpoint],
             check=True,
             capture_output=True,
             env={**os.environ, "HF_HUB_OFFLINE": "1"},
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from fastdaf import SentimentPredictor
     from fastdaf.encoders.base import pick_dtype
 
-    predictor = SentimentPredictor()
+    predictor = SentimentPredictor(args.checkpoint)
     for _ in range(5):
         predictor.predict(sentence, clip)
     warm = []
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         backend=DEFAULT_ENCODER_BACKEND,
         dtype=pick_dtype(None, predictor.device),  # the encoders' default, which the predictor uses
     )
-    extra = {"head": predictor.head_backend, "model": "bundled"}
+    extra = {"head": predictor.head_backend, "model": args.checkpoint}
     rows = [
         bench_row(
             BENCHMARK,

@@ -61,7 +61,7 @@ from . import errors
 from .checkpoint import read_config
 from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, ENCODER_BACKENDS, HEADS
 from .data.manifests import read_manifest
-from .default_model import path as default_model_path
+from .default_model import resolve as resolve_checkpoint
 from .errors import FastDAFError, InputError, ManifestError
 from .extras import require
 from .pipeline import SentimentPredictor, flatten_record, record_columns
@@ -413,7 +413,7 @@ def predict_manifest(
     pc, pq = _pyarrow()[1], _pyarrow()[3]
     targets = _output_paths(Path(out), formats)
     manifest = os.fspath(manifest)
-    checkpoint_path = Path(checkpoint) if checkpoint is not None else default_model_path()
+    checkpoint_path = resolve_checkpoint(checkpoint)
     cfg, _ = read_config(checkpoint_path)  # a bad checkpoint is refused before Ray starts
     modalities, output_names = list(cfg.modality_names), list(cfg.output_names[1:])
     fs, files, remote, base = _manifest_files(manifest)

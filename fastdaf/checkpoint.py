@@ -96,6 +96,43 @@ def _check_encoders(path: Path, extra: Mapping[str, Any]) -> None:
             raise CheckpointError(f"{path}: 'extra.encoders.{name}' is a {type(spec).__name__}; expected {accepted}")
 
 
+LOCAL_MODEL_PREFIX = "./"
+
+
+def local_encoder_folders(extra: Mapping[str, Any]) -> dict[str, str]:
+    """Modality -> the folder inside the checkpoint that holds its encoder's weights (specs whose model is "./NAME")."""
+    out = {}
+    for modality, spec in (extra.get("encoders") or {}).items():
+        model = spec.get("model") if isinstance(spec, dict) else None
+        if isinstance(model, str) and model.startswith(LOCAL_MODEL_PREFIX):
+            out[modality] = model[len(LOCAL_MODEL_PREFIX) :]
+    return out
+
+
+def encoder_specs(directory: str | Path, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The checkpoint's encoder specs, each "./NAME" model made an absolute path inside the checkpoint folder.
+
+    A checkpoint moves as one folder (copied, served, bundled inside the package), so weights it carries are named
+    relative to it, never to the current folder; a name that leaves the folder or is missing is a CheckpointError.
+    """
+    directory = Path(directory).resolve()
+    specs = {m: (dict(s) if isinstance(s, dict) else s) for m, s in (extra.get("encoders") or {}).items()}
+    for modality, name in local_encoder_folders(extra).items():
+        folder = (directory / name).resolve()
+        if not folder.is_relative_to(directory) or folder == directory:
+            raise CheckpointError(
+                f"{directory / CONFIG_FILE}: the {modality} encoder's model {LOCAL_MODEL_PREFIX + name!r} is outside "
+                "the checkpoint folder; a './' model names a folder inside it"
+            )
+        if not folder.is_dir():
+            raise CheckpointError(
+                f"{directory}: the {modality} encoder's weights {LOCAL_MODEL_PREFIX + name!r} are missing (expected "
+                f"the folder {folder}); copy the whole checkpoint folder"
+            )
+        specs[modality]["model"] = str(folder)
+    return specs
+
+
 def read_config(directory: str | Path) -> tuple[DAFConfig, dict[str, Any]]:
     """Read and validate `config.json`; returns the head config and the `extra` record.
 

@@ -19,11 +19,11 @@ from tqdm.auto import tqdm
 from . import environment
 from .ablation import control_verdicts, markdown_table, plot, run_ablation, weights_summary
 from .bulk import FORMATS, predict_manifest
-from .checkpoint import read_config
+from .checkpoint import encoder_specs, read_config
 from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, DEFAULT_SERVE_DEVICE, ENCODER_BACKENDS, HEADS, SERVE_DEVICES
 from .config import FUSION_MODES, DAFConfig
-from .data.emotion import EmotionMapping, natural_order, speaker_splits
-from .default_model import path as default_model_path
+from .data.emotion import EmotionMapping, rows_of_speakers, speaker_splits
+from .default_model import resolve as resolve_checkpoint
 from .encoders import NORMALIZERS
 from .errors import FastDAFError, InputError
 from .evaluation import CONTROL_KINDS, evaluate, plot_evaluation, verdicts, without
@@ -214,11 +214,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """MMSA metrics of a checkpoint (default: the bundled model) on a split of a dataset."""
-    checkpoint = args.checkpoint or default_model_path()
+    checkpoint = resolve_checkpoint(args.checkpoint)
     head = DAFHead.from_pretrained(checkpoint)
     _, extra = read_config(checkpoint)
     mapping = _emotion_mapping(args.emotion_mapping, extra)
-    data = load_data(args.data, encoders=extra.get("encoders"), progress=not args.json, emotion_mapping=mapping)
+    data = load_data(
+        args.data,
+        encoders=encoder_specs(checkpoint, extra),
+        progress=not args.json,
+        emotion_mapping=mapping,
+        splits=None if args.split is None else (args.split,),  # only the rows evaluated are encoded
+        speakers=args.speakers,
+    )
     rows, split = _split_or_all(data, args.split)
     if args.speakers:
         rows, split = _speakers(rows, args.speakers, args.data), f"speakers {' '.join(args.speakers)}"
@@ -282,11 +289,7 @@ def _row_speakers(rows, source: Path, option: str) -> list[str | None]:
 
 def _speakers(rows, speakers: list[str], source: Path):
     """The rows of these speakers."""
-    known = _row_speakers(rows, source, "--speakers")
-    unknown = sorted(set(speakers) - set(known))
-    if unknown:
-        raise InputError(f"{source}: no rows of speakers {unknown}; it has {sorted(set(known), key=natural_order)}")
-    return rows.subset([i for i, speaker in enumerate(known) if speaker in set(speakers)])
+    return rows.subset(rows_of_speakers(_row_speakers(rows, source, "--speakers"), speakers, source))
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -656,7 +659,10 @@ def _predict_manifest(predictor, rows: list, target: Path | None, *, progress: b
 
 def _add_checkpoint_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--checkpoint", type=Path, default=None, help="head checkpoint directory (default: the bundled model)"
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="checkpoint directory, or a bundled model: default (text + Whisper voice, CC BY-NC-SA) or fast",
     )
 
 

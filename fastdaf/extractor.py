@@ -12,7 +12,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from .audio.acoustic import no_speech_reason
 from .audio.loading import AudioInput, load_audio
 from .choices import DEFAULT_ENCODER_BACKEND
 from .data import detect_dataset_kind, load_csd_folder, load_mmsa_pickle, read_transcript_csv, read_transcript_dir
-from .data.emotion import EmotionMapping, read_emotion_manifest
+from .data.emotion import EmotionMapping, read_emotion_manifest, rows_of_speakers
 from .data.manifests import ManifestRow, pending_rows, read_manifest
 from .encoders import check_unicode, load_encoder
 from .errors import FastDAFError, InputError, ManifestError
@@ -282,6 +282,8 @@ def load_data(
     encoders: Mapping[str, Any] | None = None,
     progress: bool = False,
     emotion_mapping: EmotionMapping | None = None,
+    splits: Collection[str] | None = None,
+    speakers: Collection[str] | None = None,
 ) -> FeatureSet:
     """Any dataset fastdaf reads, as pooled features: the one dispatch the CLI uses.
 
@@ -290,6 +292,8 @@ def load_data(
     text encoder), and any other modality of `encoders` is stored as absent for every row. Emotion-labelled
     speech (fastdaf.data.emotion) is encoded with `encoders` (text and audio), labelled by `emotion_mapping`
     (default: the default mapping); its info records the mapping and each row's emotion and speaker by id.
+    `splits` (transcripts) and `speakers` (emotion-labelled speech) encode only those rows, where the data has them:
+    evaluating one split or three actors need not encode the rest.
     """
     kind = detect_dataset_kind(path)
     if kind == "features":
@@ -299,8 +303,10 @@ def load_data(
     if kind == "csd":
         return load_csd_folder(path)
     if kind == "emotion":
-        return _load_emotion_data(path, encoders, emotion_mapping or EmotionMapping(), progress)
+        return _load_emotion_data(path, encoders, emotion_mapping or EmotionMapping(), progress, speakers)
     rows = read_transcript_dir(path) if Path(path).is_dir() else read_transcript_csv(path)
+    if splits is not None and any(r.split in splits for r in rows):  # else the caller's split() names what there is
+        rows = [r for r in rows if r.split in splits]
     encoders = dict(encoders or {"text": "default"})
     if "text" not in encoders:
         raise InputError(f"{path} holds transcripts, but the model has no text encoder (it has {sorted(encoders)})")
@@ -330,9 +336,15 @@ def load_data(
 
 
 def _load_emotion_data(
-    path: str | Path, encoders: Mapping[str, Any] | None, mapping: EmotionMapping, progress: bool
+    path: str | Path,
+    encoders: Mapping[str, Any] | None,
+    mapping: EmotionMapping,
+    progress: bool,
+    speakers: Collection[str] | None,
 ) -> FeatureSet:
     rows, skipped = read_emotion_manifest(path, mapping)
+    if speakers is not None:
+        rows = [rows[i] for i in rows_of_speakers([r.speaker for r in rows], speakers, path)]
     encoders = dict(encoders or {"text": "default", "audio": "acoustic"})
     extractor = FeatureExtractor(encoders.get("text"), encoders.get("audio"))
     batches = range(0, len(rows), 32)

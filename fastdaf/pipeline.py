@@ -26,9 +26,9 @@ from typing import Any
 import torch
 
 from .audio.loading import AudioInput
-from .checkpoint import read_config
+from .checkpoint import encoder_specs, read_config
 from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, HEADS
-from .default_model import path as default_model_path
+from .default_model import resolve as resolve_checkpoint
 from .encoders import pick_device
 from .errors import InputError, UnsupportedError
 from .extractor import FeatureExtractor
@@ -145,10 +145,10 @@ class SentimentPredictor:
             raise InputError(f"head_backend {head_backend!r} is not accepted; choose one of {list(HEADS)}")
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        self.checkpoint = Path(checkpoint) if checkpoint is not None else default_model_path()
+        self.checkpoint = resolve_checkpoint(checkpoint)
         self.device = pick_device(device)
         _, extra = read_config(self.checkpoint)
-        encoders = dict(extra.get("encoders") or {})
+        encoders = encoder_specs(self.checkpoint, extra)
         if text_encoder is not None:
             encoders["text"] = text_encoder
         if audio_encoder is not None:

@@ -107,3 +107,50 @@ def test_loading_errors_name_what_is_wrong(saved, breakage, words):
 def test_missing_directory(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint directory at"):
         DAFHead.from_pretrained(tmp_path / "nowhere")
+
+
+def test_encoder_weights_inside_a_checkpoint_are_found_from_any_folder(saved, tmp_path, monkeypatch):
+    """ "./NAME" names a folder inside the checkpoint, wherever the process runs and wherever the folder moved."""
+    from fastdaf.checkpoint import encoder_specs, local_encoder_folders
+
+    _, path = saved
+    moved = tmp_path / "elsewhere" / "ckpt"
+    (moved / "enc").mkdir(parents=True)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        (moved / name).write_bytes((path / name).read_bytes())
+    extra = {"encoders": {"text": "default", "audio": {"kind": "whisper", "model": "./enc", "layer": 2}}}
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "enc").mkdir()  # a folder of the same name in the current folder is not the one meant
+    specs = encoder_specs(moved, extra)
+    assert specs == {
+        "text": "default",
+        "audio": {"kind": "whisper", "model": str((moved / "enc").resolve()), "layer": 2},
+    }
+    assert extra["encoders"]["audio"]["model"] == "./enc"  # the record is not changed
+    assert local_encoder_folders(extra) == {"audio": "enc"}
+
+
+@pytest.mark.parametrize(
+    ("model", "words"),
+    [("./missing", r"weights './missing' are missing .*copy the whole checkpoint"), ("./../ckpt", "outside")],
+)
+def test_encoder_weights_missing_or_outside_the_checkpoint_are_refused(saved, model, words):
+    from fastdaf.checkpoint import encoder_specs
+
+    _, path = saved
+    with pytest.raises(CheckpointError, match=words):
+        encoder_specs(path, {"encoders": {"audio": {"kind": "whisper", "model": model}}})
+
+
+def test_bundled_model_names(tmp_path, monkeypatch):
+    from fastdaf import default_model
+
+    assert default_model.resolve(None) == default_model.DIRECTORY
+    assert default_model.resolve("fast") == default_model.DIRECTORY / "fast"
+    assert DAFHead.from_pretrained(default_model.resolve("fast")).config.modalities == {"text": 384, "audio": 62}
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fast").mkdir()
+    assert default_model.resolve("fast") == default_model.Path("fast")  # a local folder wins, as in from_pretrained
+    assert default_model.resolve("other") == default_model.Path("other")
+    with pytest.raises(CheckpointError, match=r"no bundled model named 'other'; bundled: \['default', 'fast'\]"):
+        default_model.path("other")

@@ -185,3 +185,31 @@ def test_missing_or_unreadable_inputs_are_named(tmp_path):
         EmotionMapping.load(tmp_path / "mapping.json")
     with pytest.raises(ManifestError, match="cannot read the emotion mapping '.*absent.json'"):
         EmotionMapping.load(tmp_path / "absent.json")
+
+
+def test_only_the_rows_evaluated_are_encoded(tmp_path, shared_data, monkeypatch):
+    """`eval --speakers` / `--split` encode those rows only (three actors of eighteen, one fold of two)."""
+    from fastdaf.errors import InputError
+    from fastdaf.extractor import FeatureExtractor, load_data
+
+    encoded = []
+    real_extract = FeatureExtractor.extract
+    monkeypatch.setattr(
+        FeatureExtractor,
+        "extract",
+        lambda self, texts, *a, **k: encoded.extend(k["names"]) or real_extract(self, texts, *a, **k),
+    )
+    data = load_data(arctic_emotions(tmp_path / "emo", shared_data), speakers=["axb"])
+    assert len(data) == 3 and set(data.info["speakers"].values()) == {"axb"} and sorted(encoded) == sorted(data.ids)
+    with pytest.raises(InputError, match=r"no rows of speakers \['nobody'\]; it has \['aew', 'axb'\]"):
+        load_data(tmp_path / "emo", speakers=["nobody"])
+    folder = tmp_path / "mosei"
+    folder.mkdir()
+    for split in ("train", "valid"):
+        (folder / f"{split}.csv").write_text(
+            f",sentence,polarity\n{split}1,a fine {split} day,1.0\n{split}2,bad,-1.0\n"
+        )
+    encoded.clear()
+    data = load_data(folder, splits=("valid",))
+    assert data.splits == ["valid", "valid"] and encoded == ["valid1", "valid2"]
+    assert len(load_data(folder, splits=("test",))) == 4  # no such split: every row, and split() names those there are

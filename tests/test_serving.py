@@ -210,9 +210,12 @@ def test_export_triton_writes_a_repository_triton_can_parse(tmp_path):
         check=True,
     )
     info = json.loads(out.stdout)
-    assert sorted(info["files"]) == [
+    assert sorted(info["files"]) == [  # the bundled model carries its Whisper encoder: copied with it
         "fastdaf/1/checkpoint/config.json",
         "fastdaf/1/checkpoint/model.safetensors",
+        "fastdaf/1/checkpoint/whisper-encoder/LICENSE",
+        "fastdaf/1/checkpoint/whisper-encoder/config.json",
+        "fastdaf/1/checkpoint/whisper-encoder/model.safetensors",
         "fastdaf/1/model.py",
         "fastdaf/config.pbtxt",
     ]

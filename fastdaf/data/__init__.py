@@ -21,7 +21,14 @@ from pathlib import Path
 
 from ..errors import FeatureFileError
 from .csd import infer_csd_modalities, load_csd_folder
-from .emotion import EmotionMapping, EmotionRow, has_emotion_column, read_emotion_manifest, speaker_splits
+from .emotion import (
+    EmotionMapping,
+    EmotionRow,
+    has_emotion_column,
+    read_emotion_manifest,
+    rows_of_speakers,
+    speaker_splits,
+)
 from .manifests import ManifestRow, pending_rows, read_manifest
 from .mmsa import load_mmsa_pickle
 from .safe_pickle import SafeUnpickler, UnsafePickleError, safe_load_pickle
@@ -86,6 +93,7 @@ __all__ = [
     "load_mmsa_pickle",
     "pending_rows",
     "read_emotion_manifest",
+    "rows_of_speakers",
     "read_manifest",
     "speaker_splits",
     "read_mosei_transcripts",

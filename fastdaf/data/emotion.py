@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ManifestError
+from ..errors import InputError, ManifestError
 
 DEFAULT_SCORES = {
     "happy": 1.5,
@@ -189,6 +189,16 @@ def speaker_splits(speakers: Sequence[str | None], *, valid: Iterable[str] = (),
     if unknown:
         raise ManifestError(f"speakers {unknown} are not in the data; it has {sorted(known, key=natural_order)}")
     return ["valid" if s in valid else "test" if s in test else "train" for s in speakers]
+
+
+def rows_of_speakers(speakers: Sequence[str | None], wanted: Iterable[str], source: object) -> list[int]:
+    """Indices of the rows spoken by `wanted`; a wanted speaker without rows is refused, naming those there are."""
+    wanted = {str(s) for s in wanted}
+    unknown = sorted(wanted - set(speakers), key=natural_order)
+    if unknown:
+        known = sorted({s for s in speakers if s is not None}, key=natural_order)
+        raise InputError(f"{source}: no rows of speakers {unknown}; it has {known}")
+    return [i for i, s in enumerate(speakers) if s in wanted]
 
 
 def natural_order(text: str) -> tuple:

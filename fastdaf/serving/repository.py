@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_config
+from ..checkpoint import CONFIG_FILE, WEIGHTS_FILE, local_encoder_folders, read_config
 from ..choices import DEFAULT_SERVE_DEVICE, SERVE_DEVICES
-from ..default_model import path as default_model_path
+from ..default_model import resolve as resolve_checkpoint
 from ..errors import CheckpointError, FastDAFError, InputError, ServeError
 from ..head import DAFHead
 from ..pipeline import SentimentPredictor
@@ -102,7 +102,7 @@ def validate_checkpoint(checkpoint: str | Path | None = None, *, encoders: bool 
     every tensor), for a repository whose encoders are on the server that will run it.
     """
 
-    checkpoint = Path(checkpoint) if checkpoint is not None else default_model_path()
+    checkpoint = resolve_checkpoint(checkpoint)
     try:
         if encoders:
             SentimentPredictor(checkpoint, device="cpu")
@@ -127,12 +127,13 @@ def write_model_repository(
     """Write `<directory>/<name>/{config.pbtxt, 1/model.py, 1/checkpoint/}`; returns `directory`.
 
     The checkpoint is copied in, so the repository stands alone. Encoders are referenced as the
-    checkpoint records them (the bundled model's ship with fastdaf; a local path must exist on the server).
+    checkpoint records them (the bundled model's ship with fastdaf, weights inside the checkpoint folder are copied
+    with it; any other local path must exist on the server).
     """
 
-    checkpoint = Path(checkpoint) if checkpoint is not None else default_model_path()
+    checkpoint = resolve_checkpoint(checkpoint)
     validate_checkpoint(checkpoint, encoders=False)  # the encoders may live only on the server
-    config, _ = read_config(checkpoint)
+    config, extra = read_config(checkpoint)
     directory = Path(directory)
     model_dir = directory / name
     if model_dir.exists() and any(model_dir.iterdir()) and not overwrite:
@@ -145,6 +146,8 @@ def write_model_repository(
     (version_dir / "checkpoint").mkdir(parents=True)
     for file in (CONFIG_FILE, WEIGHTS_FILE):
         shutil.copy2(checkpoint / file, version_dir / "checkpoint" / file)
+    for folder in sorted(set(local_encoder_folders(extra).values())):  # encoder weights the checkpoint carries
+        shutil.copytree(checkpoint / folder, version_dir / "checkpoint" / folder)
     (version_dir / "model.py").write_text(MODEL_PY)
     (model_dir / "config.pbtxt").write_text(model_config(list(config.modalities), options, name=name))
     return directory
