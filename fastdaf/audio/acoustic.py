@@ -188,7 +188,7 @@ def _cumulative_mean_normalise(diff: torch.Tensor) -> torch.Tensor:
     cum = torch.cumsum(diff, dim=-1)
     norm = diff * lags / torch.where(cum > 0, cum, 1.0)
     norm = torch.where(cum > 0, norm, 1.0)
-    norm[..., 0] = 1.0
+    norm[..., 0].fill_(1.0)  # fill_, not `= 1.0`: assigning a Python number makes a host tensor to copy in
     return norm
 
 
@@ -214,7 +214,7 @@ def _first_dip_minimum(
 
 def _parabolic_offset(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Sub-sample offset of the vertex of the parabola through values[index-1 .. index+1], in [-1, 1]."""
-    idx = index.unsqueeze(-1) + torch.tensor([-1, 0, 1], device=index.device)
+    idx = index.unsqueeze(-1) + torch.arange(-1, 2, device=index.device)  # made on the device: capture-safe
     left, centre, right = values.gather(-1, idx).unbind(-1)
     curvature = left - 2.0 * centre + right
     offset = 0.5 * (left - right) / torch.where(curvature > 0, curvature, 1.0)
@@ -398,7 +398,8 @@ def _masked_percentiles(x: torch.Tensor, mask: torch.Tensor, qs: Sequence[float]
     """Linear-interpolated percentiles per row of x [B, F] over masked frames, [B, len(qs)]; 0 if empty."""
     ordered = torch.where(mask, x, math.inf).sort(dim=-1).values  # masked-out values sort last
     count = mask.sum(dim=-1, keepdim=True)
-    position = torch.tensor(qs, device=x.device, dtype=x.dtype) * (count - 1).clamp_min(0)
+    quantiles = torch.cat([x.new_full((1,), q) for q in qs])  # filled on the device, no host copy: capture-safe
+    position = quantiles * (count - 1).clamp_min(0)
     low = position.floor().long()
     high = torch.minimum(low + 1, (count - 1).clamp_min(0))
     frac = position - low
