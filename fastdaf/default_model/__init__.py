@@ -1,12 +1,12 @@
 """The bundled models: DAF head checkpoints that ship inside the package, so prediction works offline right after
-install. `scripts/build_default_model.py` in the repository trains both reproducibly; their model cards are in the
-README and in each `config.json`'s `extra.model_card`.
+install. `scripts/build_default_model.py` and `scripts/build_fast_model.py` in the repository train them
+reproducibly; their model cards are in the README and in each `config.json`'s `extra.model_card`.
 
 - "default" (this folder): text (all-MiniLM-L6-v2) + voice (Whisper-base's layer-3 encoder, carried in
   `whisper-encoder/`), trained on CMU-MOSEI transcripts and RAVDESS acted speech. Its weights inherit RAVDESS's
   licence, CC BY-NC-SA 4.0: non-commercial use only.
 - "fast" (`fast/`): the 0.1 model, text + the built-in acoustic features, trained on CMU-MOSEI transcripts with
-  synthetic speech (its audio hears no emotion); no RAVDESS data, 10x less CPU time per clip.
+  synthetic speech (its audio hears no emotion); no RAVDESS data, half the CPU time per utterance.
 
 A checkpoint argument naming one of them ("default", "fast") means the bundled model unless a folder of that name
 exists (a local folder wins, as with Hugging Face's `from_pretrained`).

