@@ -65,6 +65,7 @@ from .cli import CommandParser
 from .config import DAFConfig
 from .encoders.acoustic import AcousticCore, acoustic_buckets
 from .encoders.base import pick_device, pick_dtype
+from .encoders.bert import NativeBert
 from .encoders.runners import InputSpec, capture_cuda_graph, make_runner
 from .encoders.speech import SpeechCore, SpeechEncoder, speech_buckets
 from .encoders.text import TextCore, text_buckets
@@ -309,7 +310,11 @@ def text_core(name: str, device: torch.device, dtype: torch.dtype, backend: str,
     else:
         config = tf.AutoConfig.from_pretrained(name)
     layers = [1, 2, 3, 4, 5, 6] if name == "minilm" else None  # the bundled model's layer mix
-    core = TextCore(tf.AutoModel.from_config(config), layers, "mean").to(device, dtype).eval()
+    # BERT configs run on fastdaf's BERT, as BERT-architecture checkpoints do in the pipeline (and it is
+    # capture-safe); others on transformers' model, which a CUDA graph cannot capture (encoders.runners)
+    native = config.model_type == "bert"
+    model = NativeBert(config.to_dict()) if native else tf.AutoModel.from_config(config)
+    core = TextCore(model, layers, "mean").to(device, dtype).eval()
     specs = {"input_ids": InputSpec(pad=0), "attention_mask": InputSpec(pad=0)}
     example = {
         "input_ids": torch.randint(1000, 2000, (1, 64), device=device),
@@ -317,7 +322,7 @@ def text_core(name: str, device: torch.device, dtype: torch.dtype, backend: str,
     }
     # fmt: off
     runner = make_runner(core, backend, device, specs=specs, example=example, output_names=("vector",),
-                         buckets=text_buckets(max_length), dtype=dtype)
+                         buckets=text_buckets(max_length), dtype=dtype, capturable=native)
     # fmt: on
     return runner, config.hidden_size, config.vocab_size
 

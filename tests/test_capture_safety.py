@@ -71,7 +71,7 @@ def test_acoustic_core_is_capture_safe():
 
 def test_native_text_core_is_capture_safe(tiny_models):
     """fastdaf's own BERT (what BERT-architecture checkpoints run on, the bundled models' included). Other
-    architectures run transformers' code, which reads a tensor on the host (aten.is_nonzero, transformers 5.25)."""
+    architectures run transformers' code, which reads a tensor on the host (transformers 5.25; see the next tests)."""
     from fastdaf.encoders import TextEncoder
 
     encoder = TextEncoder(str(tiny_models["bert"]), native=True, layer=[1, 2], device="cpu")
@@ -98,3 +98,56 @@ def test_reference_head_is_capture_safe_without_its_input_check(fusion):
     present = torch.tensor([[True, True], [True, False], [False, True]])
     assert host_bound_ops(head, features, present, check=False) == {}
     assert set(host_bound_ops(head, features, present)) == {"aten._local_scalar_dense"}
+
+
+def test_fused_head_is_capture_safe_without_its_input_check():
+    """The fused head's host side (fastdaf.fused: buffers, the mask's conversion, the launch) under the same
+    contract as the reference head; its kernel runs in Triton's interpreter here, never on the dispatcher."""
+    from fastdaf.fused import FusedDAFHead
+    from fastdaf.reference_check import random_head
+
+    fused = FusedDAFHead.from_head(random_head(DAFConfig({"text": 12, "audio": 6}, n_outputs=2)))
+    features = {"text": torch.randn(3, 12), "audio": torch.randn(3, 6)}
+    present = torch.tensor([[True, True], [True, False], [False, True]])
+    out = (torch.empty(3, 2), torch.empty(3, 2))
+    assert host_bound_ops(lambda: fused(features, present, out=out, check=False)) == {}
+    assert set(host_bound_ops(fused, features, present)) == {"aten._local_scalar_dense"}
+
+
+@pytest.mark.parametrize("name", ["wav2vec2", "wav2vec2_layernorm", "hubert", "wavlm", "whisper"])
+def test_speech_cores_that_say_they_are_capturable_are(tiny_models, name):
+    """transformers' speech models: those a CUDA graph may capture (`capturable`, which `auto` and `cudagraph`
+    obey) read nothing on the host; masked wav2vec2-style models, whose mask transformers reads, say they are not."""
+    import numpy as np
+
+    from fastdaf.encoders.runners import resolve_backend
+    from fastdaf.encoders.speech import SpeechEncoder
+    from fastdaf.errors import UnsupportedError
+
+    encoder = SpeechEncoder(tiny_models[name], device="cpu")
+    inputs = encoder._inputs([np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1,
+                              np.zeros(9000, dtype=np.float32)])  # fmt: skip
+    found = host_bound_ops(encoder.core, **inputs)
+    assert encoder.capturable == (name != "wav2vec2_layernorm")
+    if encoder.capturable:
+        assert found == {}
+    else:
+        cuda = torch.device("cuda")
+        assert resolve_backend("auto", cuda, capturable=False) in ("eager", "tensorrt")
+        with pytest.raises(UnsupportedError, match="host"):
+            resolve_backend("cudagraph", cuda, capturable=False)
+
+
+def test_transformers_text_models_are_never_captured(tiny_models):
+    """A text checkpoint fastdaf's BERT does not run (here: forced) runs transformers' code, which is not
+    capture-safe: `auto` keeps it off CUDA graphs. The bench's text cores (gpu_check's) run fastdaf's BERT."""
+    from fastdaf.bench import text_core
+    from fastdaf.encoders import TextEncoder
+
+    encoder = TextEncoder(tiny_models["bert"], native=False, device="cpu")
+    assert not encoder.capturable
+    runner, _, _ = text_core("minilm", torch.device("cpu"), torch.float32, "eager", 128)
+    ids = torch.randint(1000, 2000, (2, 16))
+    mask = torch.ones(2, 16, dtype=torch.long)
+    mask[1, 9:] = 0
+    assert host_bound_ops(runner.core, ids, mask) == {}

@@ -19,7 +19,14 @@ vector runs inside the compiled or captured region. A `Runner` wraps a core:
   optimisation profile spanning the buckets, cached on disk keyed by the core's weights, shapes,
   dtype and the versions of torch, TensorRT and fastdaf. Refused for cores that are not padding-invariant.
 - `auto`: TensorRT if importable, else CUDA graphs on CUDA, else eager (eager for cores that are
-  not padding-invariant).
+  not padding-invariant, or not capturable).
+
+A core is *capturable* when nothing in its forward waits for the host or copies from it (`.item()`,
+`if tensor:`, tensors made from Python data, outputs sized by the data): a CUDA graph capture fails
+on those. fastdaf's own cores are (tests/test_capture_safety.py runs each under a dispatch tracer);
+transformers' code for BERT-style text models and for masked wav2vec2-style speech models is not
+(transformers 5.25: a host read of the attention mask), so those encoders declare `capturable=False`:
+`auto` runs them eagerly and `cudagraph` is refused with the reason.
 """
 
 from __future__ import annotations
@@ -95,7 +102,9 @@ def tensorrt_available() -> bool:
     return True
 
 
-def resolve_backend(backend: str, device: torch.device, *, graph_safe: bool = True, exportable: bool = True) -> str:
+def resolve_backend(
+    backend: str, device: torch.device, *, graph_safe: bool = True, exportable: bool = True, capturable: bool = True
+) -> str:
     """The concrete backend for `backend` on `device`.
 
     graph_safe: the core's outputs do not depend on padding (bucketed backends allowed). A core that
@@ -103,13 +112,22 @@ def resolve_backend(backend: str, device: torch.device, *, graph_safe: bool = Tr
     per exact input shape), never TensorRT, and 'auto' keeps it eager (a capture per new shape).
     exportable: the core exports to ONNX that TensorRT can build (the built-in acoustic features are
     FFT work, which TensorRT has no layer for: they use CUDA graphs).
+    capturable: a CUDA graph can capture the core (see the module docstring); 'auto' never picks
+    'cudagraph' for one that is not, and asking for it is refused.
     """
     if backend not in ENCODER_BACKENDS:
         raise EncoderError(f"backend {backend!r} is not accepted; choose one of {list(ENCODER_BACKENDS)}")
     if backend == "auto":
         if device.type != "cuda" or not graph_safe:
             return "eager"
-        return "tensorrt" if exportable and tensorrt_available() else "cudagraph"
+        if exportable and tensorrt_available():
+            return "tensorrt"
+        return "cudagraph" if capturable else "eager"
+    if backend == "cudagraph" and not capturable:
+        raise UnsupportedError(
+            "backend 'cudagraph' cannot capture this encoder: transformers' code for it reads a tensor on the host "
+            "(the attention mask), which a CUDA graph capture refuses; use 'eager', 'compile' or 'tensorrt'"
+        )
     if backend in ("cudagraph", "tensorrt") and device.type != "cuda":
         raise UnsupportedError(f"backend {backend!r} runs on CUDA devices; on {device} use 'eager' or 'compile'")
     if backend == "tensorrt" and not graph_safe:
@@ -444,11 +462,12 @@ def make_runner(
     buckets: Buckets = Buckets(),
     graph_safe: bool = True,
     exportable: bool = True,
+    capturable: bool = True,
     dtype: torch.dtype = torch.float32,
     max_graphs: int = 16,
 ) -> Runner:
     """The runner for `backend` (see the module docstring)."""
-    chosen = resolve_backend(backend, device, graph_safe=graph_safe, exportable=exportable)
+    chosen = resolve_backend(backend, device, graph_safe=graph_safe, exportable=exportable, capturable=capturable)
     if chosen == "eager":
         return Runner(core)
     if chosen == "compile":

@@ -86,6 +86,8 @@ class SpeechEncoder:
         self.dim = int(getattr(config, "hidden_size", None) or config.d_model)
         # wav2vec2-style models with group norm in the feature encoder must not be given an attention mask
         self.pass_mask = getattr(config, "feat_extract_norm", "layer") == "layer"
+        # transformers reads a given attention mask on the host (runners docstring): masked models are not capturable
+        self.capturable = not (self.pass_mask and not self.is_whisper)
         self.core = SpeechCore(self.model, layer, "input_features" if self.is_whisper else "input_values")
         self.runner = self._runner(backend)
 
@@ -108,7 +110,7 @@ class SpeechEncoder:
         # fmt: off
         return make_runner(self.core, backend, self.device,
                            specs=specs, example=example, output_names=("sums", "counts"), buckets=buckets,
-                           graph_safe=graph_safe, dtype=self.dtype)
+                           graph_safe=graph_safe, capturable=self.capturable, dtype=self.dtype)
         # fmt: on
 
     def spec(self) -> dict[str, Any]:

@@ -141,6 +141,8 @@ class TextEncoder:
             self.tokenizer = load_pretrained(AutoTokenizer.from_pretrained, path, "text tokenizer")
             net = load_pretrained(AutoModel.from_pretrained, path, "text encoder")
         self.native = loaded is not None
+        # fastdaf's BERT is capture-safe; transformers' models read the attention mask on the host (runners docstring)
+        self.capturable = self.native
         self.model = net.to(self.device, self.dtype).eval()
         self.model.requires_grad_(False)
         limit = getattr(self.model.config, "max_position_embeddings", None)
@@ -175,7 +177,8 @@ class TextEncoder:
         buckets = text_buckets(self.max_length)
         # fmt: off
         return make_runner(self.core, backend, self.device,
-                           specs=specs, example=example, output_names=("vector",), buckets=buckets, dtype=self.dtype)
+                           specs=specs, example=example, output_names=("vector",), buckets=buckets, dtype=self.dtype,
+                           capturable=self.capturable)
         # fmt: on
 
     def spec(self) -> dict[str, Any]:
