@@ -271,9 +271,11 @@ NUM_STAGES = 2
 # and the fused vector are both live through a modality step), plus, for bf16 inputs, the x chunk
 # converted to fp32 in registers. Measured with ptxas for sm_90 (tests/test_gpu_compile.py, four
 # modalities): at 32 values a thread tiles spill 40-3,000 bytes; at 16, at most a few words. With
-# fp16 inputs (whose fused vector is fp16) and at most two modalities, 32 values spill nothing.
+# fp16 inputs (whose fused vector is fp16) and at most two modalities, 64 values with 8 warps and 32
+# with 4 spill nothing (128-row P=128 and 64-row P=256 tiles: 225-252 registers); 128 values spill
+# 1,000-2,700 bytes (RESULTS.md, "The head's memory traffic").
 MAX_VALUES_PER_THREAD = 16
-MAX_VALUES_PER_THREAD_FP16_TWO_MODALITIES = 32
+MAX_VALUES_PER_THREAD_FP16_TWO_MODALITIES = {4: 32, 8: 64}  # by num_warps
 # Before Hopper (no wgmma), tiles of 64 or more rows spill 16-700 bytes even at 16 values a thread
 # (sm_80, measured the same way); 32 rows do not.
 MAX_ROWS_BEFORE_HOPPER = 32
@@ -286,10 +288,18 @@ def block_k_for(weight_bytes: int) -> int:
     return 64 if weight_bytes == 2 else 32
 
 
+# Columns per chunk of the scoring matrix U and the MLP's W1, by padded projection size (64 below
+# 128). A chunk is loaded in a loop of two or more trips, so Triton copies it to shared memory
+# asynchronously instead of through registers: with 64-column chunks (one trip at P=128 and A=64) the
+# copy went through registers, and a 128-row P=128 fp16 tile or a 64-row P=256 one spilled; with
+# these neither does (ptxas, sm_90; RESULTS.md, "The head's memory traffic"). At P=512 16 columns
+# spilled more than 32 (972 against 456 bytes, fp32, four modalities), so 32 stay.
+CHUNK_COLUMNS = {128: 32, 256: 16, 512: 32}
+
+
 def chunk_size(n: int, p_pad: int) -> int:
-    """Columns per chunk of the scoring matrix U [P, A] and the MLP's W1 [P, H]: at most 64, and at
-    most 16K elements per chunk, so that a P=512 chunk (plus the fused vector) fits shared memory."""
-    return _pow2(n, high=min(64, max(16, 16384 // p_pad)))
+    """Columns per chunk of the scoring matrix U [P, A] and the MLP's W1 [P, H] (CHUNK_COLUMNS)."""
+    return _pow2(n, high=CHUNK_COLUMNS.get(p_pad, 64))
 
 
 def shared_memory_estimate(
@@ -336,7 +346,9 @@ def tile_fits(
     block_k = block_k_for(weight_bytes)
     per_thread = (block_b * p_pad + (block_b * block_k if converts_input else 0)) // (32 * num_warps)
     limit = (
-        MAX_VALUES_PER_THREAD_FP16_TWO_MODALITIES if weight_bytes == 2 and n_modalities <= 2 else MAX_VALUES_PER_THREAD
+        MAX_VALUES_PER_THREAD_FP16_TWO_MODALITIES[num_warps]
+        if weight_bytes == 2 and n_modalities <= 2
+        else MAX_VALUES_PER_THREAD
     )
     smem = shared_memory_estimate(block_b, block_k, p_pad, block_a, block_h, no_pad, weight_bytes)
     return per_thread <= limit and smem <= shared_limit
