@@ -2,6 +2,8 @@
 
     python3 benchmarks/gpu_check.py --out DIR [--deadline 300]  # GPU machine, plain checkout: DIR/gpu_check.json
     python3 benchmarks/gpu_check.py --smoke --out DIR           # CPU dry run of the same code (TRITON_INTERPRET=1)
+    python3 benchmarks/gpu_check.py --prebuild DIR              # CPU, beforehand: compile its sm_90 kernels into DIR
+    python3 benchmarks/gpu_check.py --triton-cache DIR --out OUT  # GPU: launch those instead of compiling them
 
 It needs only torch, triton, transformers and numpy (a lent GPU machine has these and torchaudio): the
 script puts its checkout on sys.path (kernels/ has no __init__.py, so it never shadows an installed `kernels`),
@@ -13,39 +15,52 @@ the script's start). A section stops when its window closes (validation may use 
 its last 45%, timing up to its last 20%, end to end the rest; time a section leaves over goes to
 the next) and records each case it did not start as {"skipped": "deadline ..."}:
 
+0. preflight (seconds): versions (torch, triton, transformers, CUDA, driver), the card's name and
+   nominal HBM bandwidth class, a C compiler and Python's headers (Triton builds its launcher with them
+   on the first launch), an empty Triton launch, a one-node CUDA graph capture and replay, and
+   `from transformers import AutoModel`. A failed probe skips the sections that need it
+   (SECTION_NEEDS) with its reason, instead of failing case by case. Then the bounds used below and
+   the fused head's predicted memory traffic (kernels/daf_head_traffic.py) are printed.
 1. validation: 16 compiled variants of the kernel, a 4x4 covering design (row: input dtype
    fp32-tf32/fp32-ieee/fp16/bf16; column: 1-4 modalities; a Latin square picks the fusion, another
    assignment the mask, so every pair of those factors occurs and none moves in lock-step),
    projection sizes 16..512 spread over the cells, each with a pinned tile from
    fastdaf.kernels.daf_head.feasible_tiles; plus two autotuned cases. Each output is poisoned with
    NaN first (every element must be written), and compared with the reference head evaluated in
-   float64 on the GPU: norm-wise relative error of scores and of modality weights (TOLERANCE).
+   float64 on the GPU: the componentwise error of every score and modality weight over the size that
+   rounding gives it (fastdaf.reference_check.error_scales64), which a score cancelling near zero
+   cannot inflate, against COMPONENTWISE_TOLERANCE (the tf32 bound from a model of tf32 truncation,
+   benchmarks/gpu_check_bounds.py); the norm-wise errors are recorded beside.
 2. head timing at the target shapes (text 768 + audio 74; projection 128 and 256; B = 1, 64, 65536;
    fp16 and fp32; B=1 first): eager reference, reference under a CUDA graph, fused, fused under a
    CUDA graph, and an empty Triton launch; torch.compile of the reference only if time is left.
    The autotuned fused head is also checked against float64 at each timed shape. Ceilings measured
    in this run: device copy bandwidth (bytes read + written) and the fp16/tf32 rate of an 8192^3
-   matrix product; the roofline floor of the fused head is bytes moved / copy bandwidth (HBM only)
-   and max(that, FLOPs / matmul rate).
+   matrix product. Each backend gets wall-clock percentiles per call (what a caller waits for; the
+   speed-up targets) and its device time by CUDA events over back-to-back calls (graph replays for
+   the graph backends). Roofline fractions divide the fewest bytes the head must move by the
+   measured copy bandwidth and by the card's nominal HBM bandwidth, over the fused head's device
+   time under a graph, with the traffic model's prediction for the shape beside them.
 3. end to end (fastdaf.bench.bench_e2e): CUDA-graph encoder cores first checked against eager, then
    the default encoders (MiniLM-L6-size text encoder with random weights, its 1..6 layer mix, and
    the built-in acoustic features; 64 tokens, 10 s of audio) at B=1 and 64 with the fastest
    backends, the all-eager baseline (eager encoders and the eager reference head) at B=1, and
    HuBERT-base + BERT-base at B=1 (HuBERT on CUDA graphs captured per exact input shape).
 
-Measurement: every latency is wall clock per call (host clock around the call and a device
+Measurement: latencies are wall clock per call (host clock around the call and a device
 synchronise: what a caller waits for), p50 (and p90) over --iters calls after warm-up, so
-compilation, autotuning and graph capture stay out; the backends of one shape are timed side by
-side in one process on one card, and the head targets are ratios of p50s within this run.
+compilation, autotuning and graph capture stay out; head rows add the device time by CUDA events;
+the backends of one shape are timed side by side in one process on one card, and the head targets
+are ratios within this run.
 
 Output: DIR/gpu_check.json, rewritten after every validation case and every section, with
 "targets": one {"name", "value", "threshold", "pass", "source"} per target of issue 12 (value and
 pass null where its part did not run), also printed as a table. Every case is fail-soft: an
 exception is recorded as {"error": "<type>: <message>"} and the run goes on. The exit code reflects
-correctness only: 1 if a validation case failed or raised, a graph encoder disagreed with eager, or any
-case could not import what it needs (an ImportError means a broken environment, such as a package shadowed
-by a folder of the checkout, and every end-to-end row would fail the same way); other timing and end-to-end
-errors are printed and recorded, not judged. gpu_check.json keeps its format
+correctness only: 1 if a validation case failed or raised, a graph encoder disagreed with eager, a
+preflight probe failed, or any case could not import what it needs (an ImportError means a broken
+environment, such as a package shadowed by a folder of the checkout, and every end-to-end row would fail
+the same way); other timing and end-to-end errors are printed and recorded, not judged. gpu_check.json keeps its format
 (other tools read it): a head timing row's keys name the head backends of `fastdaf-bench head` by their
 former names, `eager_*` for `reference`, `cudagraph_*` for `reference-cudagraph`, `compile_*` for
 `reference-compile` (JSON_NAMES).
@@ -85,7 +100,13 @@ from fastdaf import DAFConfig, DAFHead  # noqa: E402
 from fastdaf.bench import head_callables, random_features, random_head, time_calls  # noqa: E402
 from fastdaf.bench_rows import BenchRow, append_rows, bench_row, environment  # noqa: E402
 from fastdaf.fused import FusedDAFHead  # noqa: E402
-from fastdaf.reference_check import TOLERANCE, reference64, relative_error  # noqa: E402  (tolerances explained there)
+from fastdaf.reference_check import (  # noqa: E402  (bounds explained there)
+    COMPONENTWISE_TOLERANCE,
+    componentwise_error,
+    error_scales64,
+    reference64,
+    relative_error,
+)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_TILE = {"BLOCK_B": 16, "BLOCK_K": 32, "num_warps": 4, "num_stages": 2}
@@ -179,7 +200,11 @@ def save(report: dict, out: Path) -> None:
 
 
 def check_fused(fused: FusedDAFHead, head: DAFHead, feats: dict, present: torch.Tensor | None) -> dict:
-    """Errors of the fused head against float64 on NaN-poisoned outputs, and whether every element was written."""
+    """Errors of the fused head against float64 on NaN-poisoned outputs, and whether every element was written.
+
+    Judged: the componentwise error of each score and modality weight over the size rounding gives it
+    (fastdaf.reference_check.error_scales64), which no cancellation can blow up. Recorded besides: the
+    norm-wise relative errors (a lone score near zero can make those large without any bug)."""
     cfg = head.config
     B = next(iter(feats.values())).shape[0]
     device = next(iter(feats.values())).device
@@ -188,9 +213,12 @@ def check_fused(fused: FusedDAFHead, head: DAFHead, feats: dict, present: torch.
     with torch.no_grad():
         out = fused(feats, present, out=(score, weights))
     want_score, want_weights = reference64(head, feats, present)
+    score_scale, weight_scale = error_scales64(head, feats, present)
     return {
-        "score_err": relative_error(out.score, want_score),
-        "weight_err": relative_error(out.weights, want_weights),
+        "score_err": componentwise_error(out.score, want_score, score_scale),
+        "weight_err": componentwise_error(out.weights, want_weights, weight_scale),
+        "score_norm_err": relative_error(out.score, want_score),
+        "weight_norm_err": relative_error(out.weights, want_weights),
         "all_written": bool(torch.isfinite(score).all() and torch.isfinite(weights).all()),
     }
 
@@ -201,6 +229,126 @@ def judged(errors: dict, tol: float) -> dict:
         "tolerance": tol,
         "ok": errors["all_written"] and errors["score_err"] <= tol and errors["weight_err"] <= tol,
     }
+
+
+# ------------------------------------------------------------------------------------------- preflight
+# Nominal HBM bandwidth (datasheets), bytes/s: the first entry whose key the device's name contains.
+NOMINAL_HBM_BANDWIDTH = (
+    ("H200", 4.8e12),
+    ("H100 NVL", 3.9e12),
+    ("H100 PCIe", 2.0e12),
+    ("H100", 3.35e12),  # SXM5, HBM3 (e.g. "NVIDIA H100 80GB HBM3")
+    ("A100-SXM4-80GB", 2.039e12),
+    ("A100 80GB PCIe", 1.935e12),
+    ("A100", 1.555e12),
+)
+# the preflight probes each later section needs; a failed one skips the section with its reason
+SECTION_NEEDS = {
+    "validation": ("compiler", "triton_launch"),
+    "timing": ("compiler", "triton_launch", "cuda_graph"),
+    "e2e": ("compiler", "triton_launch", "cuda_graph", "transformers"),
+}
+
+
+def nominal_hbm_bandwidth(name: str) -> tuple[str | None, float | None]:
+    """(bandwidth class, bytes/s) of a card by its name; (None, None) for a card not in the table."""
+    for key, bandwidth in NOMINAL_HBM_BANDWIDTH:
+        if key in name:
+            return key, bandwidth
+    return None, None
+
+
+def probe(fn: Callable[[], dict | None]) -> dict:
+    """One preflight probe, fail-soft: {"ok": True, ...} or {"ok": False, "error": ...}."""
+    try:
+        return {"ok": True, **(fn() or {})}
+    except Exception as exc:  # noqa: BLE001 - a probe reports, it never stops the run
+        traceback.print_exc()
+        return {"ok": False, "error": error_text(exc)}
+
+
+def one_node_graph(device: torch.device) -> dict:
+    """Capture x += 1 in a CUDA graph and replay it twice (what every graph backend relies on)."""
+    x = torch.zeros(1, device=device)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        x.add_(1)  # warm-up outside the capture, as torch asks
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        x.add_(1)
+    graph.replay()
+    graph.replay()
+    torch.cuda.synchronize()
+    if x.item() != 4.0:  # warm-up, capture (runs once), two replays
+        raise RuntimeError(f"a replayed graph computed {x.item()}, expected 4.0")
+    return {}
+
+
+def run_preflight(report: dict, device: torch.device) -> None:
+    """Versions, the card, and what the later sections need, each probed once (report["preflight"])."""
+    from fastdaf import environment
+
+    cuda = device.type == "cuda"
+    probes = report["preflight"] = {}
+    status = environment.cuda_status()
+    probes["versions"] = {
+        "ok": True,
+        **{name: environment.package_status(name).get("version") for name in ("torch", "triton", "transformers")},
+        "cuda": torch.version.cuda,
+        "driver": status.get("driver"),
+    }
+    if cuda:
+        props = torch.cuda.get_device_properties(device)
+        bandwidth_class, nominal = nominal_hbm_bandwidth(props.name)
+        probes["card"] = {
+            "ok": True,
+            "name": props.name,
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "capability": f"{props.major}.{props.minor}",
+            "bandwidth_class": bandwidth_class,
+            "nominal_hbm_bytes_per_s": nominal,
+        }
+    else:
+        probes["card"] = {"ok": None, "why": "no CUDA device (smoke run)"}
+    compiler = environment.compiler_status()
+    found = bool(compiler["c_compiler"] and compiler["python_headers"])
+    # Triton builds its C launcher with them on the first launch on a GPU; the interpreter needs neither
+    probes["compiler"] = {"ok": found if cuda else None, **compiler}
+    if cuda and not found:
+        probes["compiler"]["error"] = "Triton's launcher needs a C compiler ($CC, gcc or clang) and Python.h"
+
+    def empty_launch() -> dict:
+        x = torch.zeros(1, device=device)
+        _empty_kernel[(1,)](x)
+        if cuda:
+            torch.cuda.synchronize()
+        return {}
+
+    probes["triton_launch"] = probe(empty_launch)
+    probes["cuda_graph"] = probe(lambda: one_node_graph(device)) if cuda else {"ok": None, "why": "no CUDA device"}
+
+    def transformers_imports() -> dict:
+        import transformers
+        from transformers import AutoConfig, AutoModel  # noqa: F401 - the imports are the probe
+
+        return {"from": str(Path(transformers.__file__).parent)}
+
+    probes["transformers"] = probe(transformers_imports)
+    for name, result in probes.items():
+        verdict = {True: "ok", False: "FAILED", None: "n/a"}[result.get("ok")]
+        shown = {k: v for k, v in result.items() if k != "ok"}
+        print(f"preflight {name}: {verdict} {json.dumps(shown, default=str)}", flush=True)
+
+
+def preflight_blocks(report: dict, section: str) -> str | None:
+    """Why `section` cannot run after this preflight (None: it can)."""
+    failed = [name for name in SECTION_NEEDS[section] if report.get("preflight", {}).get(name, {}).get("ok") is False]
+    if not failed:
+        return None
+    first = report["preflight"][failed[0]]
+    return f"preflight failed: {', '.join(failed)} ({first.get('error', '')})"
 
 
 # ---------------------------------------------------------------------------------------- validation
@@ -328,7 +476,9 @@ def run_case(case: dict, device: torch.device, smoke: bool) -> dict:
         present[:, -1] |= ~present.any(dim=1)
     else:
         present = None
-    result = judged(check_fused(fused, head, feats, present), TOLERANCE[(case["dtype"], case["precision"])])
+    result = judged(
+        check_fused(fused, head, feats, present), COMPONENTWISE_TOLERANCE[(case["dtype"], case["precision"])]
+    )
     return {"tile": tile, **result}
 
 
@@ -440,7 +590,7 @@ def time_case(
             check.update(
                 judged(
                     check_fused(FusedDAFHead.from_head(head), head, feats, present),
-                    TOLERANCE[(case["dtype"], precision)],
+                    COMPONENTWISE_TOLERANCE[(case["dtype"], precision)],
                 )
             )
         except Exception as exc:  # noqa: BLE001
@@ -453,6 +603,8 @@ def time_case(
             with torch.no_grad():
                 fn = head_callables(head, feats, present, [backend])[backend]
                 t = time_calls(fn, device, warmup=20, iters=n)
+                if device.type == "cuda":
+                    row[f"{key}_device_us"] = event_time_us(fn, per_rep=3 if case["B"] >= 65536 else 20)
             row[f"{key}_p50_us"], row[f"{key}_p90_us"] = t["p50_us"], t["p90_us"]
             timed.append(
                 bench_row(
@@ -485,25 +637,58 @@ def time_case(
     return row
 
 
+def event_time_us(fn: Callable[[], Any], reps: int = 15, per_rep: int = 20) -> float:
+    """Device time of one call, by CUDA events around `per_rep` back-to-back calls (for the graph backends,
+    graph replays, so launch gaps shrink to what the GPU itself spends), median over `reps`."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(per_rep):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / per_rep)
+    return sorted(times)[reps // 2]
+
+
 def add_ratios(row: dict, cfg: DAFConfig, ceilings: dict) -> None:
+    """Speed-ups (wall-clock p50s: what a caller waits for) and roofline fractions (device time of the
+    fused head under a CUDA graph, by events) against the measured copy bandwidth and the card's nominal
+    HBM bandwidth, with the traffic model's prediction for this shape beside them."""
     p50 = lambda b: row.get(f"{b}_p50_us")  # noqa: E731
     if p50("eager") and p50("fused"):
         row["fused_speedup_vs_eager"] = p50("eager") / p50("fused")
     if p50("cudagraph") and p50("fused-cudagraph"):
         row["graph_fused_speedup_vs_graph_reference"] = p50("cudagraph") / p50("fused-cudagraph")
-    if p50("fused-cudagraph") and ceilings.get("copy_bytes_per_s"):
-        flops, moved = head_cost(cfg, row["batch"], 2 if row["dtype"] == "fp16" else 4)
+    fused_us = row.get("fused-cudagraph_device_us") or p50("fused-cudagraph")
+    if not fused_us:
+        return
+    flops, moved = head_cost(cfg, row["batch"], 2 if row["dtype"] == "fp16" else 4)
+    row.update(flops=flops, bytes=moved, roofline_timing="CUDA events over graph replays"
+               if row.get("fused-cudagraph_device_us") else "wall-clock p50")  # fmt: skip
+    if ceilings.get("copy_bytes_per_s"):
         rate = ceilings["fp16_flops_per_s"] if row["dtype"] == "fp16" else ceilings["tf32_flops_per_s"]
         hbm_us = moved / ceilings["copy_bytes_per_s"] * 1e6
         floor_us = max(hbm_us, flops / rate * 1e6)
         row.update(
-            flops=flops,
-            bytes=moved,
             roofline_hbm_us=hbm_us,
             roofline_us=floor_us,
-            roofline_fraction_hbm=hbm_us / p50("fused-cudagraph"),
-            roofline_fraction=floor_us / p50("fused-cudagraph"),
+            roofline_fraction_hbm=hbm_us / fused_us,
+            roofline_fraction=floor_us / fused_us,
         )
+    if ceilings.get("nominal_hbm_bytes_per_s"):
+        row["roofline_fraction_hbm_nominal"] = moved / ceilings["nominal_hbm_bytes_per_s"] * 1e6 / fused_us
+    try:
+        from fastdaf.kernels.daf_head_traffic import best_fraction
+
+        dtype = {"fp16": "fp16", "fp32": "fp32"}[row["dtype"]]
+        row["predicted_fraction_hbm_nominal"] = best_fraction(cfg.projection_size, row["batch"], dtype)["fraction"]
+    except Exception as exc:  # noqa: BLE001 - a prediction is a note beside the measurement
+        row["predicted_fraction_error"] = error_text(exc)
 
 
 def ceiling_rows(ceilings: dict, device: torch.device) -> list[BenchRow]:
@@ -566,7 +751,8 @@ def run_timing(
                 ]
             )
         save(report, out)
-    ceilings = report.get("ceilings", {})
+    ceilings = dict(report.get("ceilings", {}))
+    ceilings["nominal_hbm_bytes_per_s"] = report.get("preflight", {}).get("card", {}).get("nominal_hbm_bytes_per_s")
     backends = TIMING_BACKENDS if cuda else ("reference",)
     rows = report["timing"] = []
     need = 2.0 if smoke else 20.0
@@ -790,14 +976,21 @@ def judge_targets(report: dict) -> list[dict]:
             *head(big, lambda r: r.get("roofline_fraction_hbm"), False),
             0.5,
             False,
-            "(bytes moved / measured copy bandwidth) / fused-under-graph p50",
+            "(bytes moved / measured copy bandwidth) / fused-under-graph device time (CUDA events)",
+        ),
+        target(
+            "head_b65536_fp16_roofline_fraction_hbm_nominal",
+            *head(big, lambda r: r.get("roofline_fraction_hbm_nominal"), False),
+            0.5,
+            False,
+            "(bytes moved / the card's nominal HBM bandwidth) / fused-under-graph device time",
         ),
         target(
             "head_b65536_fp16_roofline_fraction_max_hbm_flop",
             *head(big, lambda r: r.get("roofline_fraction"), False),
             0.5,
             False,
-            "max(HBM floor, FLOPs / measured fp16 matmul rate) / fused-under-graph p50",
+            "max(HBM floor, FLOPs / measured fp16 matmul rate) / fused-under-graph device time (CUDA events)",
         ),
         target("e2e_default_b1_latency_ms", e2e_b1, src_b1, 1.5, True, "total p50, ms; the fastest backend row"),
         target(
@@ -829,11 +1022,112 @@ def format_targets(targets: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------ prebuilt kernels
+# The sm_90 kernels this script launches, compiled on a CPU beforehand (--prebuild DIR, no GPU) and
+# carried to the GPU machine (--triton-cache DIR), so that a short lease measures instead of compiling.
+# Triton keys its cache by a hash of its own files and of its compiled library, which differs between
+# builds of one release for two Python versions (3.11 here, 3.12 on the GPU machine), so a cache built
+# here would never be hit there: --triton-cache pins the key to the one the cache was built with, and
+# only when the Triton release and the target are the same (the compiler's code is; its output for
+# one target does not depend on the Python it runs under). Validation then checks what was loaded.
+PREBUILT_ARCH = 90
+
+
+def prebuild_cases() -> list[tuple[DAFConfig, str, str | None, dict | None, int, bool]]:
+    """(config, dtype, precision, tile or None for autotuned, batch, mask) of every fused-head call in a GPU
+    run's validation and timing, with the tiles it will pin."""
+    cases = []
+    for case in validation_cases(smoke=False):
+        cfg = DAFConfig(case["mods"], projection_size=case["P"], attention_size=case["A"], hidden_size=case["H"],
+                        n_outputs=case["NO"], fusion=case["fusion"])  # fmt: skip
+        tile = None
+        if not case["autotune"]:
+            tiles = tiles_for(cfg, DTYPES[case["dtype"]])
+            tile = tiles[case["cell"] % len(tiles)]
+        cases.append((cfg, case["dtype"], case["precision"], tile, case["B"], case["mask"]))
+    for case in timing_cases(smoke=False):
+        cfg = DAFConfig(case["mods"], projection_size=case["P"], attention_size=64, hidden_size=128)
+        cases.append((cfg, case["dtype"], "tf32" if case["dtype"] == "fp32" else None, None, case["B"], True))
+    return cases
+
+
+def prebuild(out: Path, cases: list | None = None) -> dict:
+    """Compile every kernel a GPU run launches (or those of `cases`, from prebuild_cases) for sm_90 on this
+    machine into out/triton, with a manifest."""
+    from triton.runtime.cache import triton_key
+
+    from fastdaf.kernels.daf_head import daf_head_kernel, daf_head_kernel_tuned
+    from fastdaf.kernels.offline import offline_target
+
+    cache = out / "triton"
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ["TRITON_CACHE_DIR"] = str(cache)
+    start = time.monotonic()
+    timings = []
+    for cfg, dtype, precision, tile, batch, mask in prebuild_cases() if cases is None else cases:
+        head = random_head(cfg, torch.device("cpu"))
+        fused = FusedDAFHead.from_head(head, precision=precision or "tf32", block_config=tile)
+        feats, present = random_features(cfg, batch, DTYPES[dtype], torch.device("cpu"))
+        case_start = time.monotonic()
+        with offline_target(PREBUILT_ARCH, daf_head_kernel, daf_head_kernel_tuned), torch.no_grad():
+            fused(feats, present if mask else None)
+        timings.append(time.monotonic() - case_start)
+    manifest = {
+        "triton": triton.__version__,
+        "triton_key": triton_key(),
+        "arch": PREBUILT_ARCH,
+        "python": sys.version.split()[0],
+        "fused_calls": len(timings),
+        "kernels": len([p for p in cache.iterdir() if any(p.glob("*.cubin"))]),
+        "compile_seconds": round(sum(timings), 1),
+        "seconds": round(time.monotonic() - start, 1),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def use_prebuilt(folder: Path) -> dict:
+    """Point Triton's cache at a copy of a prebuilt one (see above); what was done, or why not."""
+    import shutil
+    import tempfile
+
+    import triton.runtime.cache as triton_cache
+
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        return {"used": False, "why": f"no prebuilt cache manifest: {error_text(exc)}"}
+    if manifest.get("triton") != triton.__version__:
+        return {"used": False, "why": f"built with Triton {manifest.get('triton')}, this is {triton.__version__}"}
+    copy = Path(tempfile.mkdtemp(prefix="gpu-check-triton-"))
+    shutil.copytree(folder / "triton", copy, dirs_exist_ok=True)
+    os.environ["TRITON_CACHE_DIR"] = str(copy)
+    own = triton_cache.triton_key()
+    pinned = own != manifest["triton_key"]
+    if pinned:
+        triton_cache.triton_key = lambda: manifest["triton_key"]
+    return {"used": True, "cache": str(copy), "kernels": manifest.get("kernels"), "key_pinned": pinned,
+            "built_with_python": manifest.get("python")}  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------- main
+def print_bounds_and_traffic(report: dict) -> None:
+    """The correctness bounds this run judges by, and the fused head's predicted memory traffic (a CPU
+    model, kernels/daf_head_traffic.py) that the B=65536 timings are read against; both in the report."""
+    from fastdaf.kernels.daf_head_traffic import BANDWIDTH, format_rows, traffic_rows
+
+    report["bounds"] = {f"{d}-{p}" if p else d: tol for (d, p), tol in COMPONENTWISE_TOLERANCE.items()}
+    print("bounds (componentwise error over the size rounding gives each output):", json.dumps(report["bounds"]))
+    report["traffic_prediction"] = {"bandwidth_bytes_per_s": BANDWIDTH, "rows": traffic_rows()}
+    print("predicted traffic of the fused head at B=65536, text 768 + audio 74 (H100 figures):")
+    print(format_rows(report["traffic_prediction"]["rows"]), flush=True)
+
+
 def failures(report: dict) -> list[dict]:
     """The correctness failures that set the exit code (see the module docstring)."""
     bad = [r for r in report.get("validation", []) if "skipped" not in r and not r.get("ok")]
     bad += [r for r in report.get("encoder_checks", []) if r.get("ok") is False or r.get("import_error")]
+    bad += [{"name": f"preflight {k}", **v} for k, v in report.get("preflight", {}).items() if v.get("ok") is False]
     return bad + [r for section in ("timing", "e2e") for r in report.get(section, []) if r.get("import_error")]
 
 
@@ -866,7 +1160,24 @@ def main(argv: list[str] | None = None, *, started: float | None = None) -> int:
         "--results", type=Path, default=None, help="append the benchmark rows here (default: OUT/results.jsonl)"
     )
     parser.add_argument("--no-results", action="store_true", help="write no benchmark rows")
+    parser.add_argument(
+        "--prebuild", type=Path, default=None, metavar="DIR",
+        help="compile the sm_90 kernels a GPU run launches into DIR, on this machine (no GPU), and exit",
+    )  # fmt: skip
+    parser.add_argument(
+        "--triton-cache", type=Path, default=None, metavar="DIR", help="use kernels prebuilt by --prebuild DIR"
+    )
     args = parser.parse_args(argv)
+    if args.prebuild is not None:
+        if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+            print(
+                "gpu_check: --prebuild compiles: run it without TRITON_INTERPRET (and without --smoke)", file=sys.stderr
+            )
+            return 2
+        manifest = prebuild(args.prebuild)
+        print(json.dumps(manifest))
+        return 0
+    prebuilt = use_prebuilt(args.triton_cache) if args.triton_cache is not None else None
     results = Results(None if args.no_results else args.results or args.out / "results.jsonl")
     clock = Clock(args.deadline, time.monotonic() if started is None else started)
     device = torch.device("cpu" if args.smoke else "cuda")
@@ -888,17 +1199,26 @@ def main(argv: list[str] | None = None, *, started: float | None = None) -> int:
         "targets": [],
     }
     report["environment"]["fastdaf_from"] = str(Path(sys.modules["fastdaf"].__file__).parent.parent)
+    if prebuilt is not None:
+        report["prebuilt_kernels"] = prebuilt
+        print("prebuilt kernels", json.dumps(prebuilt), flush=True)
     print("environment", json.dumps(report["environment"]), flush=True)
     report["targets"] = judge_targets(report)
     save(report, args.out)
+    run_section(report, "preflight", lambda: run_preflight(report, device), None, args.out)
+    print_bounds_and_traffic(report)
     run_section(
-        report, "validation", lambda: run_validation(report, device, args.smoke, clock, args.out), None, args.out
+        report,
+        "validation",
+        lambda: run_validation(report, device, args.smoke, clock, args.out),
+        preflight_blocks(report, "validation"),
+        args.out,
     )
     run_section(
         report,
         "timing",
         lambda: run_timing(report, device, args.smoke, args.iters, clock, args.out, results),
-        "--skip-timing" if args.skip_timing else None,
+        "--skip-timing" if args.skip_timing else preflight_blocks(report, "timing"),
         args.out,
     )
     e2e_iters = args.iters if args.smoke else max(20, args.iters // 4)
@@ -906,7 +1226,7 @@ def main(argv: list[str] | None = None, *, started: float | None = None) -> int:
         report,
         "e2e",
         lambda: run_e2e(report, device, args.smoke, e2e_iters, clock, args.out, results),
-        "--skip-e2e" if args.skip_e2e else None,
+        "--skip-e2e" if args.skip_e2e else preflight_blocks(report, "e2e"),
         args.out,
     )
     report["seconds"] = clock.elapsed()

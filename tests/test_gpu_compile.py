@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -210,3 +211,63 @@ def test_integer_specialisation_matches_tritons():
         assert (kind == "constexpr") == is_one, value
         if not is_one:
             assert (attr == "D") == divisible and (kind == "i64") == wide, (value, kind, attr)
+
+
+PREBUILT_RUN = r"""
+import importlib.util, json, os, sys
+from pathlib import Path
+
+spec = importlib.util.spec_from_file_location("gpu_check", sys.argv[1])
+gpu_check = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gpu_check)
+mode, folder = sys.argv[2], Path(sys.argv[3])
+cases = gpu_check.prebuild_cases()
+cases = [cases[0], next(c for c in cases if c[3] is None and c[4] == 1)]  # a pinned tile; an autotuned B=1 call
+if mode == "build":
+    print(json.dumps(gpu_check.prebuild(folder, cases)))
+    sys.exit(0)
+import triton.runtime.cache
+triton.runtime.cache.triton_key = lambda: "the key of a Triton built for another Python"  # as on the GPU machine
+if mode == "use":
+    used = gpu_check.use_prebuilt(folder)
+else:  # the same cache without the pinned key: what Triton alone would do with it
+    used = {"used": False}
+    os.environ["TRITON_CACHE_DIR"] = str(folder / "plain")
+    import shutil
+    shutil.copytree(folder / "triton", folder / "plain")
+cache = Path(os.environ["TRITON_CACHE_DIR"])
+before = {p.name for p in cache.iterdir() if any(p.glob("*.cubin"))}
+from fastdaf.kernels.daf_head import daf_head_kernel, daf_head_kernel_tuned
+from fastdaf.kernels.offline import offline_target
+import torch
+for cfg, dtype, precision, tile, batch, mask in cases:
+    fused = gpu_check.FusedDAFHead.from_head(gpu_check.random_head(cfg, torch.device("cpu")),
+                                             precision=precision or "tf32", block_config=tile)
+    feats, present = gpu_check.random_features(cfg, batch, gpu_check.DTYPES[dtype], torch.device("cpu"))
+    with offline_target(90, daf_head_kernel, daf_head_kernel_tuned), torch.no_grad():
+        fused(feats, present if mask else None)
+after = {p.name for p in cache.iterdir() if any(p.glob("*.cubin"))}
+print(json.dumps({"used": used, "compiled": len(after - before), "cached": len(before)}))
+"""
+
+
+def test_prebuilt_kernels_are_found_by_a_triton_built_for_another_python(tmp_path):
+    """gpu_check --prebuild on this CPU, then --triton-cache where Triton's own cache key differs (as the GPU
+    machine's, built for Python 3.12): every kernel comes from the prebuilt cache, none is compiled again;
+    without the pinned key Triton would compile them all again."""
+    script = str(Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py")
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "TRITON_CACHE_DIR")}
+
+    def run(mode: str) -> dict:
+        done = subprocess.run([sys.executable, "-c", PREBUILT_RUN, script, mode, str(tmp_path)], env=env,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    built = run("build")
+    assert built["kernels"] >= 2 and built["arch"] == 90 and (tmp_path / "manifest.json").is_file()
+    used = run("use")
+    assert used["used"]["used"] and used["used"]["key_pinned"]
+    assert used["cached"] == built["kernels"] and used["compiled"] == 0
+    plain = run("plain")
+    assert plain["compiled"] == built["kernels"]
