@@ -12,7 +12,8 @@ truncation, fp32) against the exact float64 head:
 - for single-row, single-output cases (gpu_check's B=1 timing check before this bound), how often the
   norm-wise relative error of that one score exceeds the old norm-wise TOLERANCE: false failures, since
   the model is rounding only.
-No kernel runs here: a GPU's rounding, as modelled. Prints JSON.
+No kernel runs here: a GPU's rounding, as modelled. Prints JSON, and appends one benchmark row per dtype
+row (fastdaf.bench_rows: null times, the errors in `extra`; `--results FILE` elsewhere, `--no-results` none).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 
 from fastdaf import DAFConfig
 from fastdaf.bench import random_features
+from fastdaf.bench_rows import BenchRow, add_results_options, bench_row, write_results
 from fastdaf.reference_check import (
     COMPONENTWISE_TOLERANCE,
     TOLERANCE,
@@ -104,11 +106,28 @@ def calibrate(n_heads: int) -> dict:
     return report
 
 
+def report_rows(report: dict) -> list[BenchRow]:
+    return [
+        bench_row(
+            "benchmarks/gpu_check_bounds.py",
+            "kernel rounding model vs float64, worst componentwise error (random heads at gpu_check's shapes)",
+            device=torch.device("cpu"),
+            backend="fused-rounding-model",
+            dtype=key,
+            extra={"errors": values, "unit": "componentwise error (error / rounding scale)"},
+        )
+        for key, values in report.items()
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--heads", type=int, default=400, help="random heads per dtype row")
+    add_results_options(parser)
     args = parser.parse_args(argv)
-    print(json.dumps(calibrate(args.heads), indent=2))
+    report = calibrate(args.heads)
+    print(json.dumps(report, indent=2))
+    write_results(report_rows(report), args, prog="gpu_check_bounds")
 
 
 if __name__ == "__main__":
