@@ -55,8 +55,16 @@ class NonFiniteAudioError(AudioError):
     """The audio holds NaN or infinite samples."""
 
 
+class AudioRangeError(AudioError):
+    """Float samples far outside [-1, 1]: integers passed as floats without scaling, most likely."""
+
+
 class SamplingRateError(AudioError):
     """The sampling rate is missing, not an integer, or outside the accepted range."""
+
+
+class NonFiniteScoreError(FastDAFError):
+    """The model gave an utterance a NaN or infinite score or weight (a checkpoint whose weights overflow)."""
 
 
 class EncoderError(FastDAFError):

@@ -25,7 +25,7 @@ from .choices import DEFAULT_ENCODER_BACKEND
 from .data import detect_dataset_kind, load_csd_folder, load_mmsa_pickle, read_transcript_csv, read_transcript_dir
 from .data.emotion import EmotionMapping, read_emotion_manifest, rows_of_speakers
 from .data.manifests import ManifestRow, pending_rows, read_manifest
-from .encoders import check_unicode, load_encoder
+from .encoders import check_unicode, load_encoder, visible
 from .errors import FastDAFError, InputError, ManifestError
 from .features import FeatureSet, concat
 
@@ -114,11 +114,11 @@ class FeatureExtractor:
                     if not isinstance(texts[i], str):
                         raise InputError(f"{where}: text must be a string, got {type(texts[i]).__name__}")
                     check_unicode(texts[i], where)
-                    if self.text.normalize(texts[i]).strip():
+                    if visible(self.text.normalize(texts[i])):
                         text_rows.append(i)
                         text_items.append(texts[i])
                     else:
-                        absent.append("text empty after normalisation")
+                        absent.append("text empty after normalisation (no visible character)")
                 if audios[i] is not None:
                     if self.audio is None:
                         raise InputError(f"{where}: audio given but this extractor has no audio encoder")

@@ -27,9 +27,11 @@ from torch import Tensor, nn
 
 from .checkpoint import read_config, read_state, save_checkpoint
 from .config import DAFConfig
-from .errors import InputError
+from .errors import CheckpointError, InputError
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
+# a feature's standard deviation at or below this is stored as 1 (it does not vary), and refused in a checkpoint
+MIN_INPUT_STD = 1e-6
 
 
 @dataclasses.dataclass
@@ -161,7 +163,7 @@ class DAFHead(nn.Module):
         if mean.shape != buf_mean.shape or std.shape != buf_std.shape:
             raise InputError(f"input stats of {modality!r} must have shape {list(buf_mean.shape)}")
         buf_mean.copy_(mean)
-        buf_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+        buf_std.copy_(torch.where(std > MIN_INPUT_STD, std, torch.ones_like(std)))
 
     # ------------------------------------------------------------------- forward
     def project(self, modality: str, x: Tensor) -> Tensor:
@@ -221,5 +223,14 @@ class DAFHead(nn.Module):
         """Load a head saved by `save_pretrained`, validating every tensor against the config."""
         config, _extra = read_config(directory)
         head = cls(config)
-        head.load_state_dict(read_state(directory, head.state_dict()))
+        state = read_state(directory, head.state_dict())
+        for m in config.modality_names:  # standardisation divides by these
+            std = state[f"input_std_{m}"]
+            if bool((std <= MIN_INPUT_STD).any()):
+                raise CheckpointError(
+                    f"{directory}: tensor 'input_std_{m}' has {int((std <= MIN_INPUT_STD).sum())} entries <= "
+                    f"{MIN_INPUT_STD:g} (smallest {std.min().item():.3g}); standardisation divides by it, and fastdaf "
+                    "writes 1 for a feature that does not vary (DAFHead.set_input_stats)"
+                )
+        head.load_state_dict(state)
         return head.to(map_location).eval()

@@ -30,7 +30,7 @@ from .checkpoint import encoder_specs, read_config
 from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, HEADS
 from .default_model import resolve as resolve_checkpoint
 from .encoders import pick_device
-from .errors import InputError, UnsupportedError
+from .errors import InputError, NonFiniteScoreError, UnsupportedError
 from .extractor import FeatureExtractor
 from .fused import FusedDAFHead
 from .head import DAFHead
@@ -274,7 +274,18 @@ class SentimentPredictor:
                 if err is not None:
                     results.append(err)
                     continue
-                results.append(self._prediction(scores[k_ok], weights[k_ok], out.notes[k]))
+                if not (bool(torch.isfinite(scores[k_ok]).all()) and bool(torch.isfinite(weights[k_ok]).all())):
+                    # never a NaN score (nor invalid JSON): the utterance fails instead
+                    where = names[start + k] if names is not None else f"utterance {start + k}"
+                    bad = NonFiniteScoreError(
+                        f"{where}: the model's score or modality weights are NaN or infinite "
+                        f"({scores[k_ok].tolist()}, {weights[k_ok].tolist()}); its weights overflow on this input"
+                    )
+                    if strict:
+                        raise bad
+                    results.append(f"{type(bad).__name__}: {bad}")
+                else:
+                    results.append(self._prediction(scores[k_ok], weights[k_ok], out.notes[k]))
                 k_ok += 1
         return results
 

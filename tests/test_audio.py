@@ -4,11 +4,12 @@ import soundfile
 import torch
 import torchaudio
 
-from fastdaf.audio.loading import MAX_SECONDS, load_audio
+from fastdaf.audio.loading import MAX_FLOAT_PEAK, MAX_SECONDS, load_audio
 from fastdaf.errors import (
     AudioDecodeError,
     AudioError,
     AudioNotFoundError,
+    AudioRangeError,
     AudioTooLongError,
     AudioTooShortError,
     FastDAFError,
@@ -59,6 +60,26 @@ def test_bytes_arrays_and_int_samples(clip):
     from_tensor = load_audio(torch.from_numpy(np.stack([samples, samples])), sampling_rate=rate)  # [C, T]
     for wave in (from_bytes, from_ints, from_tensor):
         torch.testing.assert_close(wave.samples, torch.from_numpy(samples), atol=1e-4, rtol=0)
+
+
+def test_float_samples_far_outside_full_scale_are_refused_naming_the_peak(clip, tmp_path):
+    """int16 values handed over as float32 (a common client mistake) would be scored as shouting; the integer array
+    itself keeps its scaling, and float audio overshooting full scale a little is accepted."""
+    path, samples, rate = clip
+    ints = (samples * 32768).round().clip(-32768, 32767).astype(np.int16)
+    peak = float(np.abs(ints).max())
+    for unscaled in (ints.astype(np.float32), torch.from_numpy(ints.astype(np.float64))):
+        with pytest.raises(AudioRangeError, match=f"peak at {peak:g}.*32768"):
+            load_audio(unscaled, sampling_rate=rate)
+    torch.testing.assert_close(
+        load_audio(ints, sampling_rate=rate).samples, torch.from_numpy(samples), atol=1e-4, rtol=0
+    )
+    hot = samples / np.abs(samples).max() * (MAX_FLOAT_PEAK * 0.9)
+    assert load_audio(hot, sampling_rate=rate).samples.abs().max() == pytest.approx(MAX_FLOAT_PEAK * 0.9, rel=1e-5)
+    # a float WAV file holds what it holds: the same rule
+    soundfile.write(tmp_path / "unscaled.wav", ints.astype(np.float32), rate, subtype="FLOAT")
+    with pytest.raises(AudioRangeError, match="unscaled.wav"):
+        load_audio(tmp_path / "unscaled.wav")
 
 
 def write(tmp_path, name, data: bytes):

@@ -261,3 +261,67 @@ def test_fused_backend_refused_on_cpu_without_interpreter(checkpoint, monkeypatc
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(UnsupportedError, match="runs on CUDA"):
         SentimentPredictor(checkpoint, head_backend="fused")
+
+
+def test_checkpoint_standardisation_that_divides_by_zero_is_refused_at_load(checkpoint, tmp_path, capsys):
+    head = DAFHead.from_pretrained(checkpoint)
+    with torch.no_grad():
+        head.input_std_audio[:3] = 0.0  # written around set_input_stats, which stores 1 for such features
+    extra = json.loads((checkpoint / "config.json").read_text())["extra"]
+    head.save_pretrained(tmp_path / "zero-std", extra=extra)
+    with pytest.raises(fastdaf.CheckpointError, match="'input_std_audio' has 3 entries <= 1e-06"):
+        SentimentPredictor(tmp_path / "zero-std")
+    assert cli_main(["predict", "--checkpoint", str(tmp_path / "zero-std"), "--text", "fine"]) == 2
+    assert "input_std_audio" in capsys.readouterr().err
+
+
+def test_a_score_that_overflows_is_an_error_never_nan(checkpoint, clips, tmp_path, capsys):
+    """Finite weights so large that the score overflows pass every load check; the utterance then fails with a
+    NonFiniteScoreError (predict raises, manifests record it) and JSON output stays valid."""
+    head = DAFHead.from_pretrained(checkpoint)
+    with torch.no_grad():
+        head.mlp_hidden.weight.mul_(1e20)
+        head.mlp_out.weight.mul_(1e20)
+    extra = json.loads((checkpoint / "config.json").read_text())["extra"]
+    head.save_pretrained(tmp_path / "huge", extra=extra)
+    predictor = SentimentPredictor(tmp_path / "huge")
+    with pytest.raises(fastdaf.errors.NonFiniteScoreError, match="utterance 0: the model's score"):
+        predictor.predict("this was awful")
+    assert predictor.predict_each(["fine"], [None])[0].startswith("NonFiniteScoreError: utterance 0")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"id,text,audio\na,this was awful,\nb,,{clips['axb_a0004']}\n")
+    out = tmp_path / "out.jsonl"
+    assert (
+        cli_main(["predict", "--checkpoint", str(tmp_path / "huge"), "--manifest", str(manifest), "--out", str(out)])
+        == 0
+    )  # failed rows are recorded, the run succeeds
+    capsys.readouterr()
+    records = [
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in JSON output"))
+        for line in out.read_text().splitlines()
+    ]
+    assert [r["id"] for r in records] == ["a", "b"]
+    assert all(r["score"] is None and r["error"].startswith("NonFiniteScoreError") for r in records)
+
+
+INVISIBLE = {
+    "zero-width space": "\u200b\u200b",
+    "byte order mark": "\ufeff",
+    "NUL": "\x00",
+    "bidi override": "\u202e\u202c",
+    "lone combining marks": "\u0301\u0308",
+    "tag characters": "\U000e0041\U000e0042",
+    "private use": "\ue000\uf8ff",
+    "unassigned": "\U0003fffe",
+    "mixed with spaces": " \u200b\u00a0\ufeff ",
+}
+
+
+@pytest.mark.parametrize("text", INVISIBLE.values(), ids=INVISIBLE.keys())
+def test_text_without_a_visible_character_is_absent(predictor, clips, text):
+    with pytest.raises(InputError, match="nothing to encode: text empty after normalisation \\(no visible character"):
+        predictor.predict(text)
+    with_audio = predictor.predict(text, clips["axb_a0004"])
+    assert with_audio.weights["text"] == 0.0 and with_audio.weights["audio"] == 1.0
+    assert with_audio.notes == ["text empty after normalisation (no visible character): treated as absent"]
+    assert predictor.predict("\u200bfine\u200b").weights["text"] == 1.0  # visible text keeps its invisible company

@@ -134,8 +134,10 @@ def test_answer_requests_matches_predict_and_isolates_bad_requests(predictor):
         {"text": text_tensor("this was awful", "it is fine I guess")},  # two rows in one request
         {"text": text_tensor("fine", "")},  # its second row has nothing to encode
     ]
+    requests.append({"text": text_tensor("it was okay i guess"), **audio_tensors(clip * 32768, rate=rate)})
     answers = answer_requests(predictor, requests, max_audio_seconds=60)
     assert "UTF-8" in answers[1] and "NaN" in answers[2]
+    assert answers[5].startswith("AudioRangeError:") and "float samples peak at" in answers[5]  # unscaled int16
     assert answers[4].startswith("InputError: row 1: nothing to encode"), answers[4]  # the row within its request
     want = predictor.predict(
         [EXAMPLE_TEXT, "this was awful", "it is fine I guess"], [clip, None, None], sampling_rate=[rate, None, None]

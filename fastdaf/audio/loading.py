@@ -5,7 +5,10 @@ AIFF, MP3 and the other libsndfile formats; int or float samples; up to MAX_CHAN
 bytes of such a file (files and bytes need the `soundfile` package, imported only when one is decoded,
 so `import fastdaf` works where it is missing, e.g. a bare GPU machine), or a numpy array / torch
 tensor of samples with its `sampling_rate` ([T] mono, [T, C] or [C, T] with C <= 8 channels).
-Channels are averaged; integer arrays are scaled to [-1, 1).
+Channels are averaged; integer arrays are scaled to [-1, 1). Float samples are full scale at 1.0: a peak
+above MAX_FLOAT_PEAK is refused (`AudioRangeError`, naming the peak), since that is how integer samples
+passed as floats without scaling arrive (int16 values as float32 peak in the hundreds to 32767) and they
+would otherwise be scored as if shouted.
 
 Limits (module constants): sampling rates MIN_SAMPLING_RATE..MAX_SAMPLING_RATE Hz; at least
 MIN_SECONDS and at most MAX_SECONDS of audio; at most MAX_CHANNELS channels. Longer clips are refused,
@@ -29,6 +32,7 @@ from ..errors import (
     AudioDecodeError,
     AudioError,
     AudioNotFoundError,
+    AudioRangeError,
     AudioTooLongError,
     AudioTooShortError,
     NonFiniteAudioError,
@@ -43,6 +47,8 @@ MAX_SAMPLING_RATE = 384_000
 MIN_SECONDS = 0.1
 MAX_SECONDS = 600.0
 MAX_CHANNELS = 8
+# Float audio may overshoot full scale a little (inter-sample peaks, a hot mix): accepted up to +6 dB over it.
+MAX_FLOAT_PEAK = 2.0
 
 AudioInput = Union[str, os.PathLike, bytes, bytearray, np.ndarray, torch.Tensor]
 
@@ -221,6 +227,13 @@ def load_audio(
     if not np.isfinite(samples).all():
         bad = int((~np.isfinite(samples)).sum())
         raise NonFiniteAudioError(f"{name}: {bad} sample(s) are NaN or infinite; samples must be finite")
+    peak = float(np.abs(samples).max())
+    if peak > MAX_FLOAT_PEAK:
+        raise AudioRangeError(
+            f"{name}: float samples peak at {peak:.6g}; float audio is full scale at 1.0 (peaks up to "
+            f"{MAX_FLOAT_PEAK:g} are accepted). Integer samples passed as floats? Pass the integer array itself "
+            "(fastdaf scales it) or divide by 32768 for 16-bit audio"
+        )
     seconds = samples.size / rate
     if seconds < MIN_SECONDS:
         raise AudioTooShortError(f"{name}: {seconds:.3f} s of audio; at least {MIN_SECONDS} s is needed")

@@ -42,6 +42,7 @@ from .text import (
     default_text_model_path,
     normalize_mosei,
     normalize_whitespace,
+    visible,
 )
 from .whisper import WhisperEncoder
 
@@ -113,6 +114,7 @@ __all__ = [
     "TextEncoder",
     "WhisperEncoder",
     "check_unicode",
+    "visible",
     "default_text_model_path",
     "load_encoder",
     "masked_mean",

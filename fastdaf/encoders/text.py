@@ -4,6 +4,7 @@ every text input goes through."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,6 +36,14 @@ NORMALIZERS: dict[str, Callable[[str], str]] = {
     "whitespace": normalize_whitespace,
     "mosei": normalize_mosei,
 }
+
+
+def visible(text: str) -> bool:
+    """Whether `text` has a character a reader sees: after NFKC normalisation, a letter, digit, punctuation or
+    symbol (Unicode categories L, N, P, S). Whitespace, format and control characters (zero-width space, BOM,
+    NUL, bidi overrides, tag characters), private-use and unassigned code points and lone combining marks are
+    not text: a string of only those counts as no text at all."""
+    return any(unicodedata.category(c)[0] in "LNPS" for c in unicodedata.normalize("NFKC", text))
 
 
 def check_unicode(text: str, where: str) -> None:
@@ -202,9 +211,10 @@ class TextEncoder:
                 raise InputError(f"text at position {i} must be a string, got {type(text).__name__}")
             check_unicode(text, f"text at position {i}")
             norm = self.normalize(text)
-            if not norm.strip():
+            if not visible(norm):
                 raise InputError(
-                    f"text at position {i} ({text[:40]!r}) is empty after normalisation ({self.normalizer})"
+                    f"text at position {i} ({text[:40]!r}) is empty after normalisation ({self.normalizer}): "
+                    "no visible character"
                 )
             clean.append(norm)
         vectors, notes = [], []
