@@ -62,8 +62,9 @@ from .checkpoint import read_config
 from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, ENCODER_BACKENDS, HEADS
 from .data.manifests import read_manifest
 from .default_model import resolve as resolve_checkpoint
-from .errors import FastDAFError, InputError, ManifestError
+from .errors import FastDAFError, InputError, ManifestError, OutputError
 from .extras import require
+from .outputs import output_lock, provenance, refuse_symlink, write_provenance
 from .pipeline import SentimentPredictor, flatten_record, record_columns
 
 FORMATS = ("parquet", "jsonl")
@@ -411,6 +412,7 @@ def predict_manifest(
         raise InputError("device 'cpu' with num_gpus_per_worker > 0 reserves GPUs that are not used; drop one")
     ray = _import_ray()
     pc, pq = _pyarrow()[1], _pyarrow()[3]
+    refuse_symlink(Path(out))
     targets = _output_paths(Path(out), formats)
     manifest = os.fspath(manifest)
     checkpoint_path = resolve_checkpoint(checkpoint)
@@ -423,79 +425,85 @@ def predict_manifest(
         source = files[0] if _URI.match(manifest) else manifest
         local_rows = read_manifest(source, allow_duplicate_ids=allow_duplicate_ids)
     _make_folder(Path(out))
-
-    started = time.perf_counter()
-    own_ray = not ray.is_initialized()
-    if own_ray:
-        ray.init(
-            address=address or "local",
-            include_dashboard=False if address is None else None,
-            log_to_driver=progress,
-            logging_level=logging.INFO if progress else logging.WARNING,
-        )
-    context = ray.data.DataContext.get_current()
-    saved = context.enable_progress_bars
-    context.enable_progress_bars = progress
-    try:
-        if local_rows is not None:
-            n_rows = len(local_rows)
-            rows_ds = None
-        else:
-            rows_ds = _parse_remotely(ray, fs, files, remote, base, manifest, allow_duplicate_ids)
-            n_rows = rows_ds.count()
-        n_workers = _workers(ray, workers, num_gpus_per_worker, address)
-        block_rows = batch_size * max(1, min(64, math.ceil(n_rows / (batch_size * 4 * n_workers))))
-        n_workers = max(1, min(n_workers, math.ceil(n_rows / block_rows)))
-        if local_rows is not None:
-            # blocks of whole batches from row 0: each worker sees the batches the single-process path forms
-            starts = range(0, max(n_rows, 1), block_rows)
-            rows_ds = ray.data.from_arrow([_rows_table(local_rows[s : s + block_rows], s, None) for s in starts])
-        else:
-            # materialised before the workers start: on a small machine they hold every CPU, and a repartition
-            # task still waiting for one would wait for ever
-            rows_ds = rows_ds.repartition(target_num_rows_per_block=block_rows).materialize()
-        predictor_kwargs = {
-            "checkpoint": checkpoint_path,
-            "device": device if device is not None else "cuda" if num_gpus_per_worker > 0 else None,
-            "head_backend": head_backend,
-            "batch_size": batch_size,
-            "backend": backend,
-        }
-        scored = rows_ds.map_batches(
-            _Scorer,
-            fn_constructor_kwargs={"predictor_kwargs": predictor_kwargs, "with_json": "jsonl" in formats},
-            batch_size=batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=n_workers),
-            num_gpus=num_gpus_per_worker or None,
-        )
-        # an empty manifest writes empty outputs (Ray Data cannot sort an empty dataset)
-        batches = scored.sort("_pos").iter_batches(batch_format="pyarrow", batch_size=None) if n_rows else []
-        counts = _write(batches, targets, output_schema(modalities, output_names), n_rows, pc, pq)
-    except Exception as exc:
-        found = _fastdaf_error(exc)
-        if found is None or found is exc:
-            raise
-        raise type(found)(str(found)) from exc
-    finally:
-        context.enable_progress_bars = saved
+    options = {"head": head_backend, "encoder_backend": backend, "device": device, "batch_size": batch_size}
+    made_by = provenance(checkpoint_path, files[0] if local_rows is not None else None, options)
+    made_by["manifest"] = manifest
+    # one writer per output folder, from here to the renaming of the last file (fastdaf.outputs)
+    with output_lock(Path(out) / "predictions"):
+        _output_paths(Path(out), formats)  # again, now that no other run can be writing them
+        started = time.perf_counter()
+        own_ray = not ray.is_initialized()
         if own_ray:
-            ray.shutdown()
-    seconds = time.perf_counter() - started
-    return {
-        "engine": "ray",
-        "manifest": manifest,
-        "files": len(files),
-        "rows": n_rows,
-        "predicted": counts["predicted"],
-        "failed": counts["failed"],
-        "workers": n_workers,
-        "num_gpus_per_worker": num_gpus_per_worker,
-        "address": address,
-        "seconds": round(seconds, 3),
-        "rows_per_s": round(n_rows / seconds, 2) if seconds > 0 else None,
-        "outputs": {f: str(p) for f, p in targets.items()},
-    }
+            ray.init(
+                address=address or "local",
+                include_dashboard=False if address is None else None,
+                log_to_driver=progress,
+                logging_level=logging.INFO if progress else logging.WARNING,
+            )
+        context = ray.data.DataContext.get_current()
+        saved = context.enable_progress_bars
+        context.enable_progress_bars = progress
+        try:
+            if local_rows is not None:
+                n_rows = len(local_rows)
+                rows_ds = None
+            else:
+                rows_ds = _parse_remotely(ray, fs, files, remote, base, manifest, allow_duplicate_ids)
+                n_rows = rows_ds.count()
+            n_workers = _workers(ray, workers, num_gpus_per_worker, address)
+            block_rows = batch_size * max(1, min(64, math.ceil(n_rows / (batch_size * 4 * n_workers))))
+            n_workers = max(1, min(n_workers, math.ceil(n_rows / block_rows)))
+            if local_rows is not None:
+                # blocks of whole batches from row 0: each worker sees the batches the single-process path forms
+                starts = range(0, max(n_rows, 1), block_rows)
+                rows_ds = ray.data.from_arrow([_rows_table(local_rows[s : s + block_rows], s, None) for s in starts])
+            else:
+                # materialised before the workers start: on a small machine they hold every CPU, and a repartition
+                # task still waiting for one would wait for ever
+                rows_ds = rows_ds.repartition(target_num_rows_per_block=block_rows).materialize()
+            predictor_kwargs = {
+                "checkpoint": checkpoint_path,
+                "device": device if device is not None else "cuda" if num_gpus_per_worker > 0 else None,
+                "head_backend": head_backend,
+                "batch_size": batch_size,
+                "backend": backend,
+            }
+            scored = rows_ds.map_batches(
+                _Scorer,
+                fn_constructor_kwargs={"predictor_kwargs": predictor_kwargs, "with_json": "jsonl" in formats},
+                batch_size=batch_size,
+                batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=n_workers),
+                num_gpus=num_gpus_per_worker or None,
+            )
+            # an empty manifest writes empty outputs (Ray Data cannot sort an empty dataset)
+            batches = scored.sort("_pos").iter_batches(batch_format="pyarrow", batch_size=None) if n_rows else []
+            counts = _write(batches, targets, output_schema(modalities, output_names), n_rows, pc, pq)
+            write_provenance(next(iter(targets.values())).with_name("provenance.json"), made_by)
+        except Exception as exc:
+            found = _fastdaf_error(exc)
+            if found is None or found is exc:
+                raise
+            raise type(found)(str(found)) from exc
+        finally:
+            context.enable_progress_bars = saved
+            if own_ray:
+                ray.shutdown()
+        seconds = time.perf_counter() - started
+        return {
+            "engine": "ray",
+            "manifest": manifest,
+            "files": len(files),
+            "rows": n_rows,
+            "predicted": counts["predicted"],
+            "failed": counts["failed"],
+            "workers": n_workers,
+            "num_gpus_per_worker": num_gpus_per_worker,
+            "address": address,
+            "seconds": round(seconds, 3),
+            "rows_per_s": round(n_rows / seconds, 2) if seconds > 0 else None,
+            "outputs": {f: str(p) for f, p in targets.items()},
+        }
 
 
 def _output_paths(out: Path, formats: Sequence[str]) -> dict[str, Path]:
@@ -607,5 +615,8 @@ def _write(batches, targets: dict[str, Path], schema, n_rows: int, pc, pq) -> di
         if f is not None:
             f.close()
     for f, p in partial.items():
-        os.replace(p, targets[f])
+        try:
+            os.replace(p, targets[f])
+        except OSError as exc:
+            raise OutputError(f"cannot publish {p} as {targets[f]} ({exc.strerror or exc})") from exc
     return counts

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,8 @@ from .evaluation import CONTROL_KINDS, evaluate, plot_evaluation, verdicts, with
 from .extractor import FeatureExtractor, extract_manifest, load_data, pending_rows, read_manifest
 from .head import DAFHead
 from .metrics import EMOTION_METRIC_NAMES, format_table, sentiment_metrics
-from .pipeline import SentimentPredictor, flatten_record, record_columns, record_keys
+from .outputs import check_resume, output_lock, provenance, provenance_path, refuse_symlink, write_provenance
+from .pipeline import SentimentPredictor, flatten_record, record_columns, record_keys, score_options
 from .serving import MODEL_NAME, ServeOptions, serve, write_model_repository
 from .synthetic import make_cue_task
 from .train import TrainOptions, first_output, predict_features, train_head
@@ -74,6 +77,7 @@ def _check_out(path: Path, suffixes: tuple[str, ...], accepted: str, *, create_f
     """Refuse an --out that cannot be written before any work (it used to fail after the last row)."""
     if path.suffix.lower() not in suffixes:
         raise InputError(f"--out must end in {accepted}, got {path.name!r}")
+    refuse_symlink(path)
     if path.is_dir():
         raise InputError(f"--out {str(path)!r} is a folder; give a file name ending in {accepted}")
     if create_folder:
@@ -478,7 +482,7 @@ class _Results:
     """Where `predict --manifest` rows go, a batch at a time and flushed: JSONL on stdout, or a .csv/.jsonl
     file that a rerun resumes (its rows are skipped; a partial last row left by a kill is cut off and redone)."""
 
-    def __init__(self, target: Path | None, predictor: SentimentPredictor) -> None:
+    def __init__(self, target: Path | None, predictor: SentimentPredictor, made_by: dict[str, Any], rows: list) -> None:
         self.target, self.predictor = target, predictor
         self.csv = target is not None and target.suffix.lower() == ".csv"
         # a CSV has the flattened columns, JSON lines the record's keys (fastdaf.pipeline.result_record)
@@ -486,10 +490,15 @@ class _Results:
             self.columns = record_columns(predictor.modalities, predictor.output_names)
         else:
             self.columns = record_keys(predictor.output_names)
-        self.done_ids = self._resume() if target is not None and target.exists() else []
+        resuming = target is not None and target.exists() and target.stat().st_size > 0
+        if resuming:
+            check_resume(target, made_by)  # what made it, before its rows are read
+        self.done_ids = self._resume(rows) if resuming else []
         if target is None:
             self.file = sys.stdout
             return
+        if not resuming:
+            write_provenance(provenance_path(target), made_by)
         fresh = target.stat().st_size == 0 if target.exists() else True
         self.file = target.open("a", newline="", encoding="utf-8")
         if self.csv and fresh:
@@ -500,9 +509,9 @@ class _Results:
         csv.writer(buf).writerow(self.columns)
         return buf.getvalue()
 
-    def _resume(self) -> list[str]:
+    def _resume(self, rows: list) -> list[str]:
         """Ids already in the output; the file is refused untouched unless it is this command's output with these
-        columns."""
+        columns, holding no id more often than the manifest does."""
         target = self.target
         data = target.read_bytes()
         start = self._header().encode() if self.csv else b'{"id": '
@@ -526,6 +535,15 @@ class _Results:
                 f"--out {str(target)!r} exists but is not `fastdaf predict` output of this model ({exc}); "
                 "give a new file, or delete it to start over"
             ) from exc
+        wanted = Counter(r.id for r in rows)
+        extra = [(i, n) for i, n in Counter(ids).items() if n > wanted[i]]
+        if extra:
+            shown = ", ".join(f"{i!r} {n} times (the manifest has {wanted[i]})" for i, n in extra[:3])
+            more = ", ..." if len(extra) > 3 else ""
+            raise InputError(
+                f"--out {str(target)!r} holds ids more often than the manifest ({shown}{more}); rows were written "
+                "twice (two runs at once?): give a new file, or delete it to start over"
+            )
         if whole < len(data):
             os.truncate(target, whole)  # the partial row is redone (a partial CSV header is written again)
         return ids
@@ -573,6 +591,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.out is not None:
         _check_out(args.out, (".csv", ".jsonl", ".ndjson"), ".csv or .jsonl")
     rows = None if args.manifest is None else read_manifest(args.manifest, allow_duplicate_ids=args.allow_duplicate_ids)
+    # one writer per output, from before the model loads to the last row (fastdaf.outputs)
+    with output_lock(args.out) if args.out is not None else contextlib.nullcontext():
+        return _predict(args, rows)
+
+
+def _predict(args: argparse.Namespace, rows: list | None) -> int:
     predictor = SentimentPredictor(
         args.checkpoint, device=args.device, head_backend=args.head, backend=args.backend, batch_size=args.batch_size
     )
@@ -586,7 +610,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             for note in result.notes:
                 print(f"note: {note}")
         return 0
-    return _predict_manifest(predictor, rows, args.out, progress=not args.json)
+    made_by = provenance(predictor.checkpoint, args.manifest, score_options(predictor, args.backend))
+    return _predict_manifest(predictor, rows, args.out, made_by, progress=not args.json)
 
 
 def _predict_manifest_ray(args: argparse.Namespace) -> int:
@@ -623,11 +648,11 @@ def _predict_manifest_ray(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_manifest(predictor, rows: list, target: Path | None, *, progress: bool) -> int:
+def _predict_manifest(predictor, rows: list, target: Path | None, made_by: dict[str, Any], *, progress: bool) -> int:
     """Predict the rows not yet in `target`, writing each batch as it finishes (a killed run loses at most one
     batch)."""
 
-    results = _Results(target, predictor)
+    results = _Results(target, predictor, made_by, rows)
     todo = {r.line for r in pending_rows(rows, results.done_ids)}
     counts = {"predicted": 0, "failed": 0}
     bar = tqdm(total=len(todo), desc="predicting", unit="utt", disable=None if progress else True)

@@ -71,6 +71,14 @@ class EncoderError(FastDAFError):
     """An encoder cannot be loaded or cannot encode the given input."""
 
 
+class OutputError(FastDAFError):
+    """A result file cannot be written or published."""
+
+
+class OutputBusyError(InputError):
+    """Another fastdaf run is writing the same --out (fastdaf.outputs holds one lock per output)."""
+
+
 class ManifestError(FastDAFError):
     """A manifest file cannot be read or lacks the required columns."""
 

@@ -302,6 +302,16 @@ class SentimentPredictor:
         )
 
 
+def score_options(predictor: SentimentPredictor, encoder_backend: str) -> dict[str, Any]:
+    """The options of a run that change its scores (in the last digits or more): recorded with its outputs."""
+    return {
+        "head": predictor.head_backend,
+        "encoder_backend": encoder_backend,
+        "device": str(predictor.device),
+        "batch_size": predictor.batch_size,
+    }
+
+
 _DEFAULT: dict[tuple, SentimentPredictor] = {}
 _DEFAULT_LOCK = threading.Lock()
 

@@ -21,8 +21,9 @@ from fastdaf import DAFConfig, DAFHead
 from fastdaf.audio.acoustic import FEATURE_DIM
 from fastdaf.bulk import _read_file, predict_manifest
 from fastdaf.cli import main as cli_main
-from fastdaf.errors import InputError, ManifestError, MissingExtraError
+from fastdaf.errors import InputError, ManifestError, MissingExtraError, OutputBusyError
 from fastdaf.examples import ARCTIC_PROMPTS
+from fastdaf.outputs import checkpoint_digest, output_lock
 from fastdaf.pipeline import flatten_record, record_columns
 
 # Ray Data warns about its own deprecated settings when it copies its context
@@ -114,6 +115,10 @@ def test_same_results_as_single_process(ray_local, data, tmp_path, capsys):
     assert n > 290 and failed >= 6
     assert summary["rows"] == n and summary["failed"] == failed and summary["predicted"] == n - failed
     assert summary["workers"] == 2 and summary["outputs"]["parquet"] == str(out / "predictions.parquet")
+    made_by = json.loads((out / "provenance.json").read_text())  # what made the outputs (fastdaf.outputs)
+    assert made_by["manifest"] == str(data["manifest"]) and made_by["options"]["batch_size"] == 32
+    assert made_by["checkpoint_sha256"] == checkpoint_digest(made_by["checkpoint"])
+    assert not (out / ".predictions.lock").exists()
 
     got = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert_same(got, want)
@@ -262,6 +267,14 @@ def test_options_and_out_folder_refused_up_front(tmp_path):
     (tmp_path / "done" / "predictions.parquet").write_text("")
     with pytest.raises(InputError, match="does not resume or overwrite"):
         predict_manifest(manifest, tmp_path / "done", progress=False)
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(InputError, match="is a symbolic link"):
+        predict_manifest(manifest, tmp_path / "link", progress=False)
+    # a second run on a folder another run is writing: refused at once, before Ray starts
+    (tmp_path / "busy").mkdir()
+    with output_lock(tmp_path / "busy" / "predictions"):
+        with pytest.raises(OutputBusyError, match=f"is being written by another fastdaf run \\(pid {os.getpid()} on "):
+            predict_manifest(manifest, tmp_path / "busy", progress=False)
 
 
 def test_remote_manifest_audio_paths_resolve_against_its_uri(tmp_path):

@@ -4,12 +4,15 @@ work; manifests accept a UTF-8 BOM, refuse empty/duplicate ids, and `predict --m
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+import torch
 
 from fastdaf.cli import main as cli_main
 from fastdaf.errors import InputError, ManifestError
@@ -222,6 +225,8 @@ def test_predict_jsonl_output_resumes_after_a_partial_line(shared_data, tmp_path
     assert cli_main(["predict", "--manifest", str(manifest), "--out", str(clean)]) == 0
     lines = clean.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:32]) + lines[32][:25])  # one whole batch, then a row cut mid-write
+    # what made it: this very command (fastdaf.outputs), as if its first run had been killed there
+    (tmp_path / "out.jsonl.provenance.json").write_bytes((tmp_path / "clean.jsonl.provenance.json").read_bytes())
     assert cli_main(["predict", "--manifest", str(manifest), "--out", str(out)]) == 0
     assert "38 predicted, 0 failed, of 70 rows; 32 were already in the output" in capsys.readouterr().err
     got = read_results(out)
@@ -234,5 +239,76 @@ def test_predict_refuses_an_output_it_did_not_write_and_leaves_it_alone(tmp_path
     foreign = tmp_path / "notes.csv"
     foreign.write_text("name,value\nx,1\ny,2")  # no final newline: must not be 'repaired'
     code, err = run_cli(["predict", "--manifest", tmp_path / "m.csv", "--out", foreign], capsys)
-    assert code == 2 and "--out" in err and "is not `fastdaf predict` output" in err
+    assert code == 2 and "--out" in err and "has no notes.csv.provenance.json saying what made it" in err
     assert foreign.read_text() == "name,value\nx,1\ny,2"
+
+
+def test_one_writer_per_output_file(shared_data, tmp_path, capsys):
+    """Two runs on one --out: the second is refused at once (exit 2), naming the holder; nothing was written twice."""
+    from fastdaf.outputs import output_lock
+
+    manifest, out = tmp_path / "m.csv", tmp_path / "out.csv"
+    mosei_manifest(shared_data, manifest, 3)
+    with output_lock(out):  # another run, in the middle of its work
+        code, err = run_cli(["predict", "--manifest", manifest, "--out", out], capsys)
+    assert code == 2 and f"--out {str(out)!r} is being written by another fastdaf run (pid {os.getpid()} on " in err
+    assert not out.exists()
+    assert run_cli(["predict", "--manifest", manifest, "--out", out], capsys)[0] == 0  # released: runs
+    assert not (tmp_path / ".out.csv.lock").exists()
+
+
+def test_resume_refuses_an_output_made_otherwise(shared_data, tmp_path, capsys):
+    """An output resumes only if this checkpoint, this manifest, this fastdaf and these options made it; an output
+    holding an id more often than the manifest (two runs appended to it) is refused too."""
+    import fastdaf.outputs
+    from fastdaf import DAFHead
+
+    manifest, out = tmp_path / "m.csv", tmp_path / "out.jsonl"
+    ids = mosei_manifest(shared_data, manifest, 40)
+    assert run_cli(["predict", "--manifest", manifest, "--out", out], capsys)[0] == 0
+    made_by = json.loads((tmp_path / "out.jsonl.provenance.json").read_text())
+    assert made_by["checkpoint_sha256"] == fastdaf.outputs.checkpoint_digest(made_by["checkpoint"])
+    assert set(made_by["options"]) == {"head", "encoder_backend", "device", "batch_size"}
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:32]))
+    before = out.read_text()
+
+    # another checkpoint: the bundled one's head with other weights
+    other = tmp_path / "other"
+    shutil.copytree(made_by["checkpoint"], other)  # with the encoder weights it carries
+    head = DAFHead.from_pretrained(made_by["checkpoint"])
+    with torch.no_grad():
+        head.mlp_out.bias.add_(1.0)
+    head.save_pretrained(
+        other,
+        extra=json.loads((Path(made_by["checkpoint"]) / "config.json").read_text())["extra"],
+    )
+    code, err = run_cli(["predict", "--manifest", manifest, "--out", out, "--checkpoint", other], capsys)
+    assert code == 2 and "was written by another run (checkpoint (its weights): " in err
+    # another manifest: one row more
+    longer = tmp_path / "longer.csv"
+    longer.write_text(manifest.read_text() + "extra,one more\n")
+    code, err = run_cli(["predict", "--manifest", longer, "--out", out], capsys)
+    assert code == 2 and "manifest: " in err
+    # options that change scores
+    code, err = run_cli(["predict", "--manifest", manifest, "--out", out, "--batch-size", "8"], capsys)
+    assert code == 2 and "options that change scores" in err and "'batch_size': 8" in err
+    assert out.read_text() == before  # refused untouched
+    # a row written twice
+    out.write_text(before + lines[0])
+    code, err = run_cli(["predict", "--manifest", manifest, "--out", out], capsys)
+    assert code == 2 and f"holds ids more often than the manifest ({ids[0]!r} 2 times (the manifest has 1))" in err
+    # and the same command resumes its own output
+    out.write_text(before)
+    assert run_cli(["predict", "--manifest", manifest, "--out", out], capsys)[0] == 0
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ids
+
+
+def test_out_symlinks_are_refused(tmp_path, capsys, no_work):
+    (tmp_path / "m.csv").write_text("id,text\na,fine\n")
+    for name, points_to in (("dangling.csv", tmp_path / "elsewhere" / "x.csv"), ("link.csv", tmp_path / "real.csv")):
+        (tmp_path / "real.csv").touch()
+        (tmp_path / name).symlink_to(points_to)
+        code, err = run_cli(["predict", "--manifest", tmp_path / "m.csv", "--out", tmp_path / name], capsys)
+        assert code == 2 and "is a symbolic link" in err
+    assert not (tmp_path / "elsewhere").exists()
