@@ -44,6 +44,7 @@ overwritten, and there is no resumption: a rerun goes to a new folder.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import logging
@@ -51,9 +52,12 @@ import math
 import os
 import posixpath
 import re
+import shutil
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +66,7 @@ from .checkpoint import read_config
 from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, ENCODER_BACKENDS, HEADS
 from .data.manifests import read_manifest
 from .default_model import resolve as resolve_checkpoint
-from .errors import FastDAFError, InputError, ManifestError, OutputError
+from .errors import FastDAFError, InputError, Interrupted, ManifestError, OutputError
 from .extras import require
 from .outputs import output_lock, provenance, refuse_symlink, write_provenance
 from .pipeline import SentimentPredictor, flatten_record, record_columns
@@ -431,19 +435,26 @@ def predict_manifest(
     # one writer per output folder, from here to the renaming of the last file (fastdaf.outputs)
     with output_lock(Path(out) / "predictions"):
         _output_paths(Path(out), formats)  # again, now that no other run can be writing them
+        for stale in Path(out).glob(".predictions.*.partial"):
+            stale.unlink()  # left by a run that was killed: the lock says nobody is writing them
         started = time.perf_counter()
         own_ray = not ray.is_initialized()
+        # a Ray instance this call starts keeps its session files in a folder of its own, removed at the end
+        temp_dir = tempfile.mkdtemp(prefix="fastdaf-ray-") if own_ray and address is None else None
         if own_ray:
             ray.init(
                 address=address or "local",
                 include_dashboard=False if address is None else None,
                 log_to_driver=progress,
                 logging_level=logging.INFO if progress else logging.WARNING,
+                **({"_temp_dir": temp_dir} if temp_dir else {}),
             )
         context = ray.data.DataContext.get_current()
         saved = context.enable_progress_bars
         context.enable_progress_bars = progress
+        signals = contextlib.ExitStack()
         try:
+            signals.enter_context(_stop_on_signals())
             if local_rows is not None:
                 n_rows = len(local_rows)
                 rows_ds = None
@@ -486,9 +497,12 @@ def predict_manifest(
                 raise
             raise type(found)(str(found)) from exc
         finally:
+            signals.close()
             context.enable_progress_bars = saved
             if own_ray:
                 ray.shutdown()
+            if temp_dir:
+                shutil.rmtree(temp_dir, ignore_errors=True)
         seconds = time.perf_counter() - started
         return {
             "engine": "ray",
@@ -504,6 +518,25 @@ def predict_manifest(
             "rows_per_s": round(n_rows / seconds, 2) if seconds > 0 else None,
             "outputs": {f: str(p) for f, p in targets.items()},
         }
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT raise Interrupted in the main thread, so that the partial files are removed and the Ray
+    instance is shut down on the way out (Ray's own SIGTERM handling aborts the driver: exit 134, a stack dump)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _output_paths(out: Path, formats: Sequence[str]) -> dict[str, Path]:

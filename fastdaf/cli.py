@@ -27,7 +27,7 @@ from .config import FUSION_MODES, DAFConfig
 from .data.emotion import EmotionMapping, rows_of_speakers, speaker_splits
 from .default_model import resolve as resolve_checkpoint
 from .encoders import NORMALIZERS
-from .errors import FastDAFError, InputError
+from .errors import FastDAFError, InputError, Interrupted
 from .evaluation import CONTROL_KINDS, evaluate, plot_evaluation, verdicts, without
 from .extractor import FeatureExtractor, extract_manifest, load_data, pending_rows, read_manifest
 from .head import DAFHead
@@ -1041,6 +1041,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except Interrupted as exc:
+        print(f"fastdaf {args.command}: {exc}; partial outputs removed", file=sys.stderr)
+        return 128 + exc.signum
     except FastDAFError as exc:
         print(f"fastdaf {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -71,6 +71,16 @@ class EncoderError(FastDAFError):
     """An encoder cannot be loaded or cannot encode the given input."""
 
 
+class Interrupted(FastDAFError):
+    """A run stopped by SIGTERM or SIGINT after cleaning up; the CLI exits with 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        import signal  # noqa: PLC0415 - only to name the signal
+
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
 class OutputError(FastDAFError):
     """A result file cannot be written or published."""
 

@@ -9,8 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -340,3 +342,31 @@ def test_cli_engine_ray_multi_output_model(ray_local, data, tmp_path, capsys):
     assert cli_main(argv[:7]) == 2 and "already holds" in capsys.readouterr().err
     assert cli_main(["predict", "--manifest", str(manifest), "--workers", "2"]) == 2
     assert "--engine ray" in capsys.readouterr().err
+
+
+def test_sigterm_stops_a_ray_run_cleanly(data, tmp_path):
+    """`fastdaf predict --engine ray` killed with SIGTERM mid-run: exit 143 with a message, no traceback or native
+    stack dump, no partial file left in --out, its Ray processes and session folder gone, the lock released."""
+    out = tmp_path / "out"
+    before = {p.name for p in Path(tempfile.gettempdir()).glob("fastdaf-ray-*")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastdaf.cli", "predict", "--manifest", str(data["manifest"]), "--engine", "ray",
+         "--out", str(out), "--workers", "1", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not list(out.glob(".predictions.*.partial")):  # Ray is up and results are being written
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no partial output within 180 s"
+        time.sleep(0.1)
+    session = [p for p in Path(tempfile.gettempdir()).glob("fastdaf-ray-*") if p.name not in before]
+    assert len(session) == 1  # this run's own Ray session folder
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert "fastdaf predict: stopped by SIGTERM; partial outputs removed" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == []  # no partial file, no lock file
+    assert not session[0].exists()
+    time.sleep(2)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(session[0]) not in ps  # no Ray process of that session is left

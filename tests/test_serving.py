@@ -261,6 +261,33 @@ def test_export_triton_writes_a_repository_triton_can_parse(tmp_path):
     assert forced.returncode == 0, forced.stderr
 
 
+def test_export_triton_refuses_links_and_files_in_the_way(tmp_path, capsys):
+    """A symlinked repository or model folder (with --force it would delete or fill wherever it points) and a file
+    where a folder goes are refused with exit 2 and a message, never a traceback; the link's target is untouched."""
+    from fastdaf.cli import main as cli_main
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine")
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "fastdaf").symlink_to(elsewhere)
+    (tmp_path / "repo-link").symlink_to(elsewhere)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "fastdaf").write_text("a file")
+    (tmp_path / "a-file").write_text("x")
+    for argv, says in (
+        (["export-triton", str(tmp_path / "linked"), "--force"], "is a symbolic link"),
+        (["export-triton", str(tmp_path / "repo-link"), "--force"], "is a symbolic link"),
+        (["export-triton", str(tmp_path / "plain")], "is a file where the model's folder goes"),
+        (["export-triton", str(tmp_path / "a-file")], "is a file; give a folder"),
+    ):
+        assert cli_main(argv) == 2, argv
+        assert says in capsys.readouterr().err
+    assert (elsewhere / "keep.txt").read_text() == "mine" and sorted(p.name for p in elsewhere.iterdir()) == [
+        "keep.txt"
+    ]
+
+
 @pytest.mark.parametrize("damage", ["random bytes as weights", "config naming other tensors"])
 def test_serve_and_export_refuse_a_corrupt_checkpoint_in_seconds_naming_the_file(tmp_path, damage):
     from fastdaf.default_model import path as default_model_path

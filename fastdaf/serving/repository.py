@@ -136,6 +136,13 @@ def write_model_repository(
     config, extra = read_config(checkpoint)
     directory = Path(directory)
     model_dir = directory / name
+    for path in (directory, model_dir):
+        if path.is_symlink():  # --force would delete, or write into, wherever it points
+            raise ServeError(f"{path} is a symbolic link; give a real folder (fastdaf does not write through links)")
+    if directory.exists() and not directory.is_dir():
+        raise ServeError(f"{directory} is a file; give a folder for the model repository (created if missing)")
+    if model_dir.exists() and not model_dir.is_dir():
+        raise ServeError(f"{model_dir} is a file where the model's folder goes; move it or choose another directory")
     if model_dir.exists() and any(model_dir.iterdir()) and not overwrite:
         raise ServeError(
             f"{model_dir} already exists and is not empty; choose another directory or pass overwrite (--force)"
