@@ -11,6 +11,7 @@ expected against what was found.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -109,14 +110,61 @@ def local_encoder_folders(extra: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+# Model names fastdaf resolves itself, offline (the bundled text model, registry-packaged models, Whisper base).
+FASTDAF_MODEL_NAMES = ("default", "whisper-base", "faster-whisper-base")
+ALLOW_DOWNLOADS_ENV = "FASTDAF_ALLOW_DOWNLOADS"
+
+
+def _model_reference(directory: Path, modality: str, model: str) -> str:
+    """Where a checkpoint's model reference (not "./") points: never the current folder, never the network unless
+    the user opted in. A fastdaf name stays; a path is taken relative to the checkpoint folder (an absolute one must
+    exist); anything else is a Hugging Face hub id, taken from the local cache only, or downloaded when
+    $FASTDAF_ALLOW_DOWNLOADS=1."""
+    from .encoders.packaged import SPLIT_ZIPS  # noqa: PLC0415 - the packaged names only
+
+    if model in FASTDAF_MODEL_NAMES or model.lower() in SPLIT_ZIPS:
+        return model
+    path = Path(model).expanduser()
+    if path.is_absolute():
+        if not path.exists():
+            raise CheckpointError(
+                f"{directory}: the {modality} encoder's model {model!r} is not on this machine (a path in a checkpoint "
+                "is never tried as a hub id)"
+            )
+        return model
+    beside = directory / path
+    if beside.exists():
+        return str(beside.resolve())
+    allow = os.environ.get(ALLOW_DOWNLOADS_ENV, "") not in ("", "0")
+    try:
+        from huggingface_hub import snapshot_download  # noqa: PLC0415 - only for hub ids
+
+        return snapshot_download(model, local_files_only=not allow)
+    except Exception as exc:  # not cached, not a valid id, no network: the same answer
+        raise CheckpointError(
+            f"{directory}: the {modality} encoder's model {model!r} is neither a folder beside the checkpoint nor a "
+            f"Hugging Face model in the local cache ({type(exc).__name__}); fastdaf does not download what a "
+            f"checkpoint names unless {ALLOW_DOWNLOADS_ENV}=1 (or fetch it yourself, e.g. huggingface-cli download)"
+        ) from exc
+
+
 def encoder_specs(directory: str | Path, extra: Mapping[str, Any]) -> dict[str, Any]:
-    """The checkpoint's encoder specs, each "./NAME" model made an absolute path inside the checkpoint folder.
+    """The checkpoint's encoder specs, every model reference resolved where the checkpoint says, not where the
+    process runs: "./NAME" inside the checkpoint folder, other references by `_model_reference`.
 
     A checkpoint moves as one folder (copied, served, bundled inside the package), so weights it carries are named
     relative to it, never to the current folder; a name that leaves the folder or is missing is a CheckpointError.
     """
     directory = Path(directory).resolve()
     specs = {m: (dict(s) if isinstance(s, dict) else s) for m, s in (extra.get("encoders") or {}).items()}
+    local = local_encoder_folders(extra)
+    for modality, spec in specs.items():
+        if modality in local:
+            continue
+        if isinstance(spec, dict) and isinstance(spec.get("model"), str):
+            spec["model"] = _model_reference(directory, modality, spec["model"])
+        elif isinstance(spec, str) and spec != "acoustic" and not spec.startswith(("precomputed:", "whisper:")):
+            specs[modality] = _model_reference(directory, modality, spec)
     for modality, name in local_encoder_folders(extra).items():
         folder = (directory / name).resolve()
         if not folder.is_relative_to(directory) or folder == directory:

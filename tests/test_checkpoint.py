@@ -142,6 +142,40 @@ def test_encoder_weights_missing_or_outside_the_checkpoint_are_refused(saved, mo
         encoder_specs(path, {"encoders": {"audio": {"kind": "whisper", "model": model}}})
 
 
+def test_other_model_references_never_mean_the_current_folder_or_the_network(saved, tmp_path, monkeypatch):
+    """A checkpoint's model path is taken relative to the checkpoint folder; an absolute one that is missing, or a
+    hub id not in the local cache, is a CheckpointError, with no network access (a file you were handed does not
+    make fastdaf download) unless FASTDAF_ALLOW_DOWNLOADS=1; fastdaf's own names stay as they are."""
+    import socket
+
+    from fastdaf.checkpoint import encoder_specs
+
+    _, path = saved
+    (path / "my-encoder").mkdir()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-encoder").mkdir()  # the same name in the current folder is not the one meant
+    (tmp_path / "some-org" / "some-model").mkdir(parents=True)  # nor is a folder shaped like a hub id
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("network access while resolving a checkpoint's encoders")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-cache"))
+    monkeypatch.delenv("FASTDAF_ALLOW_DOWNLOADS", raising=False)
+    specs = encoder_specs(path, {"encoders": {"text": {"kind": "text", "model": "my-encoder"}, "audio": "acoustic"}})
+    assert specs == {"text": {"kind": "text", "model": str((path / "my-encoder").resolve())}, "audio": "acoustic"}
+    for model, words in (
+        (str(tmp_path / "gone"), "is not on this machine .*never tried as a hub id"),
+        ("some-org/some-model", "neither a folder beside the checkpoint nor .* in the local cache.*FASTDAF_ALLOW_DOWN"),
+    ):
+        with pytest.raises(CheckpointError, match=words):
+            encoder_specs(path, {"encoders": {"text": {"kind": "text", "model": model}}})
+        with pytest.raises(CheckpointError, match=words):
+            encoder_specs(path, {"encoders": {"audio": model}})  # a string spec too
+    for name in ("default", "whisper-base", "all-mpnet-base-v2"):
+        assert encoder_specs(path, {"encoders": {"text": name}}) == {"text": name}
+
+
 def test_bundled_model_names(tmp_path, monkeypatch):
     from fastdaf import default_model
 
