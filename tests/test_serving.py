@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -616,6 +618,33 @@ def test_shutdown_during_load_finishes_the_accepted_requests(tmp_path, predictor
             assert_same_prediction(record, expected[record["id"]])
         else:  # refused after the shutdown began: never a wrong answer, never a model error
             assert record["sent_at"] >= sigterm_at and record["status"] != "400", record
+
+
+def test_a_server_whose_model_backend_dies_stops_for_its_supervisor_and_leaves_no_shared_memory():
+    """kill -9 of the Python-backend stub (what the OOM killer does): Triton would answer every request with 500
+    while saying ready; fastdaf serve stops it and exits 3 within seconds, so a supervisor restarts it. Its
+    /dev/shm regions (request data inside) are private while it runs and removed when it exits."""
+    from fastdaf.serving.server import BACKEND_DIED_EXIT, _stub_pids, model_ready
+
+    srv = start_server()
+    try:
+        regions = list(Path("/dev/shm").glob(f"fastdaf{srv.proc.pid}_*"))
+        deadline = time.monotonic() + 5  # made private within half a second of being seen
+        while not all(r.stat().st_mode & 0o777 == 0o600 for r in regions) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert regions and all(r.stat().st_mode & 0o777 == 0o600 for r in regions)
+        ps = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True, check=True).stdout
+        (triton,) = [int(p) for p, pp, args in (line.split(None, 2) for line in ps.splitlines()[1:])
+                     if int(pp) == srv.proc.pid and "tritonserver" in args]  # fmt: skip
+        (stub,) = _stub_pids(triton)  # this server's, not another test's
+        os.kill(stub, signal.SIGKILL)
+        code = srv.proc.wait(30)
+    finally:
+        srv.kill()
+    assert code == BACKEND_DIED_EXIT and srv.events()[-1] == {"event": "stopped", "exit_code": BACKEND_DIED_EXIT}
+    assert "the model's backend process died" in "".join(srv.lines)
+    assert not model_ready(f"http://{srv.http}")  # nothing answers "ready" for a model that cannot answer
+    assert not list(Path("/dev/shm").glob(f"fastdaf{srv.proc.pid}_*"))
 
 
 def test_serve_says_what_is_missing_before_starting_anything(monkeypatch, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -42,6 +43,11 @@ SEALED_HEADER = ("fastdaf sealed", "no client\ncan send this")
 SEALED_APIS = ("model-repository", "shared-memory", "trace", "logging")
 
 
+def shm_prefix() -> str:
+    """This server's /dev/shm region names start with it: servers side by side share no region."""
+    return f"fastdaf{os.getpid()}_"
+
+
 def tritonserver_command(
     repository: Path, backends: Path, *, host: str, http_port: int, grpc_port: int, exit_timeout_s: int, verbose: bool
 ) -> list[str]:
@@ -56,7 +62,7 @@ def tritonserver_command(
         "--exit-on-error=true",
         f"--backend-directory={backends}",
         # a prefix of this server's own, so that servers side by side share no region
-        f"--backend-config=python,shm-region-prefix-name=fastdaf{os.getpid()}_",
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix()}",
         "--backend-config=python,shm-default-byte-size=4194304",
         "--backend-config=python,shm-growth-byte-size=1048576",
         f"--http-address={host}",
@@ -103,10 +109,62 @@ def _server_environment() -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> Callable[[], None]:
-    """For Popen's preexec_fn: tritonserver gets SIGTERM (a graceful stop) if fastdaf dies, even by SIGKILL."""
+def _server_preexec() -> Callable[[], None]:
+    """For Popen's preexec_fn: tritonserver gets SIGTERM (a graceful stop) if fastdaf dies, even by SIGKILL; and
+    what it creates (the Python backend's /dev/shm regions, which hold request data) is readable by this user only."""
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the forked child only calls it
-    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        os.umask(0o077)
+
+    return preexec
+
+
+# `fastdaf serve` exits with this when the model's backend process died (killed, or out of memory): Triton keeps
+# answering "ready" but fails every request then, so the server is stopped for a supervisor to restart it.
+BACKEND_DIED_EXIT = 3
+
+
+def _stub_pids(server_pid: int) -> set[int]:
+    """The Python-backend stub processes (one per model instance) tritonserver runs."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == server_pid and b"triton_python_backend_stub" in cmdline:
+            pids.add(int(entry.name))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _make_shared_memory_private(prefix: str) -> None:
+    """The Python backend creates its regions (request data in them) readable by every user (0644, whatever the
+    umask): made 0600 as soon as they are seen, at readiness and every half second after."""
+    for region in Path("/dev/shm").glob(f"{prefix}*"):
+        with contextlib.suppress(OSError):
+            if region.stat().st_mode & 0o077:
+                region.chmod(0o600)
+
+
+def _remove_shared_memory(prefix: str) -> None:
+    """The Python backend's regions of this server: a killed stub or server leaves them (with request data)."""
+    for region in Path("/dev/shm").glob(f"{prefix}*"):
+        with contextlib.suppress(OSError):
+            region.unlink()
 
 
 def serve(
@@ -126,7 +184,9 @@ def serve(
 
     The checkpoint is loaded and validated first. On a stop signal Triton stops taking new
     connections and finishes the requests it accepted (for at most `exit_timeout_s`); it is killed
-    if it has not exited 10 s after that. Returns 0 after a clean stop, 1 if the server died.
+    if it has not exited 10 s after that. Returns 0 after a clean stop, 1 if the server died,
+    BACKEND_DIED_EXIT (3) if the model's backend process died (Triton is then stopped: it would keep
+    reporting ready while failing every request). Either way its /dev/shm regions are removed.
     """
 
     try:
@@ -187,7 +247,7 @@ def serve(
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT if log else None,
-                    preexec_fn=_die_with_parent(),
+                    preexec_fn=_server_preexec(),
                 )
             except OSError as exc:
                 raise failure(f"Triton did not start ({type(exc).__name__}: {exc})") from None
@@ -207,9 +267,21 @@ def serve(
                         "startup_s": round(time.perf_counter() - started, 2),
                     }
                 )
+            stubs = _stub_pids(server.pid)
+            _make_shared_memory_private(shm_prefix())
             while not stop.wait(0.5):
+                _make_shared_memory_private(shm_prefix())
                 if server.poll() is not None:
                     return 1
+                if not all(_alive(pid) for pid in stubs):
+                    print(
+                        "fastdaf serve: the model's backend process died (killed, or out of memory); Triton would "
+                        f"fail every request while reporting ready, so it is stopped (exit {BACKEND_DIED_EXIT}) for "
+                        "a supervisor to restart",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return BACKEND_DIED_EXIT
             return 0
         finally:
             if server is not None and server.poll() is None:
@@ -219,6 +291,7 @@ def serve(
                 except subprocess.TimeoutExpired:
                     server.kill()
                     server.wait()
+            _remove_shared_memory(shm_prefix())
             if log is not None:
                 log.close()
             for sig, handler in previous.items():
