@@ -491,6 +491,8 @@ def predict_manifest(
             batches = scored.sort("_pos").iter_batches(batch_format="pyarrow", batch_size=None) if n_rows else []
             counts = _write(batches, targets, output_schema(modalities, output_names), n_rows, pc, pq)
             write_provenance(next(iter(targets.values())).with_name("provenance.json"), made_by)
+        except _Stop as stop:
+            raise Interrupted(stop.signum) from None
         except Exception as exc:
             found = _fastdaf_error(exc)
             if found is None or found is exc:
@@ -520,16 +522,25 @@ def predict_manifest(
         }
 
 
+class _Stop(BaseException):
+    """A stop signal on its way out of Ray's code: not an Exception, which Ray Data would log as an internal error
+    with its stack trace (predict_manifest turns it into Interrupted once outside)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGINT raise Interrupted in the main thread, so that the partial files are removed and the Ray
+    """SIGTERM and SIGINT stop the run in the main thread, so that the partial files are removed and the Ray
     instance is shut down on the way out (Ray's own SIGTERM handling aborts the driver: exit 134, a stack dump)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum, frame):
-        raise Interrupted(signum)
+        raise _Stop(signum)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
