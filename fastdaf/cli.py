@@ -650,36 +650,71 @@ def _predict_manifest_ray(args: argparse.Namespace) -> int:
 
 def _predict_manifest(predictor, rows: list, target: Path | None, made_by: dict[str, Any], *, progress: bool) -> int:
     """Predict the rows not yet in `target`, writing each batch as it finishes (a killed run loses at most one
-    batch)."""
+    batch).
+
+    The rows being predicted are named in a marker beside the output (`.<name>.inflight`) until they are written:
+    a run that dies with it there (kill -9, the OOM killer, a crash inside a library) left those rows undone, and
+    the next run predicts them one at a time first; a row that was alone in flight when the process died is
+    recorded as failed (ProcessDiedError), not tried again, so a row that kills the process cannot stop every
+    rerun. An exception (Ctrl-C included) removes the marker: only a dead process leaves it."""
 
     results = _Results(target, predictor, made_by, rows)
     todo = {r.line for r in pending_rows(rows, results.done_ids)}
+    marker = None if target is None else target.with_name(f".{target.name}.inflight")
+    died = _inflight(marker) & todo
     counts = {"predicted": 0, "failed": 0}
     bar = tqdm(total=len(todo), desc="predicting", unit="utt", disable=None if progress else True)
+
+    def run(chunk: list) -> None:
+        names = [f"id {r.id!r} (line {r.line})" for r in chunk]
+        if marker is not None:
+            marker.write_text(json.dumps([r.line for r in chunk]))
+        if len(died) == 1 and [r.line for r in chunk] == list(died):
+            out = [f"ProcessDiedError: {names[0]}: the process died while predicting this row alone (killed, or out "
+                   "of memory) in an earlier run; it is not tried again"]  # fmt: skip
+        else:
+            out = predictor.predict_each([r.text for r in chunk], [r.audio for r in chunk], names=names)
+        results.write([predictor.record(res, r.id) for r, res in zip(chunk, out)])
+        if marker is not None:
+            marker.unlink()
+        failed = sum(isinstance(res, str) for res in out)
+        counts["failed"] += failed
+        counts["predicted"] += len(chunk) - failed
+        bar.update(len(chunk))
+
     try:
+        for row in (r for r in rows if r.line in died):  # what a dead process left in flight, one at a time
+            run([row])
+        todo -= died
         # batches keep the boundaries of an uninterrupted run, so a resumed run gives the very same numbers
         for start in range(0, len(rows), predictor.batch_size):
             chunk = [r for r in rows[start : start + predictor.batch_size] if r.line in todo]
-            if not chunk:
-                continue
-            names = [f"id {r.id!r} (line {r.line})" for r in chunk]
-            out = predictor.predict_each([r.text for r in chunk], [r.audio for r in chunk], names=names)
-            results.write([predictor.record(res, r.id) for r, res in zip(chunk, out)])
-            failed = sum(isinstance(res, str) for res in out)
-            counts["failed"] += failed
-            counts["predicted"] += len(chunk) - failed
-            bar.update(len(chunk))
+            if chunk:
+                run(chunk)
     finally:
         bar.close()
         results.close()
-    skipped = len(rows) - len(todo)
+        if marker is not None:
+            marker.unlink(missing_ok=True)
+    skipped = len(rows) - len(todo) - len(died)
     print(
         f"{counts['predicted']} predicted, {counts['failed']} failed, of {len(rows)} rows"
         + (f"; {skipped} were already in the output" if skipped else "")
+        + (f"; {len(died)} left in flight by a process that died, predicted one at a time" if died else "")
         + (f" -> {target}" if target else ""),
         file=sys.stderr,
     )
     return 0
+
+
+def _inflight(marker: Path | None) -> set[int]:
+    """Manifest lines a dead process was predicting (see _predict_manifest)."""
+    if marker is None or not marker.exists():
+        return set()
+    try:
+        return {int(line) for line in json.loads(marker.read_text())}
+    except (OSError, ValueError, TypeError):
+        return set()
 
 
 def _add_checkpoint_option(parser: argparse.ArgumentParser) -> None:

@@ -312,3 +312,50 @@ def test_out_symlinks_are_refused(tmp_path, capsys, no_work):
         code, err = run_cli(["predict", "--manifest", tmp_path / "m.csv", "--out", tmp_path / name], capsys)
         assert code == 2 and "is a symbolic link" in err
     assert not (tmp_path / "elsewhere").exists()
+
+
+CRASHING_RUN = r"""
+import os, sys
+import fastdaf.pipeline
+
+real = fastdaf.pipeline.SentimentPredictor.predict_each
+
+def predict_each(self, texts, audios, *args, **kwargs):
+    if "CRASH" in texts:  # what the OOM killer does to a process in the middle of a batch
+        os._exit(137)
+    return real(self, texts, audios, *args, **kwargs)
+
+fastdaf.pipeline.SentimentPredictor.predict_each = predict_each
+from fastdaf.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_row_that_kills_the_process_is_recorded_as_failed_and_not_retried(shared_data, tmp_path):
+    """A process that dies mid-batch leaves that batch in flight; the next run predicts those rows one at a time,
+    and a row that was alone in flight when the process died is recorded as failed: reruns get past it."""
+    manifest, out = tmp_path / "m.csv", tmp_path / "out.csv"
+    ids = mosei_manifest(shared_data, manifest, 40)
+    text = manifest.read_text().splitlines()
+    text[11] = f"{ids[10]},CRASH"  # the 11th row
+    manifest.write_text("\n".join(text) + "\n")
+    argv = [sys.executable, "-c", CRASHING_RUN, "predict", "--manifest", str(manifest), "--out", str(out)]
+    root = Path(__file__).resolve().parents[1]
+
+    def run():
+        return subprocess.run(argv, capture_output=True, text=True, cwd=root, timeout=300)
+
+    first = run()  # dies in its first batch (rows 1-32)
+    assert first.returncode == 137 and read_results(out) == []
+    assert json.loads((tmp_path / ".out.csv.inflight").read_text()) == list(range(2, 34))  # manifest lines
+    second = run()  # predicts those one at a time, dies on the 11th row alone
+    assert second.returncode == 137 and [r["id"] for r in read_results(out)] == ids[:10]
+    assert json.loads((tmp_path / ".out.csv.inflight").read_text()) == [12]
+    third = run()
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert "1 left in flight by a process that died" in third.stderr
+    got = read_results(out)
+    assert [r["id"] for r in got] == ids
+    assert got[10]["error"].startswith(f"ProcessDiedError: id {ids[10]!r} (line 12): the process died while")
+    assert all(r["error"] == "" for k, r in enumerate(got) if k != 10)
+    assert not (tmp_path / ".out.csv.inflight").exists()
