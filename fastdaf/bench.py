@@ -73,6 +73,7 @@ from .errors import FastDAFError, InputError, UnsupportedError
 from .extras import pyplot, require
 from .fused import SUPPORTED_FUSION, FusedDAFHead
 from .head import DAFHead
+from .pipeline import choose_head
 from .reference_check import random_head
 from .serving.client import MIXES, PROTOCOLS, run_load
 
@@ -351,13 +352,14 @@ def audio_core(name: str, device: torch.device, dtype: torch.dtype, backend: str
     return runner, config.hidden_size, "speech"
 
 
-def e2e_head_backend(head: str, encoder_backend: str, device: torch.device) -> str:
+def e2e_head_backend(head: str, encoder_backend: str, device: torch.device, config: DAFConfig) -> str:
     """The head backend (BACKENDS) behind encoders run by `encoder_backend`: `head` (choices.HEADS) resolved as
-    a predictor does (auto: the fused head on CUDA, the reference head elsewhere), run the way the encoders
-    run (replayed from a CUDA graph behind cudagraph/tensorrt encoders on CUDA, compiled behind compile ones)."""
+    a predictor does (fastdaf.pipeline.choose_head: auto takes the fused head on CUDA where it supports `config`),
+    run the way the encoders run (replayed from a CUDA graph behind cudagraph/tensorrt encoders on CUDA, compiled
+    behind compile ones)."""
     if head not in HEADS:
         raise InputError(f"head {head!r} is not accepted; choose one of {list(HEADS)}")
-    kind = head if head != "auto" else ("fused" if device.type == "cuda" else "reference")
+    kind = choose_head(head, config, device)
     if device.type == "cuda" and encoder_backend in ("cudagraph", "tensorrt"):
         return f"{kind}-cudagraph"
     if encoder_backend == "compile" and kind == "reference":
@@ -407,7 +409,7 @@ def bench_e2e(
             bar.update(len(batch_sizes))
             continue
         dafhead = random_head(DAFConfig({"text": text_dim, "audio": audio_dim}, projection_size=128), device)
-        head_backend = e2e_head_backend(head, backend, device)
+        head_backend = e2e_head_backend(head, backend, device, dafhead.config)
         for batch in batch_sizes:
             g = torch.Generator(device=device).manual_seed(batch)
             ids = torch.randint(1000, vocab - 1, (batch, tokens), generator=g, device=device)

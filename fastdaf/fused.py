@@ -49,6 +49,32 @@ def _any_global_hook() -> bool:
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 PRECISIONS = ("tf32", "ieee")
+MAX_PROJECTION_SIZE = 512
+MAX_OUTPUTS = 8
+
+
+def unsupported_reason(
+    config: DAFConfig, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> str | None:
+    """Why the fused head cannot run this head (on `device`, with inputs of `dtype`, when given), or None.
+
+    The one rule: FusedDAFHead refuses with it, and the predictor, fastdaf-bench and serving fall back to the
+    reference head on it (auto) or raise it (fused asked for)."""
+    if config.fusion not in SUPPORTED_FUSION:
+        return f"the fused head supports fusion {list(SUPPORTED_FUSION)}, not {config.fusion!r}"
+    if not 1 <= config.projection_size <= MAX_PROJECTION_SIZE:
+        return f"the fused head supports projection_size 1..{MAX_PROJECTION_SIZE}, got {config.projection_size}"
+    if config.n_outputs > MAX_OUTPUTS:
+        return f"the fused head supports 1..{MAX_OUTPUTS} outputs, got {config.n_outputs}"
+    if (
+        device is not None
+        and device.type != "cuda"
+        and not (device.type == "cpu" and (interpreting() or offline_active()))
+    ):
+        return f"the fused head runs on CUDA tensors (on CPU only under TRITON_INTERPRET=1, for tests), not on {device}"
+    if dtype is not None and dtype not in SUPPORTED_DTYPES:
+        return f"the fused head takes fp32, fp16 or bf16 inputs, not {dtype}"
+    return None
 
 
 class FusedDAFHead(nn.Module):
@@ -67,15 +93,9 @@ class FusedDAFHead(nn.Module):
         block_config: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
-        if config.fusion not in SUPPORTED_FUSION:
-            raise UnsupportedError(
-                f"the fused head supports fusion {list(SUPPORTED_FUSION)}, not {config.fusion!r}; use "
-                "fastdaf.DAFHead for it"
-            )
-        if not 1 <= config.projection_size <= 512:
-            raise UnsupportedError(f"the fused head supports projection_size 1..512, got {config.projection_size}")
-        if config.n_outputs > 8:
-            raise UnsupportedError(f"the fused head supports 1..8 outputs, got {config.n_outputs}")
+        reason = unsupported_reason(config)
+        if reason is not None:
+            raise UnsupportedError(f"{reason}; use fastdaf.DAFHead for it")
         if precision not in PRECISIONS:
             raise UnsupportedError(f"precision must be one of {list(PRECISIONS)} (fp32 inputs only), got {precision!r}")
         if block_config is not None and not {"BLOCK_B", "BLOCK_K"} <= set(block_config):
@@ -217,13 +237,9 @@ class FusedDAFHead(nn.Module):
     def _make_plan(self, key: tuple):
         """Build the kernel launch for one (dtype, device, given modalities, mask) combination."""
         dtype, device, given, has_mask = key
-        if device.type == "cpu" and not interpreting() and not offline_active():
-            raise UnsupportedError(
-                "the fused Triton head runs on CUDA tensors; on CPU it runs only under TRITON_INTERPRET=1 "
-                "(slow, for tests). Use fastdaf.DAFHead on CPU."
-            )
-        if device.type not in ("cpu", "cuda"):
-            raise UnsupportedError(f"the fused head runs on CUDA tensors, got device {device}")
+        reason = unsupported_reason(self.config, device)
+        if reason is not None:
+            raise UnsupportedError(f"{reason}. Use fastdaf.DAFHead there.")
         cfg = self.config
         w = self.weights_for(dtype, device)
         names = cfg.modality_names

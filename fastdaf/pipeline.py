@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,13 +29,15 @@ import torch
 from .audio.loading import AudioInput
 from .checkpoint import encoder_specs, read_config
 from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, HEADS
+from .config import DAFConfig
 from .default_model import resolve as resolve_checkpoint
 from .encoders import pick_device
 from .errors import InputError, NonFiniteScoreError, UnsupportedError
 from .extractor import FeatureExtractor
-from .fused import FusedDAFHead
+from .fused import FusedDAFHead, unsupported_reason
 from .head import DAFHead
-from .kernels.daf_head import interpreting
+
+logger = logging.getLogger(__name__)
 
 NEUTRAL_BAND = 0.5
 SCORE_RANGE = (-3.0, 3.0)
@@ -179,17 +182,7 @@ class SentimentPredictor:
         self._lock = threading.Lock()
 
     def _choose_backend(self, wanted: str) -> str:
-        fusable = self.head.config.fusion != "concat" and self.head.config.n_outputs <= 8
-        if wanted == "auto":
-            return "fused" if self.device.type == "cuda" and fusable else "reference"
-        if wanted == "fused" and (not fusable or (self.device.type != "cuda" and not interpreting())):
-            raise UnsupportedError(
-                "the fused head runs on CUDA (or on CPU under TRITON_INTERPRET=1, for tests) and for "
-                "dynamic/static/mean "
-                f"fusion with at most 8 outputs; this predictor is on {self.device} with {self.head.config.fusion!r} "
-                "fusion"
-            )
-        return wanted
+        return choose_head(wanted, self.head.config, self.device)
 
     @property
     def modalities(self) -> list[str]:
@@ -300,6 +293,32 @@ class SentimentPredictor:
             outputs={name: v for name, v in zip(cfg.output_names[1:], values[1:])},
             notes=list(notes),
         )
+
+
+_FALLBACKS_LOGGED: set[str] = set()
+
+
+def choose_head(wanted: str, config: DAFConfig, device: torch.device) -> str:
+    """The head backend for `wanted` (choices.HEADS): auto takes the fused head on CUDA when it supports this head
+    (fastdaf.fused.unsupported_reason), else the reference head, saying why once; fused asked for raises the
+    reason."""
+    if wanted not in HEADS:
+        raise InputError(f"head_backend {wanted!r} is not accepted; choose one of {list(HEADS)}")
+    if wanted == "reference":
+        return wanted
+    reason = unsupported_reason(config, device)
+    if wanted == "fused":
+        if reason is not None:
+            raise UnsupportedError(reason)
+        return wanted
+    if device.type != "cuda":
+        return "reference"
+    if reason is not None:
+        if reason not in _FALLBACKS_LOGGED:
+            _FALLBACKS_LOGGED.add(reason)
+            logger.warning("fastdaf: the reference head runs instead of the fused one: %s", reason)
+        return "reference"
+    return "fused"
 
 
 def score_options(predictor: SentimentPredictor, encoder_backend: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastdaf import bench, bench_rows
+from fastdaf import DAFConfig, bench, bench_rows
 from fastdaf.bench_rows import BenchRow, append_rows, bench_row, percentiles, read_rows
 from fastdaf.choices import ENCODER_BACKENDS, HEADS
 from fastdaf.errors import InputError
@@ -198,14 +198,21 @@ def test_vocabulary_and_the_former_names(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["head", "--backends", "fast"])
     cpu = torch.device("cpu")
-    assert [bench.e2e_head_backend("auto", b, cpu) for b in ("eager", "compile")] == ["reference", "reference-compile"]
+    cfg = DAFConfig({"text": 384, "audio": 74})
+    assert [bench.e2e_head_backend("auto", b, cpu, cfg) for b in ("eager", "compile")] == [
+        "reference",
+        "reference-compile",
+    ]
     cuda = torch.device("cuda")
-    assert [bench.e2e_head_backend("auto", b, cuda) for b in ("eager", "cudagraph", "tensorrt")] == [
+    assert [bench.e2e_head_backend("auto", b, cuda, cfg) for b in ("eager", "cudagraph", "tensorrt")] == [
         "fused",
         "fused-cudagraph",
         "fused-cudagraph",
     ]
-    assert bench.e2e_head_backend("reference", "cudagraph", cuda) == "reference-cudagraph"
+    assert bench.e2e_head_backend("reference", "cudagraph", cuda, cfg) == "reference-cudagraph"
+    # a head the fused kernel does not support falls back as the predictor does (fastdaf.fused.unsupported_reason)
+    wide = DAFConfig({"text": 384, "audio": 74}, projection_size=1024)
+    assert bench.e2e_head_backend("auto", "cudagraph", cuda, wide) == "reference-cudagraph"
 
 
 def test_e2e_writes_a_row_per_stage(tiny_models, tmp_path):

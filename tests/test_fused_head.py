@@ -1,5 +1,7 @@
 """The fused Triton head against a float64 evaluation of the reference, in the Triton interpreter."""
 
+import re
+
 import pytest
 import torch
 
@@ -194,3 +196,31 @@ def test_pinned_block_configs_compute_the_same_function(block, rng):
 def test_block_config_must_name_the_tile():
     with pytest.raises(UnsupportedError, match="BLOCK_B and BLOCK_K"):
         FusedDAFHead.from_head(DAFHead(DAFConfig({"text": 8})), block_config={"BLOCK_B": 16})
+
+
+UNSUPPORTED = {
+    "projection 1024": (DAFConfig({"text": 8, "audio": 4}, projection_size=1024), "projection_size 1..512"),
+    "concat fusion": (DAFConfig({"text": 8, "audio": 4}, fusion="concat"), "not 'concat'"),
+    "nine outputs": (DAFConfig({"text": 8, "audio": 4}, n_outputs=9), "1..8 outputs, got 9"),
+}
+
+
+@pytest.mark.parametrize("config, says", UNSUPPORTED.values(), ids=UNSUPPORTED.keys())
+def test_one_support_rule_for_the_fused_head(config, says, caplog):
+    """fastdaf.fused.unsupported_reason decides for every user: auto on CUDA falls back to the reference head
+    (saying why, once), fused asked for raises the reason, and FusedDAFHead refuses with it."""
+    from fastdaf.fused import unsupported_reason
+    from fastdaf.pipeline import choose_head
+
+    cuda = torch.device("cuda")  # the choice only: nothing runs on it
+    assert says in unsupported_reason(config)
+    with caplog.at_level("WARNING", logger="fastdaf.pipeline"):
+        assert choose_head("auto", config, cuda) == "reference"
+        assert choose_head("auto", config, cuda) == "reference"
+    assert sum(says in r.getMessage() for r in caplog.records) <= 1  # said once per process, not per call
+    with pytest.raises(UnsupportedError, match=re.escape(says)):
+        choose_head("fused", config, cuda)
+    with pytest.raises(UnsupportedError, match=re.escape(says)):
+        FusedDAFHead.from_head(DAFHead(config))
+    supported = DAFConfig({"text": 8, "audio": 4})
+    assert unsupported_reason(supported, cuda) is None and choose_head("auto", supported, cuda) == "fused"
