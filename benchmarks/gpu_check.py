@@ -99,6 +99,7 @@ import triton  # noqa: E402
 from fastdaf import DAFConfig, DAFHead  # noqa: E402
 from fastdaf.bench import head_callables, random_features, random_head, time_calls  # noqa: E402
 from fastdaf.bench_rows import BenchRow, append_rows, bench_row, environment  # noqa: E402
+from fastdaf.dtypes import DTYPES  # noqa: E402
 from fastdaf.fused import FusedDAFHead  # noqa: E402
 from fastdaf.reference_check import (  # noqa: E402  (bounds explained there)
     COMPONENTWISE_TOLERANCE,
@@ -108,7 +109,6 @@ from fastdaf.reference_check import (  # noqa: E402  (bounds explained there)
     relative_error,
 )
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_TILE = {"BLOCK_B": 16, "BLOCK_K": 32, "num_warps": 4, "num_stages": 2}
 # fraction of the deadline each section leaves to the sections after it
 WINDOWS = {"validation": 0.45, "timing": 0.20, "e2e": 0.0}

@@ -27,6 +27,8 @@ import torch
 from fastdaf import DAFConfig
 from fastdaf.bench import random_features
 from fastdaf.bench_rows import BenchRow, add_results_options, bench_row, write_results
+from fastdaf.dtypes import DTYPES
+from fastdaf.fused import SUPPORTED_FUSION as FUSIONS
 from fastdaf.reference_check import (
     COMPONENTWISE_TOLERANCE,
     TOLERANCE,
@@ -39,8 +41,6 @@ from fastdaf.reference_check import (
 )
 
 ROWS = (("fp32", "tf32"), ("fp32", "ieee"), ("fp16", None), ("bf16", None))
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-FUSIONS = ("dynamic", "static", "mean")
 
 
 def shapes(i: int) -> tuple[dict, dict, float, int]:

@@ -11,14 +11,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .config import DAFConfig
+from .config import FUSION_MODES, DAFConfig
 from .evaluation import CONTROL_KINDS, DECISION_METRIC, control, informative, metrics_of
 from .extras import pyplot
 from .features import FeatureSet
 from .metrics import METRIC_NAMES, sentiment_metrics
 from .train import TrainOptions, first_output, predict_features, train_head
 
-FUSIONS = ("dynamic", "static", "mean", "concat")
+FUSIONS = FUSION_MODES
 
 
 def only(data: FeatureSet, modality: str) -> FeatureSet:

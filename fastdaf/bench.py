@@ -63,6 +63,7 @@ from .bench_rows import (
 from .choices import DEFAULT_HEAD, ENCODER_BACKENDS, HEADS
 from .cli import CommandParser
 from .config import DAFConfig
+from .dtypes import DTYPES
 from .encoders.acoustic import AcousticCore, acoustic_buckets
 from .encoders.base import pick_device, pick_dtype
 from .encoders.bert import NativeBert
@@ -85,7 +86,6 @@ CUDA_ONLY = ("reference-cudagraph", "fused", "fused-cudagraph")
 BACKEND_ALIASES = {"eager": "reference", "cudagraph": "reference-cudagraph", "compile": "reference-compile"}
 # `e2e --head` took a head backend before it took a choices.HEADS word; how the head runs now follows the encoders
 HEAD_ALIASES = {"eager": "reference", "cudagraph": "reference", "compile": "reference", "fused-cudagraph": "fused"}
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _alias(aliases: dict[str, str], what: str) -> Callable[[str], str]:

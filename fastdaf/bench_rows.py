@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 
+from .dtypes import dtype_name as _dtype_name
 from .errors import InputError
 from .extras import pyplot
 from .version import __version__
@@ -55,7 +56,6 @@ RESULTS_ENV = "FASTDAF_BENCH_RESULTS"
 # relative to the current directory: run from a checkout's root (as benchmarks/RESULTS.md's commands are), the
 # rows land in its benchmarks/ folder; no checkout path is assumed
 DEFAULT_RESULTS = Path("benchmarks") / "results.jsonl"
-DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
 
 
 @dataclasses.dataclass
@@ -213,7 +213,7 @@ def dtype_name(dtype: torch.dtype | str | None) -> str | None:
         dtype = found if isinstance(found, torch.dtype) else dtype
     if dtype is None or isinstance(dtype, str):
         return dtype
-    return DTYPE_NAMES.get(dtype, str(dtype).replace("torch.", ""))
+    return "fp64" if dtype == torch.float64 else _dtype_name(dtype)
 
 
 # When figures deserve distrust: a p99 more than SPREAD_WARNING times the p50 (some calls ran far slower than

@@ -30,6 +30,7 @@ from .encoders import NORMALIZERS
 from .errors import FastDAFError, InputError, Interrupted
 from .evaluation import CONTROL_KINDS, evaluate, plot_evaluation, verdicts, without
 from .extractor import FeatureExtractor, extract_manifest, load_data, pending_rows, read_manifest
+from .fused import SUPPORTED_FUSION
 from .head import DAFHead
 from .metrics import EMOTION_METRIC_NAMES, format_table, sentiment_metrics
 from .outputs import check_resume, output_lock, provenance, provenance_path, refuse_symlink, write_provenance
@@ -786,8 +787,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--fusion",
         nargs="+",
         choices=FUSION_MODES,
-        default=["dynamic", "static", "mean"],
-        help="fusion modes to train and compare (default: dynamic static mean)",
+        default=list(SUPPORTED_FUSION),
+        help=f"fusion modes to train and compare (default: {' '.join(SUPPORTED_FUSION)})",
     )
     demo.add_argument("--epochs", type=_positive_int, default=200, help="most training epochs per head")
     demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of training")

@@ -28,13 +28,14 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from .config import DAFConfig
+from .config import FUSION_MODES, DAFConfig
+from .dtypes import DTYPES
 from .errors import InputError, UnsupportedError
 from .head import DAFHead, DAFOutput, check_inputs, require_each_row_present
 from .kernels.daf_head import DAFHeadLaunch, interpreting
 from .kernels.offline import offline_active
 
-SUPPORTED_FUSION = ("dynamic", "static", "mean")
+SUPPORTED_FUSION = tuple(f for f in FUSION_MODES if f != "concat")  # concat: the reference head
 
 
 def _any_global_hook() -> bool:
@@ -47,7 +48,7 @@ def _any_global_hook() -> bool:
     )
 
 
-SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+SUPPORTED_DTYPES = tuple(DTYPES.values())
 PRECISIONS = ("tf32", "ieee")
 MAX_PROJECTION_SIZE = 512
 MAX_OUTPUTS = 8

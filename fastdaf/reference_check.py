@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .config import DAFConfig
+from .dtypes import DTYPE_NAMES
 from .fused import FusedDAFHead
 from .head import DAFHead, check_inputs, full_mask, masked_softmax
 
@@ -38,7 +39,6 @@ TOLERANCE: dict[tuple[str, str | None], float] = {
     ("fp16", None): 2e-2,
     ("bf16", None): 2e-2,
 }
-DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def tolerance(dtype: torch.dtype, precision: str = "tf32") -> float:

@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..dtypes import DTYPES as DTYPE_TABLE
+from ..fused import SUPPORTED_FUSION
 from .daf_head import (
     DAFHeadLaunch,
     _pow2,
@@ -44,9 +46,9 @@ from .daf_head import (
 )
 from .offline import SHARED_MEMORY_LIMIT, offline_target, record_compiles, use_private_cache
 
-DTYPES = ("fp32", "fp16", "bf16")
+DTYPES = tuple(DTYPE_TABLE)
 PROJECTION_SIZES = (16, 32, 64, 128, 256, 512)
-FUSIONS = ("dynamic", "static", "mean")
+FUSIONS = SUPPORTED_FUSION
 MODALITY_DIMS = (768, 74, 35, 17)  # text, acoustic, visual, one more; 74 and 35 give unaligned strides
 
 
@@ -74,7 +76,7 @@ class Variant:
 
 
 def _torch_dtype(name: str):
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+    return DTYPE_TABLE[name]
 
 
 def densest_tile(projection_size: int, dtype: str, arch: int, **shape) -> dict:
