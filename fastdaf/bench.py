@@ -61,7 +61,6 @@ from .bench_rows import (
     write_results,
 )
 from .choices import DEFAULT_HEAD, ENCODER_BACKENDS, HEADS
-from .cli import CommandParser
 from .config import DAFConfig
 from .dtypes import DTYPES
 from .encoders.acoustic import AcousticCore, acoustic_buckets
@@ -74,6 +73,7 @@ from .errors import FastDAFError, InputError, UnsupportedError
 from .extras import pyplot, require
 from .fused import SUPPORTED_FUSION, FusedDAFHead
 from .head import DAFHead
+from .options import CommandParser, device_option
 from .pipeline import choose_head
 from .reference_check import random_head
 from .serving.client import MIXES, PROTOCOLS, run_load
@@ -580,7 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastdaf-bench", description="fastdaf latency benchmarks")
     sub = parser.add_subparsers(dest="mode", required=True, parser_class=CommandParser)
     head = sub.add_parser("head", help="time the DAF head per backend")
-    head.add_argument("--device", default="auto", help="auto (cuda when available), cuda, cuda:N or cpu")
+    head.add_argument(
+        "--device", type=device_option, default="auto", help="auto (cuda when available), cuda, cuda:N or cpu"
+    )
     head.add_argument("--dtype", choices=DTYPES, default="fp32", help="input features' dtype")
     head.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 4096], help="rows per call, each timed")
     head.add_argument("--modalities", default="text=768,audio=74", help="name=dim,... (default text=768,audio=74)")
@@ -603,7 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_results_options(head)
 
     e2e = sub.add_parser("e2e", help="time the full prediction (text encoder, audio encoder, head) per encoder backend")
-    e2e.add_argument("--device", default="auto", help="auto (cuda when available), cuda, cuda:N or cpu")
+    e2e.add_argument(
+        "--device", type=device_option, default="auto", help="auto (cuda when available), cuda, cuda:N or cpu"
+    )
     e2e.add_argument(
         "--backends",
         nargs="+",

@@ -8,10 +8,8 @@ import csv
 import io
 import json
 import os
-import re
 import sys
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from .extractor import FeatureExtractor, extract_manifest, load_data, pending_ro
 from .fused import SUPPORTED_FUSION
 from .head import DAFHead
 from .metrics import EMOTION_METRIC_NAMES, format_table, sentiment_metrics
+from .options import CommandParser, device_option, fraction, non_negative, positive_int
 from .outputs import check_resume, output_lock, provenance, provenance_path, refuse_symlink, write_provenance
 from .pipeline import SentimentPredictor, flatten_record, record_columns, record_keys, score_options
 from .serving import MODEL_NAME, ServeOptions, serve, write_model_repository
@@ -43,35 +42,6 @@ from .version import __version__
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, allow_nan=True))
-
-
-# Option types: argparse reports their errors as "argument --name: message" with exit code 2, before any work.
-def _device(value: str) -> str:
-    if value in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", value):
-        return value
-    raise argparse.ArgumentTypeError(f"{value!r} is not a device; use cpu, cuda or cuda:N (or auto)")
-
-
-def _checked(value: str, convert: Callable[[str], Any], ok: Callable[[Any], bool], accepted: str) -> Any:
-    try:
-        number = convert(value)
-    except ValueError:
-        number = None
-    if number is None or not ok(number):  # a NaN fails every comparison, so it is refused too
-        raise argparse.ArgumentTypeError(f"{value!r} is not accepted; give {accepted}")
-    return number
-
-
-def _positive_int(value: str) -> int:
-    return _checked(value, int, lambda n: n >= 1, "an integer >= 1")
-
-
-def _non_negative(value: str) -> float:
-    return _checked(value, float, lambda n: n >= 0, "a number >= 0")
-
-
-def _fraction(value: str) -> float:
-    return _checked(value, float, lambda n: 0.0 <= n < 1.0, "a number in [0, 1)")
 
 
 def _check_out(path: Path, suffixes: tuple[str, ...], accepted: str, *, create_folder: bool = False) -> None:
@@ -442,23 +412,23 @@ def cmd_export_triton(args: argparse.Namespace) -> int:
 
 def _add_head_and_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--projection-size", type=_positive_int, default=128, help="per-modality projection width (default: 128)"
+        "--projection-size", type=positive_int, default=128, help="per-modality projection width (default: 128)"
     )
-    parser.add_argument("--attention-size", type=_positive_int, default=64, help="attention scorer width (default: 64)")
-    parser.add_argument("--hidden-size", type=_positive_int, default=128, help="regressor hidden width (default: 128)")
-    parser.add_argument("--dropout", type=_fraction, default=0.1, help="dropout in the head, in [0, 1) (default: 0.1)")
-    parser.add_argument("--epochs", type=_positive_int, default=100, help="most epochs (default: 100)")
-    parser.add_argument("--batch-size", type=_positive_int, default=256, help="training batch size (default: 256)")
+    parser.add_argument("--attention-size", type=positive_int, default=64, help="attention scorer width (default: 64)")
+    parser.add_argument("--hidden-size", type=positive_int, default=128, help="regressor hidden width (default: 128)")
+    parser.add_argument("--dropout", type=fraction, default=0.1, help="dropout in the head, in [0, 1) (default: 0.1)")
+    parser.add_argument("--epochs", type=positive_int, default=100, help="most epochs (default: 100)")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="training batch size (default: 256)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate, > 0 (default: 0.001)")
     parser.add_argument(
         "--patience",
-        type=_positive_int,
+        type=positive_int,
         default=10,
         help="stop after this many epochs without a better validation MAE (default: 10)",
     )
     parser.add_argument(
         "--modality-dropout",
-        type=_fraction,
+        type=fraction,
         default=0.0,
         help="chance of hiding each modality of a training row, in [0, 1) (default: 0)",
     )
@@ -729,7 +699,7 @@ def _add_checkpoint_option(parser: argparse.ArgumentParser) -> None:
 
 def _add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
+        "--device", type=device_option, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
     )
 
 
@@ -741,29 +711,6 @@ def _add_backend_option(parser: argparse.ArgumentParser) -> None:
         help=f"encoder backend (default: {DEFAULT_ENCODER_BACKEND}: TensorRT if installed, else CUDA graphs on CUDA, "
         "else eager)",
     )
-
-
-class HelpWithDefaults(argparse.HelpFormatter):
-    """Every option's help ends with its default, unless the help already states it (in words, where a bare value
-    would not explain it, e.g. "default: the bundled model"). Flags show "default: off"."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if not action.option_strings or action.required or "default" in text or action.default is argparse.SUPPRESS:
-            return text
-        if action.default is None:
-            return f"{text} (default: not given)"
-        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-            return f"{text} (default: {'on' if action.default else 'off'})"
-        return f"{text} (default: %(default)s)"
-
-
-class CommandParser(argparse.ArgumentParser):
-    """The parser of each command: help that shows every default."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", HelpWithDefaults)
-        super().__init__(*args, **kwargs)
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -790,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(SUPPORTED_FUSION),
         help=f"fusion modes to train and compare (default: {' '.join(SUPPORTED_FUSION)})",
     )
-    demo.add_argument("--epochs", type=_positive_int, default=200, help="most training epochs per head")
+    demo.add_argument("--epochs", type=positive_int, default=200, help="most training epochs per head")
     demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of training")
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     demo.set_defaults(func=cmd_demo)
@@ -816,7 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
         "predictions.parquet and/or predictions.jsonl",
     )
     predict.add_argument(
-        "--batch-size", type=_positive_int, default=32, help="with --manifest: utterances scored together (default: 32)"
+        "--batch-size", type=positive_int, default=32, help="with --manifest: utterances scored together (default: 32)"
     )
     predict.add_argument(
         "--allow-duplicate-ids",
@@ -852,13 +799,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bulk.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="model replicas (default: one per --num-gpus-per-worker GPUs in the cluster, else one per CPU)",
     )
     bulk.add_argument(
         "--num-gpus-per-worker",
-        type=_non_negative,
+        type=non_negative,
         default=None,
         help="GPUs each worker reserves; 0.5 puts two workers on a GPU (default: 0, CPU workers)",
     )
@@ -889,10 +836,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--instances", type=int, default=1, help="model instances (each loads the encoders)")
         p.add_argument(
-            "--device",
+            "--instance-kind",
+            "--device",  # its 0.1 name (README), still accepted
+            dest="device",
             choices=SERVE_DEVICES,
             default=DEFAULT_SERVE_DEVICE,
-            help="instance kind (auto: gpu when CUDA is available here; for export-triton, name the server's)",
+            help="where Triton runs the model's instances: cpu or gpu (auto: gpu when CUDA is available here; when "
+            "exporting for another server, name its kind); --device is its 0.1 name, still accepted",
         )
         p.add_argument(
             "--max-audio-seconds", type=float, default=60.0, help="longer audio is refused with an error response"
@@ -944,7 +894,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or 'none'",
     )
     extract.add_argument(
-        "--batch-size", type=_positive_int, default=32, help="utterances encoded together (default: 32)"
+        "--batch-size", type=positive_int, default=32, help="utterances encoded together (default: 32)"
     )
     _add_device_option(extract)
     _add_backend_option(extract)
@@ -1025,7 +975,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also score each modality shuffled across rows and replaced by one constant input, and say whether it "
         "carries measurable information (default: off)",
     )
-    eval_cmd.add_argument("--control-seeds", type=_positive_int, default=5, help="seeds per control (default: 5)")
+    eval_cmd.add_argument("--control-seeds", type=positive_int, default=5, help="seeds per control (default: 5)")
     eval_cmd.add_argument(
         "--speakers",
         nargs="+",
@@ -1056,7 +1006,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ablate.add_argument("data", type=Path, help="same kinds of data as train")
     ablate.add_argument("--out", type=Path, required=True, help="folder for ablation.md and ablation.png")
-    ablate.add_argument("--seeds", type=_positive_int, default=3, help="seeds per variant (default: 3)")
+    ablate.add_argument("--seeds", type=positive_int, default=3, help="seeds per variant (default: 3)")
     _add_head_and_training_options(ablate)
     ablate.add_argument("--train-split", default="train", help="split trained on (default: train)")
     ablate.add_argument("--valid-split", default="valid", help="split for early stopping (default: valid)")

@@ -709,3 +709,22 @@ def test_client_and_load_generator_refuse_bad_arguments_naming_them(tmp_path):
     with pytest.raises(ServeError, match="did not become ready") as err:
         ServerProcess("--checkpoint", str(tmp_path / "nowhere"), startup_timeout_s=120)
     assert "no checkpoint directory" in str(err.value)
+
+
+def test_instance_kind_is_named_for_what_it_chooses_and_the_old_name_still_works(tmp_path, capsys):
+    """serve/export-triton's choice of Triton instance kind is --instance-kind; --device, its 0.1 name that the
+    README told users to pass, is the same option. (--device of predict and fastdaf-bench is a torch device.)"""
+    from fastdaf.bench import main as bench_main
+    from fastdaf.cli import build_parser
+    from fastdaf.cli import main as cli_main
+
+    for flag, kind in (("--instance-kind", "gpu"), ("--device", "gpu"), ("--instance-kind", "cpu")):
+        repo = tmp_path / f"{flag}-{kind}"
+        assert cli_main(["export-triton", str(repo), flag, kind]) == 0
+        assert f"kind: KIND_{kind.upper()}" in (repo / "fastdaf" / "config.pbtxt").read_text()
+    capsys.readouterr()
+    assert "--instance-kind" in build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
+    for argv in (["head", "--device", "tpu"], ["e2e", "--device", "tpu"]):  # one device type for both commands
+        with pytest.raises(SystemExit) as exit_:
+            bench_main(argv)
+        assert exit_.value.code == 2 and "'tpu' is not a device; use cpu, cuda or cuda:N" in capsys.readouterr().err
