@@ -440,7 +440,10 @@ def predict_manifest(
         started = time.perf_counter()
         own_ray = not ray.is_initialized()
         # a Ray instance this call starts keeps its session files in a folder of its own, removed at the end
-        temp_dir = tempfile.mkdtemp(prefix="fastdaf-ray-") if own_ray and address is None else None
+        # (under /tmp, as Ray's own default: a long $TMPDIR would push its socket paths past the 107-byte limit)
+        temp_dir = (
+            tempfile.mkdtemp(prefix="fastdaf-ray-", dir=_RAY_TEMP_PARENT) if own_ray and address is None else None
+        )
         if own_ray:
             ray.init(
                 address=address or "local",
@@ -520,6 +523,9 @@ def predict_manifest(
             "rows_per_s": round(n_rows / seconds, 2) if seconds > 0 else None,
             "outputs": {f: str(p) for f, p in targets.items()},
         }
+
+
+_RAY_TEMP_PARENT = "/tmp" if os.path.isdir("/tmp") else None
 
 
 class _Stop(BaseException):

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -348,7 +347,7 @@ def test_sigterm_stops_a_ray_run_cleanly(data, tmp_path):
     """`fastdaf predict --engine ray` killed with SIGTERM mid-run: exit 143 with a message, no traceback or native
     stack dump, no partial file left in --out, its Ray processes and session folder gone, the lock released."""
     out = tmp_path / "out"
-    before = {p.name for p in Path(tempfile.gettempdir()).glob("fastdaf-ray-*")}
+    before = {p.name for p in Path("/tmp").glob("fastdaf-ray-*")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "fastdaf.cli", "predict", "--manifest", str(data["manifest"]), "--engine", "ray",
          "--out", str(out), "--workers", "1", "--json"],
@@ -359,7 +358,7 @@ def test_sigterm_stops_a_ray_run_cleanly(data, tmp_path):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no partial output within 180 s"
         time.sleep(0.1)
-    session = [p for p in Path(tempfile.gettempdir()).glob("fastdaf-ray-*") if p.name not in before]
+    session = [p for p in Path("/tmp").glob("fastdaf-ray-*") if p.name not in before]
     assert len(session) == 1  # this run's own Ray session folder
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
