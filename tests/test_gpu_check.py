@@ -404,3 +404,50 @@ def test_audio_arrays_need_no_soundfile_and_files_name_it(monkeypatch, tmp_path)
     path.write_bytes(b"RIFF....")
     with pytest.raises(UnsupportedError, match="Python package 'soundfile'"):
         load_audio(path)
+
+
+def test_roofline_fractions_use_the_device_time_and_both_bandwidths():
+    """add_ratios, as a GPU run calls it: the fused head's device time under a graph (CUDA events) over the fewest
+    bytes the head moves, at the measured copy bandwidth and at the card's nominal one; wall-clock p50s for the
+    speed-ups; the CPU traffic model's prediction beside. The card classes by the names CUDA reports."""
+    gpu_check = load_script()
+    from fastdaf import DAFConfig
+
+    cfg = DAFConfig({"text": 768, "audio": 74}, projection_size=128, attention_size=64, hidden_size=128)
+    row = {"batch": 65536, "dtype": "fp16", "eager_p50_us": 3000.0, "fused_p50_us": 500.0, "cudagraph_p50_us": 2900.0,
+           "fused-cudagraph_p50_us": 490.0, "fused-cudagraph_device_us": 100.0}  # fmt: skip
+    ceilings = {"copy_bytes_per_s": 3.0e12, "fp16_flops_per_s": 700e12, "tf32_flops_per_s": 350e12,
+                "nominal_hbm_bytes_per_s": 3.35e12}  # fmt: skip
+    gpu_check.add_ratios(row, cfg, ceilings)
+    _, moved = gpu_check.head_cost(cfg, 65536, 2)
+    assert row["fused_speedup_vs_eager"] == 6.0 and row["roofline_timing"] == "CUDA events over graph replays"
+    assert row["roofline_fraction_hbm"] == pytest.approx(moved / 3.0e12 * 1e6 / 100.0)
+    assert row["roofline_fraction_hbm_nominal"] == pytest.approx(moved / 3.35e12 * 1e6 / 100.0)
+    assert row["predicted_fraction_hbm_nominal"] == pytest.approx(0.697, abs=0.005)  # the traffic model, P=128
+    del row["fused-cudagraph_device_us"]
+    gpu_check.add_ratios(row, cfg, ceilings)  # no device time: the wall clock, and it says so
+    assert row["roofline_timing"] == "wall-clock p50"
+    assert row["roofline_fraction_hbm"] == pytest.approx(moved / 3.0e12 * 1e6 / 490.0)
+    for name, (kind, bandwidth) in {
+        "NVIDIA H100 80GB HBM3": ("H100", 3.35e12),
+        "NVIDIA H100 PCIe": ("H100 PCIe", 2.0e12),
+        "NVIDIA H100 NVL": ("H100 NVL", 3.9e12),
+        "NVIDIA H200": ("H200", 4.8e12),
+        "NVIDIA A100-SXM4-80GB": ("A100-SXM4-80GB", 2.039e12),
+        "NVIDIA GeForce RTX 4090": (None, None),
+    }.items():
+        assert gpu_check.nominal_hbm_bandwidth(name) == (kind, bandwidth), name
+
+
+def test_prebuilt_kernels_are_used_only_from_the_same_triton_release(tmp_path, monkeypatch):
+    import triton
+
+    gpu_check = load_script()
+    assert gpu_check.use_prebuilt(tmp_path)["why"].startswith("no prebuilt cache manifest")
+    (tmp_path / "manifest.json").write_text(json.dumps({"triton": "0.0.1", "triton_key": "k", "kernels": 1}))
+    monkeypatch.setenv("TRITON_CACHE_DIR", "unchanged")
+    assert gpu_check.use_prebuilt(tmp_path) == {
+        "used": False,
+        "why": f"built with Triton 0.0.1, this is {triton.__version__}",
+    }
+    assert os.environ["TRITON_CACHE_DIR"] == "unchanged"
