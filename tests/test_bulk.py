@@ -367,5 +367,5 @@ def test_sigterm_stops_a_ray_run_cleanly(data, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == []  # no partial file, no lock file
     assert not session[0].exists()
     time.sleep(2)
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(session[0]) not in ps  # no Ray process of that session is left

@@ -633,7 +633,7 @@ def test_a_server_whose_model_backend_dies_stops_for_its_supervisor_and_leaves_n
         while not all(r.stat().st_mode & 0o777 == 0o600 for r in regions) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert regions and all(r.stat().st_mode & 0o777 == 0o600 for r in regions)
-        ps = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True, check=True).stdout
+        ps = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True, check=True).stdout
         (triton,) = [int(p) for p, pp, args in (line.split(None, 2) for line in ps.splitlines()[1:])
                      if int(pp) == srv.proc.pid and "tritonserver" in args]  # fmt: skip
         (stub,) = _stub_pids(triton)  # this server's, not another test's
