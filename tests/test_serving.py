@@ -647,6 +647,24 @@ def test_a_server_whose_model_backend_dies_stops_for_its_supervisor_and_leaves_n
     assert not list(Path("/dev/shm").glob(f"fastdaf{srv.proc.pid}_*"))
 
 
+def test_regions_a_killed_server_left_are_removed_by_the_next_one():
+    """SIGKILL leaves a server no time to remove its /dev/shm regions; the next fastdaf serve removes those of
+    servers that no longer run, and leaves the ones of running servers alone."""
+    from fastdaf.serving.server import _remove_orphaned_shared_memory
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = Path("/dev/shm") / f"fastdaf{int(dead.stdout)}_test-region"
+    alive = Path("/dev/shm") / f"fastdaf{os.getpid()}_test-region"
+    for region in (orphan, alive):
+        region.write_bytes(b"request text")
+    try:
+        _remove_orphaned_shared_memory()
+        assert not orphan.exists() and alive.exists()
+    finally:
+        orphan.unlink(missing_ok=True)
+        alive.unlink(missing_ok=True)
+
+
 def test_serve_says_what_is_missing_before_starting_anything(monkeypatch, tmp_path):
     from fastdaf.serving import serve
 

@@ -160,6 +160,15 @@ def _make_shared_memory_private(prefix: str) -> None:
                 region.chmod(0o600)
 
 
+def _remove_orphaned_shared_memory() -> None:
+    """Regions of fastdaf servers that no longer run (killed with SIGKILL, they could not remove their own)."""
+    for region in Path("/dev/shm").glob("fastdaf*_*"):
+        pid = region.name[len("fastdaf") :].split("_", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            with contextlib.suppress(OSError):
+                region.unlink()
+
+
 def _remove_shared_memory(prefix: str) -> None:
     """The Python backend's regions of this server: a killed stub or server leaves them (with request data)."""
     for region in Path("/dev/shm").glob(f"{prefix}*"):
@@ -199,6 +208,7 @@ def serve(
     if not 1 <= exit_timeout_s <= 25:
         raise InputError(f"exit_timeout_s must be in 1..25, got {exit_timeout_s}")
     validate_checkpoint(checkpoint)
+    _remove_orphaned_shared_memory()
     stop = stop or threading.Event()
     url = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{http_port}"
     with tempfile.TemporaryDirectory(
