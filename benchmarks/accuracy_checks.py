@@ -43,7 +43,7 @@ from fastdaf import DAFConfig, DAFHead  # noqa: E402
 from fastdaf.audio.dsp import resample  # noqa: E402
 from fastdaf.bench_rows import BenchRow, add_results_options, bench_row, write_results  # noqa: E402
 from fastdaf.fused import FusedDAFHead  # noqa: E402
-from fastdaf.reference_check import reference64, relative_error  # noqa: E402
+from fastdaf.reference_check import reference64, relative_error, tf32_truncate  # noqa: E402
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech"
 BENCHMARK = "benchmarks/accuracy_checks.py"
@@ -130,11 +130,11 @@ def fused_precision(n: int = 100) -> dict[str, dict[str, float]]:
 
 
 def _tf32(x: torch.Tensor, truncate: bool) -> torch.Tensor:
-    """x (float64) rounded to tf32: fp32 with the low 13 of its 23 mantissa bits cleared."""
-    bits = x.float().view(torch.int32)
-    if not truncate:
-        bits = bits + (1 << 12)  # round half up at the 10th mantissa bit
-    return (bits & ~((1 << 13) - 1)).view(torch.float32).double()
+    """x (float64) rounded to tf32: fp32 with the low 13 of its 23 mantissa bits cleared (truncated, as
+    fastdaf.reference_check.tf32_truncate does, or rounded half up at the 10th mantissa bit)."""
+    if truncate:
+        return tf32_truncate(x)
+    return tf32_truncate((x.float().view(torch.int32) + (1 << 12)).view(torch.float32))
 
 
 def tf32_emulation(n: int = 120) -> dict[str, float]:

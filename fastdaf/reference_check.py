@@ -142,8 +142,7 @@ def error_scales64(head: DAFHead, features: Mapping[str, Tensor], present: Tenso
     device = next(iter(features.values())).device
     w = _folded64(head, device)
     slope = ACTIVATION_SLOPE[cfg.activation]
-    _, mask = check_inputs(cfg, features, present)
-    mask = full_mask([features.get(m) for m in cfg.modality_names], mask)
+    mask = full_mask(*check_inputs(cfg, features, present))
     _, want_weights = reference64(head, features, present)
     proj = _projections64(head, w, features, lambda t: t)
     B = mask.shape[0]
@@ -217,8 +216,7 @@ def kernel_rounding_model64(
         operand = lambda t: t.float().double()  # noqa: E731
     else:
         operand = tf32_truncate
-    _, mask = check_inputs(cfg, features, present)
-    mask = full_mask([features.get(m) for m in cfg.modality_names], mask)
+    mask = full_mask(*check_inputs(cfg, features, present))
     proj = _projections64(head, w, features, operand)
     B, P = mask.shape[0], cfg.projection_size
     stacked = torch.stack(
