@@ -102,36 +102,41 @@ class FeatureExtractor:
                 raise exc
             errors[i] = f"{type(exc).__name__}: {exc}"
 
+        def where(i: int) -> str:
+            return names[i] if names is not None else f"utterance {i}"
+
+        def nothing_to_encode(i: int) -> InputError:
+            why = "; ".join(absent[i]) or "neither text nor audio given"
+            return InputError(f"{where(i)}: nothing to encode: {why}; at least one modality is needed")
+
         # decode and check inputs first, so one bad row cannot take its batch down
         text_rows, text_items, audio_rows, audio_items = [], [], [], []
+        absent: list[list[str]] = [[] for _ in range(n)]  # why a modality that was given counts as absent
         for i in range(n):
-            where = names[i] if names is not None else f"utterance {i}"
             try:
-                absent = []  # why a modality that was given counts as absent
                 if texts[i] is not None:
                     if self.text is None:
-                        raise InputError(f"{where}: text given but this extractor has no text encoder")
+                        raise InputError(f"{where(i)}: text given but this extractor has no text encoder")
                     if not isinstance(texts[i], str):
-                        raise InputError(f"{where}: text must be a string, got {type(texts[i]).__name__}")
-                    check_unicode(texts[i], where)
+                        raise InputError(f"{where(i)}: text must be a string, got {type(texts[i]).__name__}")
+                    check_unicode(texts[i], where(i))
                     if visible(self.text.normalize(texts[i])):
                         text_rows.append(i)
                         text_items.append(texts[i])
                     else:
-                        absent.append("text empty after normalisation (no visible character)")
+                        absent[i].append("text empty after normalisation (no visible character)")
                 if audios[i] is not None:
                     if self.audio is None:
-                        raise InputError(f"{where}: audio given but this extractor has no audio encoder")
-                    item, why = self._audio_item(audios[i], rates[i], where)
+                        raise InputError(f"{where(i)}: audio given but this extractor has no audio encoder")
+                    item, why = self._audio_item(audios[i], rates[i], where(i))
                     if why is None:
                         audio_rows.append(i)
                         audio_items.append(item)
                     else:
-                        absent.append(why)
-                notes[i] += [f"{why}: treated as absent" for why in absent]
+                        absent[i].append(why)
+                notes[i] += [f"{why}: treated as absent" for why in absent[i]]
                 if not (text_rows and text_rows[-1] == i) and not (audio_rows and audio_rows[-1] == i):
-                    why = "; ".join(absent) or "neither text nor audio given"
-                    raise InputError(f"{where}: nothing to encode: {why}; at least one modality is needed")
+                    raise nothing_to_encode(i)
             except FastDAFError as exc:
                 fail(i, exc)
                 # a row that failed on one modality contributes nothing
@@ -155,8 +160,23 @@ class FeatureExtractor:
                 for i, note in zip(rows, encoded.notes):
                     if note:
                         notes[i].append(note)
+                for i, why in zip(rows, encoded.absent or ()):
+                    if why is not None:  # an encoder that judges speech itself found none (judges_speech)
+                        self._judged_absent(i, f"audio has no speech ({why})", col, present, absent, notes)
+                        if not present[i].any():
+                            fail(i, nothing_to_encode(i))
             features[modality] = out
         return Extracted(features=features, present=present, errors=errors, notes=notes)
+
+    @staticmethod
+    def _judged_absent(
+        i: int, why: str, col: int, present: torch.Tensor, absent: list[list[str]], notes: list[list[str]]
+    ) -> None:
+        """Row i's modality `col` is absent after all: its note goes where the input checks put theirs (before
+        the encoders' notes), as if no_speech_reason had said so beforehand."""
+        present[i, col] = False
+        notes[i].insert(len(absent[i]), f"{why}: treated as absent")
+        absent[i].append(why)
 
     def _audio_item(self, audio: Any, rate: int | None, where: str) -> tuple[Any, str | None]:
         """The audio encoder's input for one row, or why its audio counts as absent. Whatever the encoder,
@@ -164,13 +184,14 @@ class FeatureExtractor:
         encoded as if it were speech, silence or noise got scores as confident as speech."""
         if not self.audio.takes_waveforms:
             return audio, None  # e.g. precomputed vectors
+        judged_later = getattr(self.audio, "judges_speech", False)  # one pitch track: the encoder's own
         wave = load_audio(
             audio,
             rate,
             target_rate=self.audio.sampling_rate,
             name=f"{where} audio {audio!r}" if isinstance(audio, str) else None,
         )
-        reason = no_speech_reason(wave.samples, wave.sampling_rate)
+        reason = None if judged_later else no_speech_reason(wave.samples, wave.sampling_rate)
         return wave.samples, None if reason is None else f"audio has no speech ({reason})"
 
 

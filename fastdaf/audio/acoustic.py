@@ -175,11 +175,16 @@ def _yin_difference(
     head_spec = torch.fft.rfft(segments[..., :window], n=n_fft)
     full_spec = torch.fft.rfft(segments, n=n_fft)
     corr = torch.fft.irfft(head_spec.conj() * full_spec, n=n_fft)[..., :n_lags]
-    cum = F.pad(torch.cumsum(padded.double().square(), dim=-1), (1, 0))
-    cum_frames = _frames(cum, size + 1, hop, n_frames)
-    window_energy = (cum_frames[..., window:] - cum_frames[..., :n_lags]).float()  # E(tau..tau+window-1)
+    window_energy = _window_energies(padded, window, n_lags, hop, n_frames)  # E(tau..tau+window-1)
     head_energy = window_energy[..., :1]
     return (head_energy + window_energy - 2.0 * corr).clamp_min(0.0), head_energy.squeeze(-1)
+
+
+def _window_energies(padded: torch.Tensor, window: int, n_lags: int, hop: int, n_frames: int) -> torch.Tensor:
+    """Energy of the window-long stretch starting at each lag < n_lags of every frame [B, F, n_lags]."""
+    cum = F.pad(torch.cumsum(padded.double().square(), dim=-1), (1, 0))
+    cum_frames = _frames(cum, window + n_lags, hop, n_frames)
+    return (cum_frames[..., window:] - cum_frames[..., :n_lags]).float()
 
 
 def _cumulative_mean_normalise(diff: torch.Tensor) -> torch.Tensor:
@@ -238,23 +243,23 @@ def estimate_pitch(
     if not 0 < fmin < fmax <= sample_rate / 2:
         raise InputError(f"need 0 < fmin < fmax <= sample_rate / 2, got fmin={fmin}, fmax={fmax}")
     padded, lengths = _pad_batch(waveforms, lengths)
-    f0, voiced, _ = _pitch_and_energy(padded, lengths, sample_rate=sample_rate, fmin=fmin, fmax=fmax, hop=hop)
-    return f0, voiced
+    track = _yin(padded, sample_rate=sample_rate, fmin=fmin, fmax=fmax, hop=hop)
+    return _pitch(*track, lengths, sample_rate=sample_rate, hop=hop)
 
 
-def _pitch_and_energy(
-    waveforms: torch.Tensor,
-    lengths: torch.Tensor,
-    *,
-    sample_rate: int,
-    fmin: float = 50.0,
-    fmax: float = 500.0,
-    hop: int = 160,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """_pitch, plus each frame's energy in dBFS over the YIN window [B, F]."""
+def _pitch_lags(sample_rate: int, fmin: float, fmax: float) -> tuple[int, int, int]:
+    """(min_lag, max_lag, window): YIN's lag range for fmin..fmax and its window, two periods of fmin."""
     max_lag = math.ceil(sample_rate / fmin)
-    min_lag = max(2, math.floor(sample_rate / fmax))
-    window = 2 * max_lag
+    return max(2, math.floor(sample_rate / fmax)), max_lag, 2 * max_lag
+
+
+def _yin(
+    waveforms: torch.Tensor, *, sample_rate: int, fmin: float = 50.0, fmax: float = 500.0, hop: int = 160
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """YIN on every frame, before any loudness rule: (period in samples, whether a dip was found, the frame's
+    energy in dBFS over the YIN window), each [B, F]. The one pitch track: the features and the speech check
+    both read it."""
+    min_lag, max_lag, window = _pitch_lags(sample_rate, fmin, fmax)
     n_frames = _frame_count(waveforms.shape[-1], hop)
     # lags 0..max_lag + 1: the parabola around max_lag needs its right neighbour
     padded = _pad_for_frames(waveforms, window + max_lag + 1, hop, left=window // 2)
@@ -262,12 +267,21 @@ def _pitch_and_energy(
     norm = _cumulative_mean_normalise(diff)
     lag, found = _first_dip_minimum(norm, min_lag, max_lag, YIN_THRESHOLD)
     period = lag.to(diff.dtype) + _parabolic_offset(diff, lag)
+    return period, found, _power_db(head_energy / window)
 
-    energy_db = _power_db(head_energy / window)
-    valid = _valid_frames(lengths, n_frames, hop)
-    voiced = found & _loud_frames(energy_db, valid)
-    f0 = torch.where(voiced, sample_rate / period.clamp_min(1.0), 0.0)
-    return f0, voiced, energy_db
+
+def _pitch(
+    period: torch.Tensor,
+    dip: torch.Tensor,
+    energy_db: torch.Tensor,
+    lengths: torch.Tensor,
+    *,
+    sample_rate: int,
+    hop: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """F0 [B, F] (0 where unvoiced) and voiced [B, F]: frames of a _yin track with a dip, loud within their clip."""
+    voiced = dip & _loud_frames(energy_db, _valid_frames(lengths, period.shape[-1], hop))
+    return torch.where(voiced, sample_rate / period.clamp_min(1.0), 0.0), voiced
 
 
 # ------------------------------------------------------------------------------------ spectral descriptors
@@ -345,8 +359,9 @@ def frame_descriptors(
     """Frame-level descriptors on one 10 ms frame grid, all [B, F] except mfcc [B, F, 13].
 
     Keys: mfcc, log_energy_db, f0_hz, voiced, spectral_centroid_hz, spectral_bandwidth_hz,
-    spectral_rolloff85_hz, spectral_flatness, spectral_flux, zcr, valid (frame inside its clip) and
-    nonsilent (valid and loud enough for the timbre statistics).
+    spectral_rolloff85_hz, spectral_flatness, spectral_flux, zcr, valid (frame inside its clip),
+    nonsilent (valid and loud enough for the timbre statistics), pitch_dip (valid and YIN found a period,
+    however quiet) and pitch_window_db (each frame's level over the YIN window; the speech check reads these two).
     """
     return _descriptors(*_pad_batch(waveforms, lengths), sample_rate=sample_rate)
 
@@ -366,7 +381,8 @@ def _descriptors(waveforms: torch.Tensor, lengths: torch.Tensor, *, sample_rate:
     log_energy = _power_db(frames.square().mean(dim=-1))
     valid = _valid_frames(lengths, n_frames, hop)
     centroid, bandwidth = _centroid_and_bandwidth(magnitude, freqs)
-    f0, voiced, _ = _pitch_and_energy(waveforms, lengths, sample_rate=sample_rate, hop=hop)
+    period, dip, pitch_window_db = _yin(waveforms, sample_rate=sample_rate, hop=hop)
+    f0, voiced = _pitch(period, dip, pitch_window_db, lengths, sample_rate=sample_rate, hop=hop)
     return {
         "mfcc": _mfcc(power, mel, dct),
         "log_energy_db": log_energy,
@@ -380,6 +396,8 @@ def _descriptors(waveforms: torch.Tensor, lengths: torch.Tensor, *, sample_rate:
         "zcr": _zero_crossing_rate(frames),
         "valid": valid,
         "nonsilent": _loud_frames(log_energy, valid),
+        "pitch_dip": dip & valid,
+        "pitch_window_db": pitch_window_db,
     }
 
 
@@ -467,12 +485,24 @@ def acoustic_features(
     Accepts a list of 1-D 16 kHz tensors of different lengths (padded internally) or a padded [B, T]
     tensor with lengths [B] (None = every clip fills T).
     """
+    return acoustic_features_and_speech(waveforms, lengths, check=check)[0]
+
+
+def acoustic_features_and_speech(
+    waveforms: torch.Tensor | Sequence[torch.Tensor], lengths: torch.Tensor | None = None, *, check: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """acoustic_features, plus each clip's speech frames and voiced frames [B] (int64) from the same pitch
+    track: `speech_reason` of the two says what `no_speech_reason` says of the clip, without tracking its pitch
+    again (the built-in acoustic encoder judges speech this way)."""
     batch, lengths = _pad_batch(waveforms, lengths, check)
     if batch.shape[0] == 0:
-        return torch.zeros(0, FEATURE_DIM, device=batch.device)
-    features = _pool(_descriptors(batch, lengths, sample_rate=SAMPLE_RATE))
+        none = torch.zeros(0, dtype=torch.long, device=batch.device)
+        return torch.zeros(0, FEATURE_DIM, device=batch.device), none, none
+    desc = _descriptors(batch, lengths, sample_rate=SAMPLE_RATE)
     # only reachable when squaring samples overflows float32 (|x| > 1e19): keep the promise of finite output
-    return torch.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
+    features = torch.nan_to_num(_pool(desc), nan=0.0, posinf=0.0, neginf=0.0)
+    speech, voiced = _speech_frames(desc["pitch_dip"], desc["pitch_window_db"])
+    return features, speech.sum(dim=-1), voiced.sum(dim=-1)
 
 
 # ---------------------------------------------------------------------------------------- speech presence
@@ -481,38 +511,53 @@ MIN_SPEECH_FRAMES = 5
 _SPEECH_CHUNK_SECONDS = 1.0  # measured: a 3 s speech clip costs 3 ms with 1 s chunks, 11 ms with 4 s
 
 
+def _speech_frames(dip: torch.Tensor, pitch_window_db: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames that count as speech, and frames voiced at all (a dip above the silence floor); judged frame by
+    frame, never against the clip's loudest frame, so a chunk of a clip gives what the whole clip gives."""
+    voiced = dip & (pitch_window_db > SILENCE_FLOOR_DB)
+    return voiced & (pitch_window_db >= SPEECH_FLOOR_DB), voiced
+
+
+def speech_reason(speech_frames: int, voiced_frames: int) -> str | None:
+    """Why a clip with these counts (see no_speech_reason) holds no speech, or None when it holds some."""
+    if speech_frames >= MIN_SPEECH_FRAMES:
+        return None
+    if not voiced_frames:
+        return "no voiced frames"
+    return f"only {speech_frames} voiced frame(s) at {SPEECH_FLOOR_DB:g} dBFS or louder, {MIN_SPEECH_FRAMES} needed"
+
+
 def no_speech_reason(samples: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> str | None:
     """Why a mono clip holds no speech, or None when it holds some: decides whether audio counts as present.
 
-    Speech: at least MIN_SPEECH_FRAMES 10 ms frames that this module's YIN calls voiced, at SPEECH_FLOOR_DB
-    dBFS or louder (energy over the YIN window). Measured: the six CMU ARCTIC clips have 102..240 such
-    frames and their voiced frames sit at -17..-22 dBFS (median), 33 dB above the floor; aew_a0002 still
-    has 28 with white noise added at 5 dB SNR (4 at 0 dB), and 40 with its level lowered by 35 dB (5 at
-    40 dB). Silence, DC, white and brown noise have no voiced frame at all; a 50/60 Hz hum of amplitude
-    0.001 (-63 dBFS) is voiced throughout but under the floor. Not told apart: periodic sounds above the
-    floor (a loud hum or tone; noise low-passed at ~100 Hz or narrower than an octave below ~350 Hz, of
-    which YIN calls 0.4..40 % of frames voiced). The clip is scanned in chunks of _SPEECH_CHUNK_SECONDS
-    (voicing relative to each chunk's loudest frame) until enough frames are found, so speech costs
-    about one chunk of pitch tracking at any length.
+    Speech: at least MIN_SPEECH_FRAMES 10 ms frames in which this module's YIN finds a period, at
+    SPEECH_FLOOR_DB dBFS or louder (energy over the YIN window); each frame is judged on its own, not against
+    the clip's loudest frame, so a loud bang does not hide quiet speech. Measured: the six CMU ARCTIC clips
+    have 102..240 such frames and their voiced frames sit at -17..-22 dBFS (median), 33 dB above the floor;
+    aew_a0002 still has 25 with white noise added at 5 dB SNR (4 at 0 dB), and 40 with its level lowered by
+    35 dB (5 at 40 dB). Silence, DC, white and brown noise have no voiced frame at all; a 50/60 Hz hum of
+    amplitude 0.001 (-63 dBFS) is voiced throughout but under the floor. Not told apart: periodic sounds
+    above the floor (a loud hum or tone; noise low-passed at ~100 Hz or narrower than an octave below ~350 Hz,
+    of which YIN calls 0.4..40 % of frames voiced). The pitch is tracked in chunks of _SPEECH_CHUNK_SECONDS
+    until enough frames are found, so speech costs about one chunk of pitch tracking at any length.
+    `acoustic_features_and_speech` counts the same frames from the features' own track: with the built-in
+    audio encoder each clip's pitch is tracked once.
     """
     samples = samples.reshape(-1).float()
     if sample_rate != SAMPLE_RATE:
         samples = resample(samples, sample_rate, SAMPLE_RATE)
     hop = round(HOP_SECONDS * SAMPLE_RATE)
-    chunk, context = (
-        round(_SPEECH_CHUNK_SECONDS / HOP_SECONDS) * hop,
-        8 * hop,
-    )  # context: more than the YIN window reaches
+    chunk, context = round(_SPEECH_CHUNK_SECONDS / HOP_SECONDS) * hop, 8 * hop  # context: more than YIN reaches
     found = voiced_at_all = 0
     for start in range(0, samples.numel(), chunk):
         left = min(start, context)
         piece = samples[start - left : start + chunk + context]
-        _, voiced, energy_db = _pitch_and_energy(*_pad_batch(piece[None], None), sample_rate=SAMPLE_RATE, hop=hop)
+        _, dip, energy_db = _yin(piece[None], sample_rate=SAMPLE_RATE, hop=hop)
+        dip &= _valid_frames(torch.tensor([piece.numel()], device=piece.device), dip.shape[-1], hop)
         mine = slice(left // hop, (left + chunk) // hop)  # the frames centred in this chunk
-        voiced_at_all += int(voiced[0, mine].sum())
-        found += int((voiced[0, mine] & (energy_db[0, mine] >= SPEECH_FLOOR_DB)).sum())
+        speech, voiced = _speech_frames(dip[0, mine], energy_db[0, mine])
+        voiced_at_all += int(voiced.sum())
+        found += int(speech.sum())
         if found >= MIN_SPEECH_FRAMES:
             return None
-    if not voiced_at_all:
-        return "no voiced frames"
-    return f"only {found} voiced frame(s) at {SPEECH_FLOOR_DB:g} dBFS or louder, {MIN_SPEECH_FRAMES} needed"
+    return speech_reason(found, voiced_at_all)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..audio.acoustic import FEATURE_DIM, FEATURE_NAMES, SAMPLE_RATE, acoustic_features
+from ..audio.acoustic import FEATURE_DIM, FEATURE_NAMES, SAMPLE_RATE, acoustic_features_and_speech, speech_reason
 from ..choices import DEFAULT_ENCODER_BACKEND
 from .base import Encoded, pick_device
 from .runners import Buckets, InputSpec, make_runner
@@ -22,10 +22,11 @@ def acoustic_buckets() -> Buckets:
 
 
 class AcousticCore(torch.nn.Module):
-    """Padded 16 kHz waveforms + lengths -> the built-in utterance vectors (no host synchronisation)."""
+    """Padded 16 kHz waveforms + lengths -> the built-in utterance vectors, with each clip's speech and voiced
+    frame counts from the same pitch track (no host synchronisation)."""
 
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return acoustic_features(waveforms, lengths, check=False)
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return acoustic_features_and_speech(waveforms, lengths, check=False)
 
 
 class AcousticEncoder:
@@ -33,6 +34,9 @@ class AcousticEncoder:
 
     modality = "audio"
     takes_waveforms = True
+    # speech is judged from the pitch track the features compute (Encoded.absent), not by the extractor's own
+    # no_speech_reason beforehand: one pitch track per clip
+    judges_speech = True
 
     def __init__(
         self,
@@ -56,9 +60,10 @@ class AcousticEncoder:
         }
         self.backend = backend
         self.core = AcousticCore()
+        outputs = ("features", "speech_frames", "voiced_frames")
         # fmt: off
         self.runner = make_runner(self.core, backend, self.device,
-                                  specs=specs, example=example, output_names=("features",), buckets=buckets,
+                                  specs=specs, example=example, output_names=outputs, buckets=buckets,
                                   dtype=torch.float32, exportable=False)
         # fmt: on
 
@@ -70,13 +75,17 @@ class AcousticEncoder:
         does: a batch is padded to its longest clip), then put back in input order."""
         order = sorted(range(len(waves)), key=lambda i: waves[i].numel())
         out = torch.empty(len(waves), self.dim)
+        counts = torch.zeros(len(waves), 2, dtype=torch.long)  # speech frames, voiced frames
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 clips = [torch.as_tensor(waves[i]).reshape(-1).float() for i in idx]
                 lengths = torch.tensor([c.numel() for c in clips])
                 padded = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
-                out[idx] = (
-                    self.runner({"waveforms": padded.to(self.device), "lengths": lengths.to(self.device)}).float().cpu()
+                features, speech, voiced = self.runner(
+                    {"waveforms": padded.to(self.device), "lengths": lengths.to(self.device)}
                 )
-        return Encoded(out, [None] * len(waves))
+                out[idx] = features.float().cpu()
+                counts[idx] = torch.stack([speech, voiced], dim=-1).cpu()
+        absent = [speech_reason(int(speech), int(voiced)) for speech, voiced in counts.tolist()]
+        return Encoded(out, [None] * len(waves), absent=absent)

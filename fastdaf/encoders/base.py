@@ -16,13 +16,17 @@ from ..errors import EncoderError
 class Encoded:
     vectors: torch.Tensor  # [N, dim] float32, CPU
     notes: list[str | None]
+    # why an item counts as absent (audio without speech), from encoders that judge it themselves
+    # (`judges_speech`); None: every item is present
+    absent: list[str | None] | None = None
 
 
 @runtime_checkable
 class Encoder(Protocol):
     """What the extractor needs of an encoder. `takes_waveforms`: whether `encode` takes mono float32 waveforms
     at `sampling_rate` (speech, acoustic: the front-end decodes and resamples, and speech is checked for
-    first) or items passed through as given (text strings, precomputed vectors)."""
+    first) or items passed through as given (text strings, precomputed vectors). An encoder whose own
+    computation tells speech from silence sets `judges_speech = True` and returns `Encoded.absent` instead."""
 
     modality: str
     dim: int
