@@ -26,6 +26,7 @@ from commit to commit beside the timings (the chart, which draws p50s, leaves th
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import json
 import os
@@ -35,15 +36,15 @@ from pathlib import Path
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import soundfile  # noqa: E402
-import torch  # noqa: E402
+import soundfile
+import torch
 
-import fastdaf.audio.acoustic as A  # noqa: E402
-from fastdaf import DAFConfig, DAFHead  # noqa: E402
-from fastdaf.audio.dsp import resample  # noqa: E402
-from fastdaf.bench_rows import BenchRow, add_results_options, bench_row, write_results  # noqa: E402
-from fastdaf.fused import FusedDAFHead  # noqa: E402
-from fastdaf.reference_check import reference64, relative_error, tf32_truncate  # noqa: E402
+import fastdaf.audio.acoustic as A
+from fastdaf import DAFConfig, DAFHead
+from fastdaf.audio.dsp import resample
+from fastdaf.bench_rows import BenchRow, add_results_options, bench_row, write_results
+from fastdaf.fused import FusedDAFHead
+from fastdaf.reference_check import reference64, relative_error, tf32_truncate
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "speech"
 BENCHMARK = "benchmarks/accuracy_checks.py"
@@ -137,6 +138,14 @@ def _tf32(x: torch.Tensor, truncate: bool) -> torch.Tensor:
     return tf32_truncate((x.float().view(torch.int32) + (1 << 12)).view(torch.float32))
 
 
+_EXACT_LINEAR = torch.nn.functional.linear
+
+
+def _rounded_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, *, truncate: bool) -> torch.Tensor:
+    """F.linear on tf32-rounded operands: what the fused kernel's fp32 dots compute."""
+    return _EXACT_LINEAR(_tf32(x, truncate), _tf32(w, truncate), b)
+
+
 def tf32_emulation(n: int = 120) -> dict[str, float]:
     import torch.nn.functional as F
 
@@ -150,7 +159,6 @@ def tf32_emulation(n: int = 120) -> dict[str, float]:
             dict(projection_size=64, attention_size=32, hidden_size=16, n_outputs=7),
         ),
     ]
-    exact_linear = F.linear
     worst = {}
     for truncate in (False, True):
         errs = []
@@ -159,12 +167,12 @@ def tf32_emulation(n: int = 120) -> dict[str, float]:
             head = random_head(DAFConfig(mods, **opts), generator=g, weight_std=0.4).double()
             feats = {m: 2 * torch.randn(9, d, generator=g, dtype=torch.float64) for m, d in mods.items()}
             want, _ = reference64(head, feats, None)
-            F.linear = lambda x, w, b=None: exact_linear(_tf32(x, truncate), _tf32(w, truncate), b)  # noqa: E731
+            F.linear = functools.partial(_rounded_linear, truncate=truncate)
             try:
                 with torch.no_grad():
                     got = head(feats).score
             finally:
-                F.linear = exact_linear
+                F.linear = _EXACT_LINEAR
             errs.append(relative_error(got, want))
         worst["truncate" if truncate else "round_to_nearest"] = max(errs)
     return worst

@@ -600,7 +600,7 @@ def time_case(
                     COMPONENTWISE_TOLERANCE[(case["dtype"], precision)],
                 )
             )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - fail-soft: the check records its error
             check["error"] = error_text(exc)
         report["validation"].append(check)
     timed = []
@@ -635,7 +635,7 @@ def time_case(
                     extra={"mean_ms": t["mean_us"] / 1e3, "iters": n, "fusion": cfg.fusion},
                 )
             )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - fail-soft: the row records its error
             traceback.print_exc()
             row[f"{key}_error"] = error_text(exc)
     add_ratios(row, cfg, ceilings)
@@ -648,7 +648,10 @@ def add_ratios(row: dict, cfg: DAFConfig, ceilings: dict) -> None:
     """Speed-ups (wall-clock p50s: what a caller waits for) and roofline fractions (device time of the
     fused head under a CUDA graph, by events) against the measured copy bandwidth and the card's nominal
     HBM bandwidth, with the traffic model's prediction for this shape beside them."""
-    p50 = lambda b: row.get(f"{b}_p50_us")  # noqa: E731
+
+    def p50(backend: str) -> float | None:
+        return row.get(f"{backend}_p50_us")
+
     if p50("eager") and p50("fused"):
         row["fused_speedup_vs_eager"] = p50("eager") / p50("fused")
     if p50("cudagraph") and p50("fused-cudagraph"):
@@ -780,15 +783,17 @@ def check_encoder_graphs(device: torch.device, which: str) -> dict:
     'hubert' exercises the per-exact-shape graphs of a core that is not padding-invariant."""
     from fastdaf.bench import audio_core, text_core
 
-    if which == "text":
-        build = lambda backend: text_core("minilm", device, torch.float16, backend, 128)[0]  # noqa: E731
-        sizes, tol = ((1, 37), (5, 64), (3, 100)), 1e-2
-    elif which == "acoustic":
-        build = lambda backend: audio_core("acoustic", device, torch.float32, backend, 10.0)[0]  # noqa: E731
-        sizes, tol = ((1, 37), (5, 64), (3, 100)), 1e-3
-    else:
-        build = lambda backend: audio_core("hubert-base", device, torch.float16, backend, 10.0)[0]  # noqa: E731
-        sizes, tol = ((1, 100), (2, 50)), 1e-2
+    def build(backend: str):
+        if which == "text":
+            return text_core("minilm", device, torch.float16, backend, 128)[0]
+        if which == "acoustic":
+            return audio_core("acoustic", device, torch.float32, backend, 10.0)[0]
+        return audio_core("hubert-base", device, torch.float16, backend, 10.0)[0]
+
+    sizes, tol = {
+        "text": (((1, 37), (5, 64), (3, 100)), 1e-2),
+        "acoustic": (((1, 37), (5, 64), (3, 100)), 1e-3),
+    }.get(which, (((1, 100), (2, 50)), 1e-2))
     eager = build("eager")
     graph = build("cudagraph")
     graph.core = eager.core  # one set of random weights for both
@@ -919,7 +924,9 @@ def judge_targets(report: dict) -> list[dict]:
     def e2e_label(r: dict) -> str:
         return f"{r['plan']}: encoders {r['backend']}, head {r['head']}, B={r['batch']}"
 
-    p50 = lambda r, b: r.get(f"{b}_p50_us")  # noqa: E731
+    def p50(r: dict, backend: str) -> float | None:
+        return r.get(f"{backend}_p50_us")
+
     b1 = [r for r in timing if r["batch"] == 1]
     big = [r for r in timing if r["batch"] == 65536 and r["dtype"] == "fp16"]
     fast = ("default-fast", "default-tensorrt")
@@ -1129,7 +1136,7 @@ def run_section(report: dict, name: str, fn: Callable[[], None], skip: str | Non
         try:
             fn()
             report["sections"][name] = {"status": "done"}
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - fail-soft: the section records its error, the next runs
             traceback.print_exc()
             report["sections"][name] = {"status": "error", "error": error_text(exc)}
     report["sections"][name]["seconds"] = time.monotonic() - start

@@ -26,12 +26,12 @@ import time
 if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
     sys.exit("host_overhead: unset TRITON_INTERPRET (the kernel must be compiled, not interpreted)")
 
-import torch  # noqa: E402
+import torch
 
-from fastdaf import DAFConfig, DAFHead  # noqa: E402
-from fastdaf.bench_rows import add_results_options, bench_row, environment, write_results  # noqa: E402
-from fastdaf.fused import FusedDAFHead  # noqa: E402
-from fastdaf.kernels.offline import NoLaunch, offline_target  # noqa: E402
+from fastdaf import DAFConfig, DAFHead
+from fastdaf.bench_rows import add_results_options, bench_row, environment, write_results
+from fastdaf.fused import FusedDAFHead
+from fastdaf.kernels.offline import NoLaunch, offline_target
 
 BENCHMARK = "benchmarks/host_overhead.py"
 

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         import torchaudio.functional  # noqa: F401
 
         impls = ("fastdaf", "torchaudio")
-    except Exception:  # torchaudio is optional (fastdaf[audio-reference]): absent, or installed and not loading
+    except Exception:  # noqa: BLE001 - torchaudio is optional (fastdaf[audio-reference]): absent, or installed and not loading
         impls = ("fastdaf",)
     rows, table = [], []
     for rate in args.rates:

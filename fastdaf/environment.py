@@ -45,7 +45,7 @@ def package_status(name: str) -> dict[str, Any]:
         return {"version": None, "loads": False, "error": "not installed"}
     try:
         importlib.import_module(name)
-    except Exception as exc:  # a report: any failure to import is what it must show
+    except Exception as exc:  # noqa: BLE001 - a report: any failure to import is what it must show
         return {"version": version, "loads": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
     return {"version": version, "loads": True, "error": None}
 
@@ -78,7 +78,7 @@ def _driver_version() -> str | None:
     try:
         raw = int(torch._C._cuda_getDriverVersion())  # the CUDA version the driver supports, e.g. 13000
         return f"supports CUDA {raw // 1000}.{raw % 1000 // 10}"
-    except Exception:  # a private API: it may be missing on another torch or build
+    except Exception:  # noqa: BLE001 - a private API: it may be missing on another torch or build
         return None
 
 
@@ -98,7 +98,7 @@ def cuda_status() -> dict[str, Any]:
                         "memory_gib": round(props.total_memory / 2**30, 1),
                     }
                 )
-    except Exception as exc:  # a report: a broken driver is what it must show
+    except Exception as exc:  # noqa: BLE001 - a report: a broken driver is what it must show
         status["error"] = f"{type(exc).__name__}: {exc}"[:300]
     return status
 

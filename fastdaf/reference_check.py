@@ -196,6 +196,14 @@ def tf32_truncate(t: Tensor) -> Tensor:
     return (bits & ~((1 << 13) - 1)).view(torch.float32).double()
 
 
+def _fp16_rounded(t: torch.Tensor) -> torch.Tensor:
+    return t.half().double()
+
+
+def _fp32_rounded(t: torch.Tensor) -> torch.Tensor:
+    return t.float().double()
+
+
 def kernel_rounding_model64(
     head: DAFHead, features: Mapping[str, Tensor], present: Tensor | None, precision: str = "tf32"
 ) -> tuple[Tensor, Tensor]:
@@ -211,9 +219,9 @@ def kernel_rounding_model64(
     kernel_weights = FusedDAFHead.from_head(head).to(device).weights_for(dtype, device)
     w = {name: t.double() for name, t in kernel_weights.items()}
     if dtype == torch.float16:
-        operand = lambda t: t.half().double()  # noqa: E731
+        operand = _fp16_rounded
     elif dtype == torch.float32 and precision == "ieee":
-        operand = lambda t: t.float().double()  # noqa: E731
+        operand = _fp32_rounded
     else:
         operand = tf32_truncate
     mask = full_mask(*check_inputs(cfg, features, present))

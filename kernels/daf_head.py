@@ -507,6 +507,11 @@ def int_class(value: int) -> tuple[bool, bool, bool]:
     return value == 1, value % 16 == 0, value >= 2**31
 
 
+def _four(values: list, fill) -> list:
+    """A per-modality argument list padded to the kernel's four modality slots."""
+    return list(values) + [fill] * (4 - len(values))
+
+
 class DAFHeadLaunch:
     """The one launcher of the fused head, prepared once per (weights, dtype, given modalities, mask).
 
@@ -558,15 +563,14 @@ class DAFHeadLaunch:
     ) -> None:
         M = len(proj_w)
         self.given = [i for i, w in enumerate(proj_w) if w is not None]
-        pad = lambda seq, fill: list(seq) + [fill] * (4 - len(seq))  # noqa: E731
         self.weight_args = (
-            *pad([w if w is not None else score_w for w in proj_w], score_w),
-            *pad([b if b is not None else score_b for b in proj_b], score_b),
-            *pad([w.shape[0] if w is not None else 0 for w in proj_w], 0),
+            *_four([w if w is not None else score_w for w in proj_w], score_w),
+            *_four([b if b is not None else score_b for b in proj_b], score_b),
+            *_four([w.shape[0] if w is not None else 0 for w in proj_w], 0),
         )
         self.model_args = (score_w, score_b, score_v, static_logits, mlp_w1, mlp_b1, mlp_w2, mlp_b2)
         self.temperature = float(temperature)
-        used = pad([w is not None for w in proj_w], False)
+        used = _four([w is not None for w in proj_w], False)
         p_pad = _pow2(projection_size)
         self.meta = dict(
             USE0=used[0],
@@ -660,7 +664,10 @@ class DAFHeadLaunch:
         if self.block_b is not None:
             grid = ((B + self.block_b - 1) // self.block_b,)
         else:
-            grid = lambda cfg: ((B + cfg["BLOCK_B"] - 1) // cfg["BLOCK_B"],)  # noqa: E731
+
+            def grid(cfg: dict) -> tuple[int]:
+                return ((B + cfg["BLOCK_B"] - 1) // cfg["BLOCK_B"],)
+
         compiled = self.kernel[grid](*args, **self.meta)
         if self.direct and compiled is not None:
             self._keep(key, compiled)

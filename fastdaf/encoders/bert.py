@@ -90,8 +90,8 @@ class _Layer(nn.Module):
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         B, L, D = x.shape
         att = self.attention.self
-        split = lambda t: t.view(B, L, self.heads, D // self.heads).transpose(1, 2)  # noqa: E731
-        q, k, v = split(att.query(x)), split(att.key(x)), split(att.value(x))
+        heads = (att.query(x), att.key(x), att.value(x))
+        q, k, v = (t.view(B, L, self.heads, D // self.heads).transpose(1, 2) for t in heads)
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(B, L, D)
         x = self.attention.output.LayerNorm(x + self.attention.output.dense(ctx))
         h = F.gelu(self.intermediate.dense(x))

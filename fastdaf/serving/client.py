@@ -119,7 +119,7 @@ class TritonClient:
         if self._parameters is None:
             try:
                 config = self._as_json("get_model_config")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - any failure means no such model answers; said so
                 raise ServerError(f"no fastdaf model {self.model!r} answers at {self.url} ({exc})") from None
             config = config.get("config", config)  # gRPC wraps the config in a response
             self._parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
@@ -182,7 +182,7 @@ class TritonClient:
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> TritonClient:  # noqa: PYI034 - typing.Self needs Python 3.11; fastdaf supports 3.10
+    def __enter__(self) -> TritonClient:  # not typing.Self: it needs Python 3.11; fastdaf supports 3.10
         return self
 
     def __exit__(self, *_: object) -> None:

@@ -145,7 +145,7 @@ def answer_requests(
         for rows in good:
             try:
                 per_request.append(_predict(predictor, rows))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - the request's answer says what failed
                 per_request.append([f"internal error: {type(exc).__name__}: {exc}"] * len(rows))
     answers: list[dict[str, np.ndarray] | str] = []
     results = iter(per_request)

@@ -246,7 +246,7 @@ def serve(
                 signal.SIGINT,
             ):  # set explicitly: a backgrounded process inherits SIGINT ignored
                 previous[sig] = signal.signal(sig, lambda *_: stop.set())
-        log = open(log_file, "wb") if log_file else None  # noqa: SIM115 - closed below, after the server
+        log = open(log_file, "wb") if log_file else None  # closed below, after the server
         server = None
         try:
             started = time.perf_counter()
@@ -395,7 +395,7 @@ class ServerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
-    def __enter__(self) -> ServerProcess:  # noqa: PYI034 - typing.Self needs Python 3.11; fastdaf supports 3.10
+    def __enter__(self) -> ServerProcess:  # not typing.Self: it needs Python 3.11; fastdaf supports 3.10
         return self
 
     def __exit__(self, *_: object) -> None:
