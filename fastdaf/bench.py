@@ -47,6 +47,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .audio.acoustic import FEATURE_DIM, SAMPLE_RATE
+from .bench_charts import plot_e2e, plot_rows
 from .bench_rows import (
     DEFAULT_RESULTS,
     BenchRow,
@@ -56,7 +57,6 @@ from .bench_rows import (
     environment,
     machine_load,
     percentiles,
-    plot_rows,
     reliability_warnings,
     write_results,
 )
@@ -70,7 +70,7 @@ from .encoders.runners import InputSpec, capture_cuda_graph, make_runner
 from .encoders.speech import SpeechCore, SpeechEncoder, speech_buckets
 from .encoders.text import TextCore, text_buckets
 from .errors import FastDAFError, InputError, UnsupportedError
-from .extras import pyplot, require
+from .extras import require
 from .fused import SUPPORTED_FUSION, FusedDAFHead
 from .head import DAFHead
 from .options import CommandParser, device_option
@@ -554,26 +554,6 @@ def format_e2e(rows: list[dict[str, Any]]) -> str:
             f"{r['total_p50_us']:10.1f} {r['total_p99_us']:10.1f} {r['utterances_per_s']:10.1f}"
         )
     return "\n".join(lines) + "\n(latencies in microseconds, wall clock per call)"
-
-
-def plot_e2e(rows: list[dict[str, Any]], path: str) -> str:
-    plt = pyplot("fastdaf-bench e2e --plot")
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for backend in dict.fromkeys(r["backend"] for r in rows if "skipped" not in r):
-        pts = [
-            (r["batch"], r["total_p50_us"] / 1000) for r in rows if r.get("backend") == backend and "skipped" not in r
-        ]
-        ax.plot([b for b, _ in pts], [t for _, t in pts], marker="o", label=backend)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("end-to-end latency p50 (ms)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
