@@ -18,7 +18,7 @@ distribution, e.g. a single pass, or measures errors rather than times); a `thro
 `commit` (null outside a git checkout; suffixed `-dirty` when tracked files differ from it) and the
 UTC `date`; and `extra`, a dict of the benchmark's own numbers.
 
-Percentiles (`percentiles`) have one implementation, which `fastdaf.bench.time_calls` uses too:
+Percentiles (`percentiles`) have one implementation, which `fastdaf.bench_head.time_calls` uses too:
 p50 is the median, p90 and p99 the sample at rank int(q * n) of the sorted samples (the largest
 sample when there are fewer than 10 or 100).
 
