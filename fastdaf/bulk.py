@@ -36,7 +36,7 @@ so a retried batch never appears twice; a job that fails writes nothing.
 Output (`out`, a local or shared folder, created if missing): `predictions.parquet`, one file in input
 order, and `predictions.jsonl` when asked. JSONL lines are the single-process path's records byte for byte
 (`SentimentPredictor.record`). Parquet holds the same record flattened as in the CSV output
-(`fastdaf.pipeline.record_columns`: id, score, label, weights.<modality>, outputs.<name> for multi-output
+(`fastdaf.records.record_columns`: id, score, label, weights.<modality>, outputs.<name> for multi-output
 models, notes, error), with `notes` as list<string> (Parquet has lists; CSV writes them as JSON text).
 Files are written under a temporary name and renamed when complete. Existing outputs are refused, not
 overwritten, and there is no resumption: a rerun goes to a new folder.
@@ -69,7 +69,8 @@ from .default_model import resolve as resolve_checkpoint
 from .errors import FastDAFError, InputError, Interrupted, ManifestError, OutputError
 from .extras import require
 from .outputs import output_lock, provenance, refuse_symlink, write_provenance
-from .pipeline import SentimentPredictor, flatten_record, record_columns
+from .pipeline import SentimentPredictor
+from .records import flatten_record, parquet_schema
 
 FORMATS = ("parquet", "jsonl")
 OUTPUT_FILES = {"parquet": "predictions.parquet", "jsonl": "predictions.jsonl"}
@@ -112,13 +113,6 @@ def _input_schema():
             ("audio", pa.binary()),
         ]
     )
-
-
-def output_schema(modalities: Sequence[str], output_names: Sequence[str] = ()):
-    """The Parquet schema of the flattened record (see the module docstring)."""
-    pa = _pyarrow()[0]
-    types = {"id": pa.string(), "label": pa.string(), "notes": pa.list_(pa.string()), "error": pa.string()}
-    return pa.schema([(c, types.get(c, pa.float64())) for c in record_columns(modalities, output_names)])
 
 
 def _to_bytes(value: str | None) -> bytes | None:
@@ -164,7 +158,7 @@ class _Scorer:
     def __init__(self, predictor_kwargs: dict[str, Any], with_json: bool) -> None:
         self.predictor = SentimentPredictor(**predictor_kwargs)
         self.with_json = with_json
-        self.schema = output_schema(self.predictor.modalities, self.predictor.output_names)
+        self.schema = parquet_schema(self.predictor.modalities, self.predictor.output_names)
 
     def __call__(self, batch):
         pa = _pyarrow()[0]
@@ -492,7 +486,7 @@ def predict_manifest(
             )
             # an empty manifest writes empty outputs (Ray Data cannot sort an empty dataset)
             batches = scored.sort("_pos").iter_batches(batch_format="pyarrow", batch_size=None) if n_rows else []
-            counts = _write(batches, targets, output_schema(modalities, output_names), n_rows, pc, pq)
+            counts = _write(batches, targets, parquet_schema(modalities, output_names), n_rows, pc, pq)
             write_provenance(next(iter(targets.values())).with_name("provenance.json"), made_by)
         except _Stop as stop:
             raise Interrupted(stop.signum) from None

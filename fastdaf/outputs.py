@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, local_encoder_folders, read_config
 from .data.manifests import pending_rows
 from .errors import InputError, OutputBusyError
-from .pipeline import SentimentPredictor, flatten_record, record_columns, record_keys
+from .pipeline import SentimentPredictor
+from .records import flatten_record, record_columns, record_keys
 from .version import __version__
 
 PROVENANCE_SUFFIX = ".provenance.json"
@@ -193,7 +194,7 @@ class ResultsFile:
     def __init__(self, target: Path | None, predictor: SentimentPredictor, made_by: dict[str, Any], rows: list) -> None:
         self.target, self.predictor = target, predictor
         self.csv = target is not None and target.suffix.lower() == ".csv"
-        # a CSV has the flattened columns, JSON lines the record's keys (fastdaf.pipeline.result_record)
+        # a CSV has the flattened columns, JSON lines the record's keys (fastdaf.records)
         if self.csv:
             self.columns = record_columns(predictor.modalities, predictor.output_names)
         else:
