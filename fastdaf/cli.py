@@ -14,13 +14,14 @@ import torch
 
 from . import environment
 from .ablation import control_verdicts, markdown_table, plot, run_ablation, weights_summary
-from .bulk import FORMATS, predict_manifest
 from .checkpoint import encoder_specs, read_config
 from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, DEFAULT_SERVE_DEVICE, ENCODER_BACKENDS, HEADS, SERVE_DEVICES
 from .config import FUSION_MODES, DAFConfig
 from .data.emotion import EmotionMapping, rows_of_speakers, speaker_splits
 from .default_model import resolve as resolve_checkpoint
 from .encoders import NORMALIZERS
+from .engines.local import predict_rows
+from .engines.ray import FORMATS, predict_manifest
 from .errors import FastDAFError, InputError, Interrupted
 from .evaluation import CONTROL_KINDS, evaluate, plot_evaluation, verdicts, without
 from .extractor import FeatureExtractor, extract_manifest, load_data, read_manifest
@@ -28,7 +29,7 @@ from .fused import SUPPORTED_FUSION
 from .head import DAFHead
 from .metrics import EMOTION_METRIC_NAMES, format_table, sentiment_metrics
 from .options import CommandParser, device_option, fraction, non_negative, positive_int
-from .outputs import output_lock, predict_rows, provenance, refuse_symlink
+from .outputs import output_lock, provenance, refuse_symlink
 from .pipeline import SentimentPredictor, score_options
 from .serving import MODEL_NAME, ServeOptions, serve, write_model_repository
 from .synthetic import make_cue_task
@@ -479,7 +480,7 @@ def _predict(args: argparse.Namespace, rows: list | None) -> int:
 
 
 def _predict_manifest_ray(args: argparse.Namespace) -> int:
-    """--engine ray: the manifest (file, folder or glob; local or remote) on Ray Data workers (fastdaf.bulk),
+    """--engine ray: the manifest (file, folder or glob; local or remote) on Ray Data workers (fastdaf.engines.ray),
     results in the folder --out in input order."""
     if args.manifest is None:
         raise InputError("--engine ray scores a --manifest (a file, folder or glob); one utterance runs locally")

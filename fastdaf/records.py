@@ -1,5 +1,5 @@
 """The one output record of `fastdaf predict` (one utterance or a manifest, JSON or CSV) and of bulk scoring
-(fastdaf.bulk), in each form it is written: JSON (`result_record`; its keys `record_keys`), CSV
+(fastdaf.engines), in each form it is written: JSON (`result_record`; its keys `record_keys`), CSV
 (`flatten_record`; the header `record_columns`) and Parquet (`parquet_schema`).
 
 JSON: {"id", "score", "label", "weights": {modality: weight}, "notes": [str], "error"}, plus

@@ -20,8 +20,9 @@ import torch
 
 from fastdaf import DAFConfig, DAFHead
 from fastdaf.audio.acoustic import FEATURE_DIM
-from fastdaf.bulk import _read_file, predict_manifest
 from fastdaf.cli import main as cli_main
+from fastdaf.engines.ray import predict_manifest
+from fastdaf.engines.ray_inputs import _read_file
 from fastdaf.errors import InputError, ManifestError, MissingExtraError, OutputBusyError
 from fastdaf.examples import ARCTIC_PROMPTS
 from fastdaf.outputs import checkpoint_digest, output_lock
