@@ -1,5 +1,7 @@
-"""What both manifest engines (fastdaf.engines: local and ray) do to their `--out`: the lock they hold on it (one
-writer per output), the refusal of a symbolic link, and the provenance a resumed output must match.
+"""What fastdaf does to an `--out` before and while writing it: refused up front when it cannot be written
+(`check_out_file`, `check_out_folder`: the commands check before any work) or is a symbolic link, locked while
+written (one writer per output), and with the provenance a resumed output must match. Both manifest engines
+(fastdaf.engines: local and ray) hold the lock and record the provenance.
 
 Lock: `--out runs/scores.csv` (or the folder `--out runs/ray`) is locked through a hidden file beside it
 (`runs/.scores.csv.lock`) with an exclusive `flock`, held for the whole run and released by the kernel
@@ -44,6 +46,32 @@ def refuse_symlink(target: Path) -> None:
             f"--out {str(target)!r} is a symbolic link (to {os.readlink(target)!r}); give the real path: fastdaf "
             "does not write through links"
         )
+
+
+def check_out_file(path: Path, suffixes: tuple[str, ...], accepted: str, *, create_folder: bool = False) -> None:
+    """Refuse an --out that cannot be written before any work (it used to fail after the last row)."""
+    if path.suffix.lower() not in suffixes:
+        raise InputError(f"--out must end in {accepted}, got {path.name!r}")
+    refuse_symlink(path)
+    if path.is_dir():
+        raise InputError(f"--out {str(path)!r} is a folder; give a file name ending in {accepted}")
+    if create_folder:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(
+                f"--out {str(path)!r}: cannot create the folder {str(path.parent)!r} ({exc.strerror})"
+            ) from exc
+    if not path.parent.is_dir():
+        raise InputError(f"--out {str(path)!r}: the folder {str(path.parent)!r} does not exist; create it first")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"--out {str(path)!r} is not writable")
+
+
+def check_out_folder(path: Path) -> None:
+    """A checkpoint/report folder: refused up front if a file is in the way (it used to fail after training)."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out {str(path)!r} is a file; give a folder (it is created if missing)")
 
 
 @contextlib.contextmanager
