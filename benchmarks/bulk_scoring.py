@@ -13,7 +13,7 @@ sees them. The two outputs are then compared row by row (same ids in order, scor
 Both engines also run on the first --small-rows rows, so that the rate beyond a run's fixed costs
 (imports, model loads, Ray's start and stop) shows: marginal rows/s = (rows - small) / (t(rows) - t(small)).
 Prints one JSON object (rows/s of both and their ratio, end to end and marginal; for Ray also
-`job_seconds`, the time inside fastdaf.bulk.predict_manifest from Ray's start to the outputs written) and
+`job_seconds`, the time inside fastdaf.engines.ray.predict_manifest from Ray's start to the outputs written) and
 appends one benchmark row per engine (fastdaf.bench_rows) to benchmarks/results.jsonl.
 """
 

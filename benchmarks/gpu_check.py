@@ -97,7 +97,7 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 
 from fastdaf import DAFConfig, DAFHead  # noqa: E402
-from fastdaf.bench import head_callables, random_features, random_head, time_calls  # noqa: E402
+from fastdaf.bench_head import head_callables, random_features, time_calls  # noqa: E402
 from fastdaf.bench_rows import BenchRow, append_rows, bench_row, environment  # noqa: E402
 from fastdaf.dtypes import DTYPES  # noqa: E402
 from fastdaf.fused import FusedDAFHead  # noqa: E402
@@ -105,6 +105,7 @@ from fastdaf.reference_check import (  # noqa: E402  (bounds explained there)
     COMPONENTWISE_TOLERANCE,
     componentwise_error,
     error_scales64,
+    random_head,
     reference64,
     relative_error,
 )
@@ -113,7 +114,7 @@ DEFAULT_TILE = {"BLOCK_B": 16, "BLOCK_K": 32, "num_warps": 4, "num_stages": 2}
 # fraction of the deadline each section leaves to the sections after it
 WINDOWS = {"validation": 0.45, "timing": 0.20, "e2e": 0.0}
 TIMING_MODALITIES = {"text": 768, "audio": 74}
-TIMING_BACKENDS = ("reference", "reference-cudagraph", "fused", "fused-cudagraph")  # fastdaf.bench.BACKENDS
+TIMING_BACKENDS = ("reference", "reference-cudagraph", "fused", "fused-cudagraph")  # fastdaf.bench_head.BACKENDS
 # the name of a head backend in gpu_check.json's keys: the former names, which readers of the report expect
 JSON_NAMES = {"reference": "eager", "reference-cudagraph": "cudagraph", "reference-compile": "compile"}
 BENCHMARK = "benchmarks/gpu_check.py"

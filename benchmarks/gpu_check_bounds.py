@@ -25,7 +25,7 @@ import statistics
 import torch
 
 from fastdaf import DAFConfig
-from fastdaf.bench import random_features
+from fastdaf.bench_head import random_features
 from fastdaf.bench_rows import BenchRow, add_results_options, bench_row, write_results
 from fastdaf.dtypes import DTYPES
 from fastdaf.fused import SUPPORTED_FUSION as FUSIONS
@@ -45,8 +45,8 @@ ROWS = (("fp32", "tf32"), ("fp32", "ieee"), ("fp16", None), ("bf16", None))
 
 def shapes(i: int) -> tuple[dict, dict, float, int]:
     """(modalities, head options, weight std, batch) of draw i: alternately a timed shape (std 0.05 and
-    features as gpu_check's timing uses, fastdaf.bench.random_head/random_features) and a
-    validation-like one (std 0.4)."""
+    features as gpu_check's timing uses, fastdaf.reference_check.random_head and
+    fastdaf.bench_head.random_features) and a validation-like one (std 0.4)."""
     if i % 2 == 0:
         P = (128, 256)[(i // 2) % 2]
         return {"text": 768, "audio": 74}, dict(projection_size=P, attention_size=64, hidden_size=128), 0.05, 1

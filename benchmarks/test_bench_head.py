@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from fastdaf import DAFConfig
-from fastdaf.bench import BACKENDS, CUDA_ONLY, head_callables, random_features, random_head, synchronize
+from fastdaf.bench_head import BACKENDS, CUDA_ONLY, head_callables, random_features, synchronize
 from fastdaf.encoders import pick_device
+from fastdaf.reference_check import random_head
 
 DEVICE = pick_device("auto")
 

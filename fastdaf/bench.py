@@ -1,4 +1,6 @@
-"""`fastdaf-bench`: latency benchmarks on whatever device is present; `--json` for machines.
+"""`fastdaf-bench`: latency benchmarks on whatever device is present; `--json` for machines. This module runs
+the mode the command line names (fastdaf.bench_parser) and holds the `e2e` and `serve` benchmarks; `head` is
+fastdaf.bench_head, the charts fastdaf.bench_charts.
 
 Every mode also appends its measurements as benchmark rows (fastdaf.bench_rows.BenchRow) to the one
 results file, `benchmarks/results.jsonl` (`--results FILE` elsewhere, `--no-results` none), and
@@ -14,23 +16,12 @@ clip is padded to the acoustic encoder's 16 s bucket, as a predictor pads it. `-
 behind the encoders from fastdaf.choices.HEADS: `auto` (the predictor's choice: the fused head on
 CUDA, the reference head elsewhere), `fused` or `reference`; it runs the way the encoders do (under a
 CUDA graph behind cudagraph/tensorrt encoders on CUDA, compiled behind compile encoders), so
-`--backends eager --head reference` is the all-eager baseline.
+`--backends eager --head reference` is the all-eager baseline. Calls are timed as `head` times them
+(fastdaf.bench_head.time_calls).
 
 `serve` sends a load to a served model (`fastdaf serve`, or Triton with an `export-triton`
 repository) from concurrent clients and reports requests/s and latency percentiles
 (fastdaf.serving.client.run_load); `--records` keeps every request's outcome.
-
-`head` times the DAF head per backend, side by side in one process; each backend is a head of
-fastdaf.choices.HEADS and how it runs:
-- `reference`: the reference DAFHead (PyTorch);
-- `reference-cudagraph`: the reference replayed from a CUDA graph (CUDA only);
-- `reference-compile`: the reference under torch.compile;
-- `fused`: the fused Triton head (CUDA only);
-- `fused-cudagraph`: the fused head replayed from a CUDA graph (CUDA only).
-The former names `eager`, `cudagraph` and `compile` are still accepted on the command line (a note on
-stderr says the new name). Each call is timed wall-clock (host clock around the call and a device
-synchronise), after warm-up (compilation, autotuning and graph capture stay out of the numbers);
-p50/p90/p99 over the iterations (fastdaf.bench_rows.percentiles), throughput = batch / p50.
 """
 
 from __future__ import annotations
@@ -39,252 +30,49 @@ import argparse
 import inspect
 import json
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from .audio.acoustic import FEATURE_DIM, SAMPLE_RATE
+from .bench_charts import plot_e2e, plot_rows
+from .bench_head import (
+    BACKENDS,
+    CUDA_ONLY,
+    bench_head,
+    format_rows,
+    head_bench_rows,
+    head_callables,
+    parse_modalities,
+    progress_bar,
+    time_calls,
+)
+from .bench_parser import E2E_BACKENDS, build_parser
 from .bench_rows import (
     DEFAULT_RESULTS,
     BenchRow,
-    add_results_options,
     bench_row,
     default_results,
     environment,
     machine_load,
-    percentiles,
-    plot_rows,
     reliability_warnings,
     write_results,
 )
-from .choices import DEFAULT_HEAD, ENCODER_BACKENDS, HEADS
+from .choices import DEFAULT_HEAD, HEADS
 from .config import DAFConfig
 from .dtypes import DTYPES
 from .encoders.acoustic import AcousticCore, acoustic_buckets
 from .encoders.base import pick_device, pick_dtype
 from .encoders.bert import NativeBert
-from .encoders.runners import InputSpec, capture_cuda_graph, make_runner
+from .encoders.runners import InputSpec, make_runner
 from .encoders.speech import SpeechCore, SpeechEncoder, speech_buckets
 from .encoders.text import TextCore, text_buckets
 from .errors import FastDAFError, InputError, UnsupportedError
-from .extras import pyplot, require
-from .fused import SUPPORTED_FUSION, FusedDAFHead
-from .head import DAFHead
-from .options import CommandParser, device_option
+from .extras import require
 from .pipeline import choose_head
 from .reference_check import random_head
-from .serving.client import MIXES, PROTOCOLS, run_load
-
-# Head backends: a head of choices.HEADS ("reference": fastdaf.head.DAFHead, "fused": the Triton head), run
-# as it is or replayed from a CUDA graph / under torch.compile.
-BACKENDS = ("reference", "reference-cudagraph", "reference-compile", "fused", "fused-cudagraph")
-CUDA_ONLY = ("reference-cudagraph", "fused", "fused-cudagraph")
-# the head backends' former names, still accepted on the command line
-BACKEND_ALIASES = {"eager": "reference", "cudagraph": "reference-cudagraph", "compile": "reference-compile"}
-# `e2e --head` took a head backend before it took a choices.HEADS word; how the head runs now follows the encoders
-HEAD_ALIASES = {"eager": "reference", "cudagraph": "reference", "compile": "reference", "fused-cudagraph": "fused"}
-
-
-def _alias(aliases: dict[str, str], what: str) -> Callable[[str], str]:
-    """An argparse `type` mapping a former name to its new one, with a one-line note on stderr."""
-
-    def convert(word: str) -> str:
-        if word in aliases:
-            print(f"fastdaf-bench: note: {what} {word!r} is now called {aliases[word]!r}", file=sys.stderr)
-            return aliases[word]
-        return word
-
-    return convert
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_calls(fn: Callable[[], Any], device: torch.device, *, warmup: int, iters: int) -> dict[str, float]:
-    """Wall-clock latency of fn() in microseconds: p50/p90/p99/mean over `iters` calls after `warmup`."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    samples = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        samples.append((time.perf_counter() - start) * 1e6)
-    return {f"{k}_us": v for k, v in percentiles(samples).items()}
-
-
-def random_features(config: DAFConfig, batch: int, dtype: torch.dtype, device: torch.device, seed: int = 1):
-    g = torch.Generator(device=device).manual_seed(seed)
-    feats = {
-        m: torch.randn(batch, d, generator=g, device=device, dtype=torch.float32).to(dtype)
-        for m, d in config.modalities.items()
-    }
-    present = torch.rand(batch, config.n_modalities, generator=g, device=device) < 0.9
-    present[:, 0] = True
-    return feats, present
-
-
-def head_callables(
-    head: DAFHead, feats: dict, present: torch.Tensor, backends: Sequence[str], *, compile_mode: str = "default"
-) -> dict[str, Callable[[], Any]]:
-    """One zero-argument callable per head backend (BACKENDS), all computing the same head on the same inputs.
-
-    The CUDA-graph backends capture with the encoders' graph code (fastdaf.encoders.runners.capture_cuda_graph).
-    """
-    device = present.device
-    unknown = [b for b in backends if b not in BACKENDS]
-    if unknown:
-        raise InputError(f"head backend(s) {unknown} are not accepted; choose from {list(BACKENDS)}")
-    unavailable = [b for b in backends if device.type != "cuda" and b in CUDA_ONLY]
-    if unavailable:
-        available = [b for b in BACKENDS if b not in CUDA_ONLY]
-        raise InputError(f"backend(s) {unavailable} need a CUDA device; on {device} choose from {available}")
-
-    def replay(fn: Callable[[], Any]) -> Callable[[], None]:
-        with torch.cuda.device(device):
-            graph, _ = capture_cuda_graph(fn, warmup=3)
-        return graph.replay
-
-    calls: dict[str, Callable[[], Any]] = {}
-    with torch.no_grad():
-        if "reference" in backends or "reference-cudagraph" in backends:
-            calls["reference"] = lambda: head(feats, present, check=False)
-        if "reference-cudagraph" in backends:
-            calls["reference-cudagraph"] = replay(lambda: head(feats, present, check=False))
-        if "reference-compile" in backends:
-            compiled = torch.compile(lambda f, p: head(f, p, check=False), mode=compile_mode)
-            calls["reference-compile"] = lambda: compiled(feats, present)
-        if "fused" in backends or "fused-cudagraph" in backends:
-            fused = FusedDAFHead.from_head(head)
-            B = present.shape[0]
-            out = (
-                torch.empty(B, head.config.n_outputs, device=device),
-                torch.empty(B, head.config.n_modalities, device=device),
-            )
-            calls["fused"] = lambda: fused(feats, present, out=out, check=False)
-            if "fused-cudagraph" in backends:
-                calls["fused"]()  # autotune before capture
-                calls["fused-cudagraph"] = replay(calls["fused"])
-    return {b: calls[b] for b in backends}
-
-
-def bench_head(
-    config: DAFConfig,
-    batch_sizes: Sequence[int],
-    dtype: torch.dtype,
-    device: torch.device,
-    backends: Sequence[str],
-    *,
-    warmup: int = 20,
-    iters: int = 200,
-    compile_mode: str = "default",
-) -> list[dict[str, Any]]:
-    """Rows of {batch, backend, p50_us, ..., rows_per_s, speedup_vs_reference} for every batch and backend."""
-    head = random_head(config, device)
-    rows = []
-    bar = progress_bar(len(batch_sizes) * len(backends), "head")
-    for batch in batch_sizes:
-        feats, present = random_features(config, batch, dtype, device)
-        with torch.no_grad():
-            calls = head_callables(head, feats, present, backends, compile_mode=compile_mode)
-            timings = {}
-            for name, fn in calls.items():
-                bar.set_postfix_str(f"batch {batch} {name}")
-                timings[name] = time_calls(fn, device, warmup=warmup, iters=iters)
-                bar.update()
-        base = timings.get("reference")
-        for name, t in timings.items():
-            row = {
-                "batch": batch,
-                "backend": name,
-                "dtype": str(dtype).replace("torch.", ""),
-                **t,
-                "rows_per_s": batch / (t["p50_us"] * 1e-6),
-            }
-            if base is not None:
-                row["speedup_vs_reference"] = base["p50_us"] / t["p50_us"]
-            rows.append(row)
-    bar.close()
-    return rows
-
-
-def progress_bar(total: int, what: str) -> tqdm:
-    """Progress of the timing runs on stderr, on a terminal only (JSON on stdout stays clean when piped)."""
-    return tqdm(total=total, desc=f"fastdaf-bench {what}", unit="run", file=sys.stderr, disable=None, leave=False)
-
-
-def head_bench_rows(
-    rows: list[dict[str, Any]],
-    config: DAFConfig,
-    device: torch.device,
-    *,
-    benchmark: str = "fastdaf-bench head",
-    **extra,
-) -> list[BenchRow]:
-    """bench_head's rows as benchmark rows (fastdaf.bench_rows)."""
-    shape = {
-        "modalities": dict(config.modalities),
-        "projection": config.projection_size,
-        "attention": config.attention_size,
-        "hidden": config.hidden_size,
-    }
-    return [
-        bench_row(
-            benchmark,
-            "DAF head",
-            device=device,
-            backend=r["backend"],
-            shape={"batch": r["batch"], **shape},
-            dtype=r["dtype"],
-            p50_ms=r["p50_us"] / 1e3,
-            p90_ms=r["p90_us"] / 1e3,
-            p99_ms=r["p99_us"] / 1e3,
-            throughput=r["rows_per_s"],
-            throughput_unit="rows/s",
-            extra={
-                "mean_ms": r["mean_us"] / 1e3,
-                "fusion": config.fusion,
-                **({"speedup_vs_reference": r["speedup_vs_reference"]} if "speedup_vs_reference" in r else {}),
-                **extra,
-            },
-        )
-        for r in rows
-    ]
-
-
-def format_rows(rows: list[dict[str, Any]]) -> str:
-    header = (
-        f"{'batch':>7} {'backend':>19} {'dtype':>9} {'p50 us':>10} {'p90 us':>10} {'p99 us':>10} {'rows/s':>12} "
-        f"{'x reference':>11}"
-    )
-    lines = [header]
-    for r in rows:
-        speed = f"{r['speedup_vs_reference']:11.2f}" if "speedup_vs_reference" in r else f"{'-':>11}"
-        lines.append(
-            f"{r['batch']:>7} {r['backend']:>19} {r['dtype']:>9} {r['p50_us']:10.1f} {r['p90_us']:10.1f} "
-            f"{r['p99_us']:10.1f} {r['rows_per_s']:12.0f} {speed}"
-        )
-    return "\n".join(lines)
-
-
-def parse_modalities(text: str) -> dict[str, int]:
-    """'text=768,audio=74' -> {'text': 768, 'audio': 74}."""
-    out: dict[str, int] = {}
-    for part in text.split(","):
-        name, _, dim = part.partition("=")
-        if not name or not dim.strip().isdigit():
-            raise InputError(
-                f"--modalities takes name=dim pairs separated by commas (e.g. text=768,audio=74), got {text!r}"
-            )
-        out[name.strip()] = int(dim)
-    return out
-
+from .serving.client import run_load
 
 MINILM_L6 = dict(
     vocab_size=30522,
@@ -294,7 +82,6 @@ MINILM_L6 = dict(
     intermediate_size=1536,
     max_position_embeddings=512,
 )
-E2E_BACKENDS = tuple(b for b in ENCODER_BACKENDS if b != "auto")  # each concrete encoder backend
 # the window a SpeechEncoder cuts audio into by default (its signature's default, the one definition)
 SPEECH_WINDOW_SECONDS = inspect.signature(SpeechEncoder).parameters["window_seconds"].default
 
@@ -554,131 +341,6 @@ def format_e2e(rows: list[dict[str, Any]]) -> str:
             f"{r['total_p50_us']:10.1f} {r['total_p99_us']:10.1f} {r['utterances_per_s']:10.1f}"
         )
     return "\n".join(lines) + "\n(latencies in microseconds, wall clock per call)"
-
-
-def plot_e2e(rows: list[dict[str, Any]], path: str) -> str:
-    plt = pyplot("fastdaf-bench e2e --plot")
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for backend in dict.fromkeys(r["backend"] for r in rows if "skipped" not in r):
-        pts = [
-            (r["batch"], r["total_p50_us"] / 1000) for r in rows if r.get("backend") == backend and "skipped" not in r
-        ]
-        ax.plot([b for b, _ in pts], [t for _, t in pts], marker="o", label=backend)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("end-to-end latency p50 (ms)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastdaf-bench", description="fastdaf latency benchmarks")
-    sub = parser.add_subparsers(dest="mode", required=True, parser_class=CommandParser)
-    head = sub.add_parser("head", help="time the DAF head per backend")
-    head.add_argument(
-        "--device", type=device_option, default="auto", help="auto (cuda when available), cuda, cuda:N or cpu"
-    )
-    head.add_argument("--dtype", choices=DTYPES, default="fp32", help="input features' dtype")
-    head.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64, 4096], help="rows per call, each timed")
-    head.add_argument("--modalities", default="text=768,audio=74", help="name=dim,... (default text=768,audio=74)")
-    head.add_argument("--projection-size", type=int, default=256, help="the head's per-modality projection width")
-    head.add_argument("--attention-size", type=int, default=64, help="the head's attention scorer width")
-    head.add_argument("--hidden-size", type=int, default=128, help="the head's regressor hidden width")
-    head.add_argument("--fusion", choices=SUPPORTED_FUSION, default="dynamic", help="fusion mode of the timed head")
-    head.add_argument(
-        "--backends",
-        nargs="+",
-        type=_alias(BACKEND_ALIASES, "head backend"),
-        choices=BACKENDS,
-        default=None,
-        help="default: every backend the device supports (former names eager, cudagraph, compile are accepted)",
-    )
-    head.add_argument("--compile-mode", default="default", help="torch.compile mode for reference-compile")
-    head.add_argument("--warmup", type=int, default=20, help="untimed calls first (compilation, autotuning, capture)")
-    head.add_argument("--iters", type=int, default=200, help="timed calls per backend and batch")
-    head.add_argument("--json", action="store_true", help="print one JSON object")
-    add_results_options(head)
-
-    e2e = sub.add_parser("e2e", help="time the full prediction (text encoder, audio encoder, head) per encoder backend")
-    e2e.add_argument(
-        "--device", type=device_option, default="auto", help="auto (cuda when available), cuda, cuda:N or cpu"
-    )
-    e2e.add_argument(
-        "--backends",
-        nargs="+",
-        choices=E2E_BACKENDS,
-        default=None,
-        help=f"encoder backends; default: {', '.join(E2E_BACKENDS)} on CUDA; eager, compile on CPU",
-    )
-    e2e.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 64], help="utterances per call, each timed")
-    e2e.add_argument("--tokens", type=int, default=64, help="text length in tokens")
-    e2e.add_argument("--audio-seconds", type=float, default=10.0, help="audio length per utterance")
-    e2e.add_argument(
-        "--text-model",
-        default="minilm",
-        help="'minilm' (default encoder's size), 'bert-base', or a config path (random weights)",
-    )
-    e2e.add_argument(
-        "--audio-model",
-        default="acoustic",
-        help="'acoustic' (built-in), 'hubert-base', or a config path (random weights)",
-    )
-    e2e.add_argument(
-        "--dtype", choices=("auto", *DTYPES), default="auto", help="auto: fp16 on CUDA, fp32 on CPU (as the encoders)"
-    )
-    e2e.add_argument("--warmup", type=int, default=10, help="untimed calls first (compilation, graph capture)")
-    e2e.add_argument("--iters", type=int, default=100, help="timed calls per backend and batch")
-    e2e.add_argument(
-        "--head",
-        type=_alias(HEAD_ALIASES, "--head"),
-        choices=HEADS,
-        default=DEFAULT_HEAD,
-        help="head after the encoders: auto (fused on CUDA, reference elsewhere), fused or reference; it runs as "
-        "the encoders do (CUDA graph, compile); --backends eager --head reference is the all-eager row",
-    )
-    e2e.add_argument("--plot", default=None, help="write a PNG of latency vs batch per backend (needs fastdaf[plot])")
-    e2e.add_argument("--json", action="store_true", help="print one JSON object")
-    add_results_options(e2e)
-
-    serve = sub.add_parser("serve", help="load a served model (fastdaf serve / Triton) from concurrent clients")
-    serve.add_argument(
-        "--url", default="127.0.0.1:8000", help="host:port of the HTTP (or, with --protocol grpc, gRPC) endpoint"
-    )
-    serve.add_argument("--protocol", choices=PROTOCOLS, default="http", help="KServe v2 protocol to send with")
-    serve.add_argument("--requests", type=int, default=1000, help="requests to send in all")
-    serve.add_argument("--concurrency", type=int, default=32, help="concurrent clients, one connection each")
-    serve.add_argument(
-        "--mix",
-        choices=MIXES,
-        default="mixed",
-        help="inputs of the good requests (mixed: text only, audio only, both in turn)",
-    )
-    serve.add_argument(
-        "--mark-absent",
-        action="store_true",
-        help="send every input on every request, missing modalities marked absent (lets Triton batch mixed traffic)",
-    )
-    serve.add_argument(
-        "--bad-every", type=int, default=0, help="make every Nth request a bad one (each kind in turn); 0: none"
-    )
-    serve.add_argument(
-        "--records", default=None, help="write one JSON line per request (outcome, latency) to this file"
-    )
-    serve.add_argument("--json", action="store_true", help="print one JSON object")
-    add_results_options(serve)
-
-    plot = sub.add_parser("plot", help="draw the results file's p50s, per what/backend, grouped by benchmark")
-    plot.add_argument("--results", default=None, metavar="FILE", help="the results file (default: as the benchmarks)")
-    plot.add_argument("--out", required=True, metavar="FILE.png", help="where to write the PNG")
-    plot.add_argument(
-        "--benchmark", nargs="+", default=None, help="only these benchmarks, e.g. 'fastdaf-bench head' (default: all)"
-    )
-    return parser
 
 
 def main_serve(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""One row schema for every benchmark (`BenchRow`), one results file, and one chart of it.
+"""One row schema for every benchmark (`BenchRow`) and one results file: writing, reading, and the warnings
+that say when a run's figures deserve distrust.
 
 `fastdaf-bench` (head, e2e, serve) and every timing script in benchmarks/ append their measurements,
 one JSON object per line, to ONE results file: `benchmarks/results.jsonl` under the current directory (the
@@ -7,7 +8,7 @@ checkout's, when run from its root as the commands in benchmarks/RESULTS.md are)
 FASTDAF_BENCH_RESULTS sets the default (`none`: write nothing unless --results is given); the test suite sets
 it to `none` (tests/conftest.py, inherited by subprocesses), so test runs never append to the checkout's results.
 `fastdaf-bench plot [--results FILE] --out FILE.png` draws the p50 of every timed row, per what and
-backend, grouped by benchmark.
+backend, grouped by benchmark (fastdaf.bench_charts.plot_rows).
 
 A row says which benchmark wrote it (`benchmark`), what was timed (`what`), on which `backend`, at
 which `shape` (batch, text length, audio seconds, projection, ...) and `dtype`; the latency
@@ -17,12 +18,12 @@ distribution, e.g. a single pass, or measures errors rather than times); a `thro
 `commit` (null outside a git checkout; suffixed `-dirty` when tracked files differ from it) and the
 UTC `date`; and `extra`, a dict of the benchmark's own numbers.
 
-Percentiles (`percentiles`) have one implementation, which `fastdaf.bench.time_calls` uses too:
+Percentiles (`percentiles`) have one implementation, which `fastdaf.bench_head.time_calls` uses too:
 p50 is the median, p90 and p99 the sample at rank int(q * n) of the sorted samples (the largest
 sample when there are fewer than 10 or 100).
 
 Only the standard library and torch are imported here (benchmarks/gpu_check.py runs on a bare GPU
-machine); matplotlib only when a chart is drawn.
+machine); the charts, which need matplotlib, are in fastdaf.bench_charts.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ import torch
 
 from .dtypes import dtype_name as _dtype_name
 from .errors import InputError
-from .extras import pyplot
 from .version import __version__
 
 # where this code lives: its git commit is recorded in every row (none outside a git checkout)
@@ -376,7 +376,7 @@ def write_results(
     return path
 
 
-# ---------------------------------------------------------------------------------------------- plot
+# ---------------------------------------------------------------------------------------- row labels
 def _compact(value: Any) -> str:
     if isinstance(value, dict):
         return "+".join(f"{k}{_compact(v)}" for k, v in value.items())
@@ -386,58 +386,9 @@ def _compact(value: Any) -> str:
 
 
 def row_label(row: BenchRow, with_device: bool = False) -> str:
+    """A row named by what was timed, its backend, shape and dtype (and device): in warnings and on the chart."""
     parts = [row.what, row.backend or "-"]
     shape = " ".join(f"{k}={_compact(v)}" for k, v in row.shape.items())
     parts += [p for p in (shape, row.dtype, row.device if with_device else None) if p]
     label = " | ".join(parts)
     return label if len(label) <= 110 else label[:107] + "..."
-
-
-def plot_rows(
-    path: str | Path = DEFAULT_RESULTS, out_png: str | Path = "results.png", *, benchmarks: Sequence[str] | None = None
-) -> Path:
-    """One horizontal bar chart of p50 latency (log scale) per what/backend/shape, grouped (and coloured) by
-    benchmark; for rows measured more than once (same benchmark, what, backend, shape, dtype, device) the
-    latest row of the file. Rows without a p50 (throughput-only, errors) are left out."""
-    rows = [r for r in read_rows(path) if r.p50_ms is not None and (not benchmarks or r.benchmark in benchmarks)]
-    if not rows:
-        raise InputError(
-            f"{path} holds no timed rows (p50_ms) to plot" + (f" for {list(benchmarks)}" if benchmarks else "")
-        )
-    latest: dict[str, BenchRow] = {}
-    for r in rows:  # the file is in time order: the last row of a key wins
-        key = json.dumps([r.benchmark, r.what, r.backend, r.shape, r.dtype, r.device], sort_keys=True, default=str)
-        latest.pop(key, None)
-        latest[key] = r
-    groups: dict[str, list[BenchRow]] = {}
-    for r in latest.values():
-        groups.setdefault(r.benchmark, []).append(r)
-    with_device = len({r.device for r in latest.values()}) > 1
-
-    plt = pyplot("fastdaf-bench plot")
-
-    n = len(latest) + len(groups)
-    fig, ax = plt.subplots(figsize=(11, min(0.26 * n + 1.6, 600)))
-    colours = plt.get_cmap("tab10")
-    ticks, labels, y = [], [], 0.0
-    for g, (benchmark, items) in enumerate(groups.items()):
-        for i, r in enumerate(items):
-            ax.barh(y, r.p50_ms, color=colours(g % 10), label=benchmark if i == 0 else None)
-            ax.annotate(f" {r.p50_ms:.3g}", (r.p50_ms, y), va="center", fontsize=6)
-            ticks.append(y)
-            labels.append(row_label(r, with_device))
-            y += 1
-        y += 0.8  # a gap between benchmarks
-    ax.set_yticks(ticks, labels, fontsize=6)
-    ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel("p50 latency per call (ms, log scale)")
-    ax.set_title(f"{Path(path).name}: p50 per what | backend | shape, by benchmark", fontsize=9)
-    ax.legend(title="benchmark", fontsize=7, title_fontsize=7, loc="lower right")
-    ax.grid(axis="x", alpha=0.3, which="both")
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png

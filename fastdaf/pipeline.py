@@ -17,7 +17,6 @@ is not valid Unicode, raises InputError (per row in `predict_each`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from .errors import InputError, NonFiniteScoreError, UnsupportedError
 from .extractor import FeatureExtractor
 from .fused import FusedDAFHead, unsupported_reason
 from .head import DAFHead
+from .records import result_record
 
 logger = logging.getLogger(__name__)
 
@@ -67,66 +67,6 @@ class Prediction:
         if not self.outputs:
             del record["outputs"]
         return record
-
-
-# The one output record of `fastdaf predict` (one utterance or a manifest, JSON or CSV) and of bulk scoring.
-# JSON: {"id", "score", "label", "weights": {modality: weight}, "notes": [str], "error"}, plus
-# "outputs": {name: value} for a model with outputs beyond the sentiment score (none for the bundled model).
-# `id` is the manifest row's id (null for one utterance given on the command line); a row that failed has
-# score/label/weights null and its message in `error`; numbers are rounded to 4 decimals.
-# CSV flattens the same keys: nested keys joined with a dot (`weights.text`, `outputs.happiness`) and `notes`
-# as a JSON list (`[]` when there are none), so a CSV row turns back into the JSON record.
-RECORD_DECIMALS = 4
-
-
-def record_keys(output_names: Sequence[str] = ()) -> list[str]:
-    return ["id", "score", "label", "weights", *(["outputs"] if output_names else []), "notes", "error"]
-
-
-def _nested_names(key: str, modalities: Sequence[str], output_names: Sequence[str]) -> Sequence[str] | None:
-    """The names under a nested record key (weights: modalities, outputs: output names); None for a plain key."""
-    return modalities if key == "weights" else output_names if key == "outputs" else None
-
-
-def record_columns(modalities: Sequence[str], output_names: Sequence[str] = ()) -> list[str]:
-    """The CSV header for these modalities and extra outputs (fixed up front: rows are written as they finish)."""
-    columns = []
-    for key in record_keys(output_names):
-        names = _nested_names(key, modalities, output_names)
-        columns += [f"{key}.{n}" for n in names] if names is not None else [key]
-    return columns
-
-
-def result_record(
-    result: Prediction | str, *, modalities: Sequence[str], output_names: Sequence[str] = (), row_id: str | None = None
-) -> dict[str, Any]:
-    """One output record: a Prediction, or an error message (a row that failed) in its place."""
-    record: dict[str, Any] = dict.fromkeys(record_keys(output_names))
-    record.update(id=row_id, notes=[])
-    if isinstance(result, str):
-        record["error"] = result
-        return record
-    record.update(
-        score=round(result.score, RECORD_DECIMALS),
-        label=result.label,
-        weights={m: round(result.weights[m], RECORD_DECIMALS) for m in modalities},
-        notes=list(result.notes),
-    )
-    if output_names:
-        record["outputs"] = {k: round(result.outputs[k], RECORD_DECIMALS) for k in output_names}
-    return record
-
-
-def flatten_record(record: dict[str, Any], modalities: Sequence[str], output_names: Sequence[str] = ()) -> dict:
-    """The CSV row of a record (see record_columns)."""
-    row: dict[str, Any] = {}
-    for key, value in record.items():
-        names = _nested_names(key, modalities, output_names)
-        if names is not None:
-            row.update({f"{key}.{n}": None if value is None else value[n] for n in names})
-        else:
-            row[key] = json.dumps(value) if key == "notes" else value
-    return row
 
 
 class SentimentPredictor:
@@ -194,7 +134,7 @@ class SentimentPredictor:
         return list(self.head.config.output_names[1:])
 
     def record(self, result: Prediction | str, row_id: str | None = None) -> dict[str, Any]:
-        """`result_record` for this model: the output record of `fastdaf predict`."""
+        """`fastdaf.records.result_record` for this model: the output record of `fastdaf predict`."""
         return result_record(result, modalities=self.modalities, output_names=self.output_names, row_id=row_id)
 
     def predict(

@@ -40,7 +40,7 @@ from fastdaf import cli
 from fastdaf.checkpoint import encoder_specs, read_config
 from fastdaf.config import DAFConfig
 from fastdaf.data.emotion import EmotionMapping
-from fastdaf.encoders.whisper import load_whisper, save_whisper
+from fastdaf.encoders.whisper_weights import load_whisper, save_whisper
 from fastdaf.evaluation import without
 from fastdaf.extractor import load_data
 from fastdaf.features import FeatureSet, concat

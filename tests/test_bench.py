@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from fastdaf import DAFConfig
-from fastdaf.bench import bench_e2e, head_callables, main, random_features, random_head
+from fastdaf.bench import bench_e2e, main
+from fastdaf.bench_head import head_callables, random_features
 from fastdaf.errors import InputError
+from fastdaf.reference_check import random_head
 
 
 def test_bench_head_cli_json_on_cpu(capsys):

@@ -20,12 +20,13 @@ import torch
 
 from fastdaf import DAFConfig, DAFHead
 from fastdaf.audio.acoustic import FEATURE_DIM
-from fastdaf.bulk import _read_file, predict_manifest
 from fastdaf.cli import main as cli_main
+from fastdaf.engines.ray import predict_manifest
+from fastdaf.engines.ray_inputs import _read_file
 from fastdaf.errors import InputError, ManifestError, MissingExtraError, OutputBusyError
 from fastdaf.examples import ARCTIC_PROMPTS
 from fastdaf.outputs import checkpoint_digest, output_lock
-from fastdaf.pipeline import flatten_record, record_columns
+from fastdaf.records import flatten_record, record_columns
 
 # Ray Data warns about its own deprecated settings when it copies its context
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")

@@ -80,7 +80,8 @@ def test_native_text_core_is_capture_safe(tiny_models):
 
 
 def test_whisper_core_is_capture_safe(tmp_path):
-    from fastdaf.encoders.whisper import WhisperAudioEncoder, WhisperDims, WhisperEncoder, save_whisper
+    from fastdaf.encoders.whisper import WhisperAudioEncoder, WhisperEncoder
+    from fastdaf.encoders.whisper_weights import WhisperDims, save_whisper
 
     dims = WhisperDims(n_mels=80, d_model=32, n_heads=2, n_layers=2, ffn_dim=48, max_positions=1500, full_layers=2)
     save_whisper(tmp_path / "w", dims, WhisperAudioEncoder(dims).state_dict())

@@ -4,8 +4,8 @@ import argparse
 
 import pytest
 
-from fastdaf.bench import build_parser as build_bench_parser
-from fastdaf.cli import build_parser
+from fastdaf.bench_parser import build_parser as build_bench_parser
+from fastdaf.cli_parser import build_parser
 
 
 def commands(parser, name="fastdaf"):

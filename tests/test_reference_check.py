@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fastdaf import DAFConfig
-from fastdaf.bench import random_features
+from fastdaf.bench_head import random_features
 from fastdaf.reference_check import (
     COMPONENTWISE_TOLERANCE,
     TOLERANCE,

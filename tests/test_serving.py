@@ -733,8 +733,8 @@ def test_instance_kind_is_named_for_what_it_chooses_and_the_old_name_still_works
     """serve/export-triton's choice of Triton instance kind is --instance-kind; --device, its 0.1 name that the
     README told users to pass, is the same option. (--device of predict and fastdaf-bench is a torch device.)"""
     from fastdaf.bench import main as bench_main
-    from fastdaf.cli import build_parser
     from fastdaf.cli import main as cli_main
+    from fastdaf.cli_parser import build_parser
 
     for flag, kind in (("--instance-kind", "gpu"), ("--device", "gpu"), ("--instance-kind", "cpu")):
         repo = tmp_path / f"{flag}-{kind}"

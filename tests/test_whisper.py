@@ -13,14 +13,12 @@ import soundfile
 import torch
 
 from fastdaf.encoders import load_encoder
-from fastdaf.encoders.whisper import (
+from fastdaf.encoders.whisper import WhisperAudioEncoder, WhisperEncoder, log_mel
+from fastdaf.encoders.whisper_weights import (
     WHISPER_BASE_PACKAGES,
-    WhisperAudioEncoder,
-    WhisperEncoder,
     ctranslate2_paths,
     from_ctranslate2,
     load_whisper,
-    log_mel,
     read_ctranslate2,
     save_whisper,
 )
@@ -130,7 +128,7 @@ def ctranslate2_variables(path: Path) -> dict[str, torch.Tensor]:
     """The tiny transformers checkpoint's encoder under CTranslate2's names, float16 as faster-whisper stores it."""
     import transformers as tf
 
-    from fastdaf.encoders.whisper import _transformers_as_parts
+    from fastdaf.encoders.whisper_weights import _transformers_as_parts
 
     encoder = tf.WhisperModel.from_pretrained(path).get_encoder()
     parts = _transformers_as_parts(dict(encoder.state_dict()))
@@ -215,7 +213,7 @@ def transformers_from_ctranslate2(parts: dict[str, torch.Tensor]):
     mapping is that it transcribes real speech (only the encoder part is fastdaf's)."""
     import transformers as tf
 
-    from fastdaf.encoders.whisper import _dims_from_parts, _state_from_parts
+    from fastdaf.encoders.whisper_weights import _dims_from_parts, _state_from_parts
 
     dims = _dims_from_parts(parts, int(parts["encoder/num_heads"]))
     config = tf.WhisperConfig(

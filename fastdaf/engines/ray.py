@@ -1,20 +1,12 @@
-"""Bulk scoring on Ray Data: `fastdaf predict --manifest ... --engine ray` and `predict_manifest`.
+"""The Ray engine, bulk scoring on Ray Data: `fastdaf predict --manifest ... --engine ray` and `predict_manifest`.
 
-The single-process path (`fastdaf predict --manifest`) scores a manifest in one process; this one runs the
+The local engine (fastdaf.engines.local) scores a manifest in one process; this one runs the
 same `SentimentPredictor` as a stateful callable class in Ray Data's `map_batches`, so the model loads once
 per worker and a cluster of GPU machines scores millions of rows without a home-made scheduler. Without
 `address` a local Ray instance is started (one machine, every CPU); with one, the job joins that cluster.
 
-Input (`manifest`): one CSV/JSONL manifest, a folder of them (searched recursively; files named `.*` or `_*`
-and files that are not .csv/.jsonl/.ndjson are skipped), or a glob in the last path component
-(`/data/part-*.jsonl`, `s3://bucket/manifests/*.csv`), on the local filesystem or any filesystem pyarrow
-reaches (s3://, gs://, hdfs://, ...). Every file is read by `fastdaf.data.manifests.read_manifest`, so the
-rules are the single-process path's: empty cells are absent, ids are required and unique (across all
-files too) unless allowed, and relative audio paths resolve against the manifest file's folder. One local
-file is read on the driver (a bad manifest is refused before Ray starts); several, or remote ones, are
-parsed by Ray tasks in parallel. Audio paths must be readable from every worker (a shared filesystem): a
-relative audio path in a remote manifest resolves to a URI of the manifest's folder, which the audio
-loader cannot open, so that row fails with an AudioNotFoundError naming it.
+Input (`manifest`): one CSV/JSONL manifest, a folder of them or a glob, local or remote: see
+fastdaf.engines.ray_inputs, which reads them.
 
 Order and identity: each row carries its position (file order, sorted by path, then row order), and the
 results are sorted by it before they are written, so output row k is input row k and keeps its id.
@@ -36,7 +28,7 @@ so a retried batch never appears twice; a job that fails writes nothing.
 Output (`out`, a local or shared folder, created if missing): `predictions.parquet`, one file in input
 order, and `predictions.jsonl` when asked. JSONL lines are the single-process path's records byte for byte
 (`SentimentPredictor.record`). Parquet holds the same record flattened as in the CSV output
-(`fastdaf.pipeline.record_columns`: id, score, label, weights.<modality>, outputs.<name> for multi-output
+(`fastdaf.records.record_columns`: id, score, label, weights.<modality>, outputs.<name> for multi-output
 models, notes, error), with `notes` as list<string> (Parquet has lists; CSV writes them as JSON text).
 Files are written under a temporary name and renamed when complete. Existing outputs are refused, not
 overwritten, and there is no resumption: a rerun goes to a new folder.
@@ -45,12 +37,10 @@ overwritten, and there is no resumption: a rerun goes to a new folder.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import json
 import logging
 import math
 import os
-import posixpath
 import re
 import shutil
 import signal
@@ -61,28 +51,22 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import errors
-from .checkpoint import read_config
-from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, ENCODER_BACKENDS, HEADS
-from .data.manifests import read_manifest
-from .default_model import resolve as resolve_checkpoint
-from .errors import FastDAFError, InputError, Interrupted, ManifestError, OutputError
-from .extras import require
-from .outputs import output_lock, provenance, refuse_symlink, write_provenance
-from .pipeline import SentimentPredictor, flatten_record, record_columns
+from .. import errors
+from ..checkpoint import read_config
+from ..choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, ENCODER_BACKENDS, HEADS
+from ..data.manifests import read_manifest
+from ..default_model import resolve as resolve_checkpoint
+from ..errors import FastDAFError, InputError, Interrupted, OutputError
+from ..extras import require
+from ..outputs import output_lock, provenance, refuse_symlink, write_provenance
+from ..pipeline import SentimentPredictor
+from ..records import flatten_record, parquet_schema
+from .ray_inputs import URI, from_bytes, manifest_files, parse_remotely, pyarrow_modules, rows_table
 
 FORMATS = ("parquet", "jsonl")
 OUTPUT_FILES = {"parquet": "predictions.parquet", "jsonl": "predictions.jsonl"}
-MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
-# a row's position: file index in the high bits, row index in its file in the low ones
-_ROWS_PER_FILE = 2**32
-_GLOB_CHARS = re.compile(r"[*?\[]")
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # how a fastdaf error raised on a Ray worker appears in the traceback text Ray passes on
 _RAISED = re.compile(r"^fastdaf\.errors\.(\w+): (.*)$", re.MULTILINE)
-# remote manifests are parsed from a local copy this deep in a fresh temporary folder, so that relative
-# audio paths (even with a few '..') stay inside it and can be mapped back onto the manifest's URI
-_COPY_DEPTH = 16
 
 
 def _import_ray():
@@ -91,44 +75,7 @@ def _import_ray():
     return require("ray", "--engine ray (bulk scoring on Ray Data)")
 
 
-def _pyarrow():
-    """pyarrow and its parquet/compute/fs modules (Ray Data's dependency: present whenever ray is)."""
-    modules = ("pyarrow", "pyarrow.compute", "pyarrow.fs", "pyarrow.parquet")
-    return tuple(require(name, "--engine ray (bulk scoring on Ray Data)") for name in modules)
-
-
-# ---------------------------------------------------------------------------------------------- schemas
-def _input_schema():
-    """Rows handed to the workers. Text and audio travel as UTF-8 bytes with lone surrogates kept
-    ("surrogatepass"): JSON can hold text that is not valid Unicode, Arrow strings cannot, and the worker
-    must see the very string the single-process path sees to give the same error."""
-    pa = _pyarrow()[0]
-    return pa.schema(
-        [
-            ("_pos", pa.int64()),
-            ("name", pa.string()),
-            ("id", pa.string()),
-            ("text", pa.binary()),
-            ("audio", pa.binary()),
-        ]
-    )
-
-
-def output_schema(modalities: Sequence[str], output_names: Sequence[str] = ()):
-    """The Parquet schema of the flattened record (see the module docstring)."""
-    pa = _pyarrow()[0]
-    types = {"id": pa.string(), "label": pa.string(), "notes": pa.list_(pa.string()), "error": pa.string()}
-    return pa.schema([(c, types.get(c, pa.float64())) for c in record_columns(modalities, output_names)])
-
-
-def _to_bytes(value: str | None) -> bytes | None:
-    return None if value is None else value.encode("utf-8", "surrogatepass")
-
-
-def _from_bytes(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("utf-8", "surrogatepass")
-
-
+# ------------------------------------------------------------------------------------------- the worker
 def _valid_text(value: Any) -> Any:
     """A string Arrow can store: lone surrogates (text that is not valid Unicode, quoted back in a message)
     become backslash escapes; anything else unchanged."""
@@ -140,38 +87,20 @@ def _valid_text(value: Any) -> Any:
     return value
 
 
-def _rows_table(rows: Sequence[Any], first: int, display: str | None):
-    """Input rows (ManifestRow) as an Arrow table, at positions first, first + 1, ...; `display` names their
-    file in messages (None: one manifest, named as the single-process path names it)."""
-    pa = _pyarrow()[0]
-    where = (lambda r: f"line {r.line}") if display is None else (lambda r: f"line {r.line} of {display}")
-    return pa.table(
-        {
-            "_pos": list(range(first, first + len(rows))),
-            "name": [f"id {r.id!r} ({where(r)})" for r in rows],
-            "id": [r.id for r in rows],
-            "text": [_to_bytes(r.text) for r in rows],
-            "audio": [_to_bytes(r.audio) for r in rows],
-        },
-        schema=_input_schema(),
-    )
-
-
-# ------------------------------------------------------------------------------------------- the worker
 class _Scorer:
     """The stateful callable class of `map_batches`: one SentimentPredictor per worker, loaded once."""
 
     def __init__(self, predictor_kwargs: dict[str, Any], with_json: bool) -> None:
         self.predictor = SentimentPredictor(**predictor_kwargs)
         self.with_json = with_json
-        self.schema = output_schema(self.predictor.modalities, self.predictor.output_names)
+        self.schema = parquet_schema(self.predictor.modalities, self.predictor.output_names)
 
     def __call__(self, batch):
-        pa = _pyarrow()[0]
+        pa = pyarrow_modules()[0]
         ids = batch.column("id").to_pylist()
         names = batch.column("name").to_pylist()
-        texts = [_from_bytes(t) for t in batch.column("text").to_pylist()]
-        audios = [_from_bytes(a) for a in batch.column("audio").to_pylist()]
+        texts = [from_bytes(t) for t in batch.column("text").to_pylist()]
+        audios = [from_bytes(a) for a in batch.column("audio").to_pylist()]
         results = self._predict(texts, audios, names)
         p = self.predictor
         records = [p.record(res, i) for res, i in zip(results, ids)]
@@ -201,143 +130,6 @@ class _Scorer:
                 except Exception as exc:  # this row's error; the job goes on
                     results.append(f"{type(exc).__name__}: {name}: {exc}")
             return results
-
-
-# ------------------------------------------------------------------------------------------- manifests
-def _split_uri(manifest: str):
-    """(filesystem, path on it, remote?) for a local path, file:// URI or any URI pyarrow reaches."""
-    pafs = _pyarrow()[2]
-    if _URI.match(manifest):
-        try:
-            fs, path = pafs.FileSystem.from_uri(manifest)
-        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... naming the cause
-            raise ManifestError(f"cannot open the manifest location {manifest!r}: {exc}") from exc
-        return fs, path, not isinstance(fs, pafs.LocalFileSystem)
-    return pafs.LocalFileSystem(), os.path.abspath(manifest), False
-
-
-def _manifest_files(manifest: str) -> tuple[Any, list[str], bool, str | None]:
-    """The manifest files in order (sorted by path): (filesystem, paths, remote?, base folder for display).
-    The base is None for a single file."""
-    pafs = _pyarrow()[2]
-    fs, path, remote = _split_uri(manifest)
-    accepted = "a .csv/.jsonl/.ndjson manifest, a folder of them, or a glob like 'folder/*.jsonl'"
-    try:
-        folder, pattern = posixpath.split(path) if remote else os.path.split(path)
-        if _GLOB_CHARS.search(pattern):
-            if _GLOB_CHARS.search(folder):
-                raise ManifestError(f"{manifest!r}: a glob may only be in the last path component; give {accepted}")
-            infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-            files = sorted(
-                i.path
-                for i in infos
-                if i.type == pafs.FileType.File and fnmatch.fnmatchcase(posixpath.basename(i.path), pattern)
-            )
-            if not files:
-                raise ManifestError(f"no file matches {manifest!r}; give {accepted}")
-            wrong = [f for f in files if not f.lower().endswith(MANIFEST_SUFFIXES)]
-            if wrong:
-                raise ManifestError(
-                    f"{manifest!r} matches {len(wrong)} file(s) that are not .csv/.jsonl/.ndjson manifests "
-                    f"(e.g. {wrong[0]!r}); narrow the glob"
-                )
-            return fs, files, remote, folder
-        info = fs.get_file_info(path)
-        if info.type == pafs.FileType.File:
-            return fs, [path], remote, None
-        if info.type != pafs.FileType.Directory:
-            raise ManifestError(f"no manifest at {manifest!r}; give {accepted}")
-        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-    except OSError as exc:
-        raise ManifestError(f"cannot list the manifest {manifest!r}: {exc}") from exc
-    files = sorted(
-        i.path
-        for i in infos
-        if i.type == pafs.FileType.File
-        and i.path.lower().endswith(MANIFEST_SUFFIXES)
-        and not any(part.startswith((".", "_")) for part in _relative(i.path, path, remote).split("/"))
-    )
-    if not files:
-        raise ManifestError(f"the folder {manifest!r} holds no .csv/.jsonl/.ndjson manifest; give {accepted}")
-    return fs, files, remote, path
-
-
-def _relative(path: str, base: str, remote: bool) -> str:
-    rel = posixpath.relpath(path, base) if remote else os.path.relpath(path, base)
-    return rel.replace(os.sep, "/")
-
-
-def _read_file(fs, path: str, remote: bool, allow_duplicate_ids: bool, uri: str) -> list:
-    """read_manifest on one file. A remote file is read from a local copy; its relative audio paths are
-    then mapped onto the manifest's URI folder, and messages name the URI, not the copy."""
-    if not remote:
-        return read_manifest(path, allow_duplicate_ids=allow_duplicate_ids)
-    with tempfile.TemporaryDirectory(prefix="fastdaf-manifest-") as tmp:
-        base = Path(tmp).resolve()
-        folder = base.joinpath(*["d"] * _COPY_DEPTH)
-        folder.mkdir(parents=True)
-        copy = folder / posixpath.basename(path)
-        try:
-            with fs.open_input_stream(path) as f:
-                copy.write_bytes(f.readall())
-        except OSError as exc:
-            raise ManifestError(f"cannot read the manifest {uri!r}: {exc}") from exc
-        try:
-            rows = read_manifest(copy, allow_duplicate_ids=allow_duplicate_ids)
-        except ManifestError as exc:
-            raise ManifestError(str(exc).replace(str(copy), uri)) from None
-    uri_folder = posixpath.dirname(uri)
-    for r in rows:
-        if r.audio is not None and r.audio.startswith(str(base) + os.sep):
-            rel = os.path.relpath(r.audio, folder).replace(os.sep, "/")
-            r.audio = _join_uri(uri_folder, rel)
-    return rows
-
-
-def _join_uri(folder: str, rel: str) -> str:
-    """folder (a URI) / rel, with '..' resolved inside the URI's path."""
-    scheme, _, rest = folder.partition("://")
-    return f"{scheme}://{posixpath.normpath(posixpath.join(rest, rel))}"
-
-
-def _uri_of(path: str, manifest: str, remote: bool) -> str:
-    """How a file found under `manifest` is named in messages: a URI with the manifest's scheme when remote."""
-    if not remote:
-        return path
-    scheme = manifest.split("://", 1)[0]
-    return f"{scheme}://{path}"
-
-
-def _parse_files(batch, *, fs, remote: bool, allow_duplicate_ids: bool, manifest: str):
-    """map_batches function (one file per batch): the file's rows as an input table."""
-    pa = _pyarrow()[0]
-    tables = []
-    for index, path, display in zip(
-        batch.column("file").to_pylist(), batch.column("path").to_pylist(), batch.column("display").to_pylist()
-    ):
-        rows = _read_file(fs, path, remote, allow_duplicate_ids, _uri_of(path, manifest, remote))
-        tables.append(_rows_table(rows, index * _ROWS_PER_FILE, display))
-    return pa.concat_tables(tables) if tables else _input_schema().empty_table()
-
-
-def _check_ids_across(ids_table, manifest: str) -> None:
-    """Refuse ids that appear in more than one file (each file's own repeats are read_manifest's to refuse)."""
-    pc = _pyarrow()[1]
-    counts = pc.value_counts(ids_table.column("id"))
-    repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
-    if len(repeated) == 0:
-        return
-    shown = repeated.slice(0, 10).to_pylist()
-    where: dict[str, list[str]] = {i: [] for i in shown}
-    keep = ids_table.filter(pc.is_in(ids_table.column("id"), value_set=repeated.slice(0, 10)))
-    for i, name in zip(keep.column("id").to_pylist(), keep.column("name").to_pylist()):
-        where[i].append(name.split(" (", 1)[1].rstrip(")"))
-    listed = "; ".join(f"{i!r} on {', '.join(where[i][:10])}" for i in shown)
-    more = f"; and {len(repeated) - len(shown)} more" if len(repeated) > len(shown) else ""
-    raise ManifestError(
-        f"{manifest}: {len(repeated)} id(s) appear more than once ({listed}{more}); make ids unique, "
-        "or allow repeats with --allow-duplicate-ids (allow_duplicate_ids=True)"
-    )
 
 
 def _fastdaf_error(exc: BaseException) -> FastDAFError | None:
@@ -415,18 +207,18 @@ def predict_manifest(
     if num_gpus_per_worker > 0 and device == "cpu":
         raise InputError("device 'cpu' with num_gpus_per_worker > 0 reserves GPUs that are not used; drop one")
     ray = _import_ray()
-    pc, pq = _pyarrow()[1], _pyarrow()[3]
+    pc, pq = pyarrow_modules()[1], pyarrow_modules()[3]
     refuse_symlink(Path(out))
     targets = _output_paths(Path(out), formats)
     manifest = os.fspath(manifest)
     checkpoint_path = resolve_checkpoint(checkpoint)
     cfg, _ = read_config(checkpoint_path)  # a bad checkpoint is refused before Ray starts
     modalities, output_names = list(cfg.modality_names), list(cfg.output_names[1:])
-    fs, files, remote, base = _manifest_files(manifest)
+    fs, files, remote, base = manifest_files(manifest)
     local_rows = None
     if len(files) == 1 and not remote:
         # before Ray starts; named as given, so manifest errors read as the single-process path's
-        source = files[0] if _URI.match(manifest) else manifest
+        source = files[0] if URI.match(manifest) else manifest
         local_rows = read_manifest(source, allow_duplicate_ids=allow_duplicate_ids)
     _make_folder(Path(out))
     options = {"head": head_backend, "encoder_backend": backend, "device": device, "batch_size": batch_size}
@@ -462,7 +254,7 @@ def predict_manifest(
                 n_rows = len(local_rows)
                 rows_ds = None
             else:
-                rows_ds = _parse_remotely(ray, fs, files, remote, base, manifest, allow_duplicate_ids)
+                rows_ds = parse_remotely(ray, fs, files, remote, base, manifest, allow_duplicate_ids)
                 n_rows = rows_ds.count()
             n_workers = _workers(ray, workers, num_gpus_per_worker, address)
             block_rows = batch_size * max(1, min(64, math.ceil(n_rows / (batch_size * 4 * n_workers))))
@@ -470,7 +262,7 @@ def predict_manifest(
             if local_rows is not None:
                 # blocks of whole batches from row 0: each worker sees the batches the single-process path forms
                 starts = range(0, max(n_rows, 1), block_rows)
-                rows_ds = ray.data.from_arrow([_rows_table(local_rows[s : s + block_rows], s, None) for s in starts])
+                rows_ds = ray.data.from_arrow([rows_table(local_rows[s : s + block_rows], s, None) for s in starts])
             else:
                 # materialised before the workers start: on a small machine they hold every CPU, and a repartition
                 # task still waiting for one would wait for ever
@@ -492,7 +284,7 @@ def predict_manifest(
             )
             # an empty manifest writes empty outputs (Ray Data cannot sort an empty dataset)
             batches = scored.sort("_pos").iter_batches(batch_format="pyarrow", batch_size=None) if n_rows else []
-            counts = _write(batches, targets, output_schema(modalities, output_names), n_rows, pc, pq)
+            counts = _write(batches, targets, parquet_schema(modalities, output_names), n_rows, pc, pq)
             write_provenance(next(iter(targets.values())).with_name("provenance.json"), made_by)
         except _Stop as stop:
             raise Interrupted(stop.signum) from None
@@ -599,32 +391,6 @@ def _workers(ray, workers: int | None, gpus: float, address: str | None) -> int:
             )
         return max(1, int(available // gpus))
     return max(1, int(resources.get("CPU", 1)))
-
-
-def _parse_remotely(ray, fs, files: list[str], remote: bool, base: str | None, manifest: str, allow: bool):
-    """Parse every manifest file in Ray tasks (one file per task), materialised; ids checked across files."""
-    items = [
-        {"file": k, "path": p, "display": _relative(p, base, remote) if base is not None else posixpath.basename(p)}
-        for k, p in enumerate(files)
-    ]
-    parsed = (
-        ray.data.from_items(items, override_num_blocks=len(items))
-        .map_batches(
-            _parse_files,
-            fn_kwargs={"fs": fs, "remote": remote, "allow_duplicate_ids": allow, "manifest": manifest},
-            batch_size=1,
-            batch_format="pyarrow",
-            compute=ray.data.TaskPoolStrategy(),
-        )
-        .materialize()
-    )
-    if not allow:
-        pa = _pyarrow()[0]
-        ids = [t for t in parsed.select_columns(["id", "name"]).iter_batches(batch_format="pyarrow", batch_size=None)]
-        _check_ids_across(
-            pa.concat_tables(ids) if ids else pa.table({"id": pa.array([], pa.string()), "name": []}), manifest
-        )
-    return parsed
 
 
 def _write(batches, targets: dict[str, Path], schema, n_rows: int, pc, pq) -> dict[str, int]:
