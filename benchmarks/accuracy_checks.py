@@ -42,6 +42,7 @@ import torch
 import fastdaf.audio.acoustic as A
 from fastdaf import DAFConfig, DAFHead
 from fastdaf.audio.dsp import resample
+from fastdaf.audio.pitch import estimate_pitch
 from fastdaf.bench_rows import BenchRow, add_results_options, bench_row, write_results
 from fastdaf.fused import FusedDAFHead
 from fastdaf.reference_check import reference64, relative_error, tf32_truncate
@@ -61,7 +62,7 @@ def pitch_errors() -> dict[str, float]:
                 if kind == "sine"
                 else sum((0.2 if k == 1 else 1.0 / k) * torch.sin(2 * torch.pi * f * k * t) for k in range(1, 6))
             )
-            f0, voiced = A.estimate_pitch(0.5 * wave / wave.abs().max())
+            f0, voiced = estimate_pitch(0.5 * wave / wave.abs().max())
             errs.append(abs(float(f0[voiced].median()) - f) / f)
         worst[kind] = max(errs)
     return worst

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .audio.acoustic import no_speech_reason
 from .audio.loading import AudioInput, load_audio
+from .audio.pitch import no_speech_reason
 from .choices import DEFAULT_ENCODER_BACKEND
 from .data import detect_dataset_kind, load_csd_folder, load_mmsa_pickle, read_transcript_csv, read_transcript_dir
 from .data.emotion import EmotionMapping, read_emotion_manifest, rows_of_speakers
@@ -180,7 +180,7 @@ class FeatureExtractor:
 
     def _audio_item(self, audio: Any, rate: int | None, where: str) -> tuple[Any, str | None]:
         """The audio encoder's input for one row, or why its audio counts as absent. Whatever the encoder,
-        speech is judged by the built-in voicing measure on the waveform (fastdaf.audio.acoustic.no_speech_reason):
+        speech is judged by the built-in voicing measure on the waveform (fastdaf.audio.pitch.no_speech_reason):
         encoded as if it were speech, silence or noise got scores as confident as speech."""
         if not self.audio.takes_waveforms:
             return audio, None  # e.g. precomputed vectors

@@ -9,7 +9,7 @@ to [-3, 3] (the head itself is unbounded; see fastdaf.head).
 Labels (documented thresholds, the rounding MMSA's Mult_acc metrics use): `negative` if score <= -0.5,
 `positive` if score >= 0.5, `neutral` in between.
 
-Audio without speech (fastdaf.audio.acoustic.no_speech_reason) and text empty after normalisation count as
+Audio without speech (fastdaf.audio.pitch.no_speech_reason) and text empty after normalisation count as
 absent, with a note in `Prediction.notes`; an utterance left with nothing to encode, or with text that
 is not valid Unicode, raises InputError (per row in `predict_each`).
 """

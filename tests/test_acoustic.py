@@ -10,9 +10,9 @@ from fastdaf.audio.acoustic import (
     FEATURE_NAMES,
     SAMPLE_RATE,
     acoustic_features,
-    estimate_pitch,
     frame_descriptors,
 )
+from fastdaf.audio.pitch import estimate_pitch
 from fastdaf.errors import InputError
 
 TONE_FREQS = [80.0, 110.0, 165.0, 220.0, 330.0, 450.0]

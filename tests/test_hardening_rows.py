@@ -14,8 +14,9 @@ import torch
 
 import fastdaf
 from fastdaf import DAFConfig, DAFHead, SentimentPredictor
-from fastdaf.audio.acoustic import FEATURE_DIM, no_speech_reason
+from fastdaf.audio.acoustic import FEATURE_DIM
 from fastdaf.audio.loading import MAX_SECONDS, load_audio
+from fastdaf.audio.pitch import no_speech_reason
 from fastdaf.cli import main as cli_main
 from fastdaf.encoders import Encoded
 from fastdaf.errors import AudioDecodeError, AudioTooLongError, InputError

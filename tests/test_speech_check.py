@@ -7,9 +7,10 @@ import soundfile
 import torch
 
 from fastdaf import SentimentPredictor
-from fastdaf.audio import acoustic
-from fastdaf.audio.acoustic import SAMPLE_RATE, acoustic_features_and_speech, no_speech_reason, speech_reason
+from fastdaf.audio import pitch
+from fastdaf.audio.acoustic import SAMPLE_RATE, acoustic_features_and_speech
 from fastdaf.audio.loading import load_audio
+from fastdaf.audio.pitch import no_speech_reason, speech_reason
 from fastdaf.examples import ARCTIC_PROMPTS, EXAMPLE_CLIP
 
 
@@ -63,13 +64,13 @@ def test_the_speech_check_and_the_features_judge_every_clip_alike(shared_data):
 def yin_calls(monkeypatch) -> list[int]:
     """How many times YIN's difference function runs (once per pitch-tracked batch or speech-check chunk)."""
     calls = []
-    real = acoustic._yin_difference
+    real = pitch._yin_difference
 
     def counted(padded, *args):
         calls.append(padded.shape[0])
         return real(padded, *args)
 
-    monkeypatch.setattr(acoustic, "_yin_difference", counted)
+    monkeypatch.setattr(pitch, "_yin_difference", counted)
     return calls
 
 

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from .acoustic import FEATURE_DIM, FEATURE_NAMES, SAMPLE_RATE, acoustic_features, no_speech_reason
+from .acoustic import FEATURE_DIM, FEATURE_NAMES, SAMPLE_RATE, acoustic_features
 from .loading import AudioInput, Waveform, load_audio, readable_formats
+from .pitch import no_speech_reason
 
 __all__ = [
     "FEATURE_DIM",

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from ..audio.acoustic import FEATURE_DIM, FEATURE_NAMES, SAMPLE_RATE, acoustic_features_and_speech, speech_reason
+from ..audio.acoustic import FEATURE_DIM, FEATURE_NAMES, SAMPLE_RATE, acoustic_features_and_speech
+from ..audio.pitch import speech_reason
 from ..choices import DEFAULT_ENCODER_BACKEND
 from .base import Encoded, pick_device
 from .runners import Buckets, InputSpec, make_runner
