@@ -27,6 +27,7 @@ repository) from concurrent clients and reports requests/s and latency percentil
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import json
 import sys
@@ -215,8 +216,8 @@ def bench_e2e(
             present = torch.ones(batch, 2, dtype=torch.bool, device=device)
             with torch.inference_mode():
                 head_call = head_callables(dafhead, feats, present, [head_backend])[head_backend]
-                text_call = lambda: text_run({"input_ids": ids, "attention_mask": mask})  # noqa: E731
-                audio_call = lambda: audio_run(audio_inputs)  # noqa: E731
+                text_call = functools.partial(text_run, {"input_ids": ids, "attention_mask": mask})
+                audio_call = functools.partial(audio_run, audio_inputs)
 
                 def total():
                     text_call()

@@ -7,7 +7,7 @@ Each backend is a head of fastdaf.choices.HEADS and how it runs:
 - `reference-compile`: the reference under torch.compile;
 - `fused`: the fused Triton head (CUDA only);
 - `fused-cudagraph`: the fused head replayed from a CUDA graph (CUDA only).
-The former names `eager`, `cudagraph` and `compile` are still accepted on the command line (fastdaf.bench_parser).
+
 Each call is timed wall-clock (host clock around the call and a device synchronise), after warm-up (compilation,
 autotuning and graph capture stay out of the numbers); p50/p90/p99 over the iterations
 (fastdaf.bench_rows.percentiles), throughput = batch / p50.

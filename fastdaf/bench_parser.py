@@ -4,8 +4,6 @@ states its default (fastdaf.options.CommandParser); fastdaf.bench runs what it p
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable
 
 from .bench_head import BACKENDS
 from .bench_rows import add_results_options
@@ -16,22 +14,6 @@ from .options import CommandParser, device_option
 from .serving.client import MIXES, PROTOCOLS
 
 E2E_BACKENDS = tuple(b for b in ENCODER_BACKENDS if b != "auto")  # e2e --backends: each concrete encoder backend
-# the head backends' former names, still accepted on the command line
-BACKEND_ALIASES = {"eager": "reference", "cudagraph": "reference-cudagraph", "compile": "reference-compile"}
-# `e2e --head` took a head backend before it took a choices.HEADS word; how the head runs now follows the encoders
-HEAD_ALIASES = {"eager": "reference", "cudagraph": "reference", "compile": "reference", "fused-cudagraph": "fused"}
-
-
-def _alias(aliases: dict[str, str], what: str) -> Callable[[str], str]:
-    """An argparse `type` mapping a former name to its new one, with a one-line note on stderr."""
-
-    def convert(word: str) -> str:
-        if word in aliases:
-            print(f"fastdaf-bench: note: {what} {word!r} is now called {aliases[word]!r}", file=sys.stderr)
-            return aliases[word]
-        return word
-
-    return convert
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,10 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     head.add_argument(
         "--backends",
         nargs="+",
-        type=_alias(BACKEND_ALIASES, "head backend"),
         choices=BACKENDS,
         default=None,
-        help="default: every backend the device supports (former names eager, cudagraph, compile are accepted)",
+        help="default: every backend the device supports",
     )
     head.add_argument("--compile-mode", default="default", help="torch.compile mode for reference-compile")
     head.add_argument("--warmup", type=int, default=20, help="untimed calls first (compilation, autotuning, capture)")
@@ -93,7 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--iters", type=int, default=100, help="timed calls per backend and batch")
     e2e.add_argument(
         "--head",
-        type=_alias(HEAD_ALIASES, "--head"),
         choices=HEADS,
         default=DEFAULT_HEAD,
         help="head after the encoders: auto (fused on CUDA, reference elsewhere), fused or reference; it runs as "

@@ -140,7 +140,10 @@ def percentiles(samples: Sequence[float]) -> dict[str, float]:
     if not samples:
         raise InputError("no samples to take percentiles of")
     ordered = sorted(samples)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
     return {
         "p50": statistics.median(ordered),
         "p90": pick(0.90),

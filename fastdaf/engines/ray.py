@@ -122,12 +122,12 @@ class _Scorer:
         getting `"<ExceptionType>: <row name>: <message>"`: one row never stops the job."""
         try:
             return self.predictor.predict_each(texts, audios, names=names)
-        except Exception:  # isolate the rows that raise; the others are scored
+        except Exception:  # noqa: BLE001 - isolate the rows that raise; the others are scored
             results = []
             for text, audio, name in zip(texts, audios, names):
                 try:
                     results += self.predictor.predict_each([text], [audio], names=[name])
-                except Exception as exc:  # this row's error; the job goes on
+                except Exception as exc:  # noqa: BLE001 - this row's error; the job goes on
                     results.append(f"{type(exc).__name__}: {name}: {exc}")
             return results
 
