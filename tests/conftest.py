@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import SHARED_DATA
 
 # Triton kernels run on CPU tensors only in the interpreter; it must be chosen before triton.jit runs.
 if not torch.cuda.is_available():
@@ -11,9 +12,6 @@ if not torch.cuda.is_available():
 
 # Benchmarks run by tests write no rows into the checkout's benchmarks/results.jsonl (subprocesses inherit this).
 os.environ.setdefault("FASTDAF_BENCH_RESULTS", "none")
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture

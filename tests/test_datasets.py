@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from builders import Reduce, dump, mmsa_split, write_csd
 
 from fastdaf import data as ds
 from fastdaf.errors import FeatureFileError, InputError
@@ -47,27 +48,6 @@ class Evil:
 class Custom:
     def __init__(self) -> None:
         self.x = 1
-
-
-def write_csd(
-    path: Path, root: str, videos: dict[str, tuple[np.ndarray, np.ndarray]], metadata: dict[str, str] | None = None
-) -> Path:
-    with h5py.File(path, "w") as f:
-        g = f.create_group(root)
-        data = g.create_group("data")
-        for vid, (feats, intervals) in videos.items():
-            v = data.create_group(vid)
-            v.create_dataset("features", data=feats)
-            v.create_dataset("intervals", data=intervals)
-        if metadata is not None:
-            meta = g.create_group("metadata")
-            for i, (k, val) in enumerate(metadata.items()):
-                if i % 2:
-                    meta.attrs[k] = val
-                else:
-                    d = meta.create_dataset(k, (1,), dtype=h5py.special_dtype(vlen=str))
-                    d[0] = val
-    return path
 
 
 # ============================================================================ transcripts
@@ -179,52 +159,6 @@ def test_transcript_dir_splits_and_cross_file_duplicates(tmp_path):
 
 
 # ============================================================================ MMSA pickles
-HUGE = 1e30
-
-
-def mmsa_split(n: int, L: int, *, aligned: bool, rng: np.random.Generator, la: int = 7, lv: int = 6) -> dict:
-    """An MMSA split with prefix attention masks/lengths; every padded position holds HUGE (or NaN)."""
-    tlen = rng.integers(1, L + 1, size=n)
-    tlen[0] = L  # one full row
-    text = rng.normal(size=(n, L, 8)).astype(np.float32)
-    bert = np.zeros((n, 3, L), dtype=np.float32)
-    for i, t in enumerate(tlen):
-        text[i, t:] = HUGE
-        bert[i, 0, :t] = rng.integers(100, 2000, size=t)
-        bert[i, 1, :t] = 1
-    part = {
-        "text": text,
-        "text_bert": bert,
-        "regression_labels": rng.uniform(-3, 3, size=n).astype(np.float32),
-        "id": np.array([f"vid{i}$_${i}" for i in range(n)], dtype=object),
-        "raw_text": np.array([f"words {i}" for i in range(n)], dtype=object),
-    }
-    if aligned:
-        audio = rng.normal(size=(n, L, 5)).astype(np.float32)
-        vision = rng.normal(size=(n, L, 3)).astype(np.float32)
-        for i, t in enumerate(tlen):
-            audio[i, t:] = HUGE
-            vision[i, t:] = np.nan
-    else:
-        alen = rng.integers(1, la + 1, size=n)
-        vlen = rng.integers(1, lv + 1, size=n)
-        audio = rng.normal(size=(n, la, 5)).astype(np.float32)
-        vision = rng.normal(size=(n, lv, 3)).astype(np.float32)
-        for i in range(n):
-            audio[i, alen[i] :] = HUGE
-            vision[i, vlen[i] :] = np.nan
-        part["audio_lengths"] = [int(v) for v in alen]
-        part["vision_lengths"] = vlen.astype(np.int64)
-    part["audio"], part["vision"] = audio, vision
-    return part
-
-
-def dump(obj, path: Path, protocol: int = 4) -> Path:
-    with path.open("wb") as f:
-        pickle.dump(obj, f, protocol=protocol)
-    return path
-
-
 @pytest.mark.parametrize("aligned", [True, False])
 def test_mmsa_masked_pooling(tmp_path, aligned):
     rng = np.random.default_rng(0 if aligned else 1)
@@ -352,15 +286,7 @@ def test_safe_unpickler_refuses_code_without_running_it(tmp_path):
     assert marker.exists()
 
     with pytest.raises(FeatureFileError, match=r"refused to load builtins\.eval"):
-        ds.load_mmsa_pickle(dump({"x": _Reduce(eval, ("1+1",))}, tmp_path / "eval.pkl"))
-
-
-class _Reduce:
-    def __init__(self, fn, args) -> None:
-        self.fn, self.args = fn, args
-
-    def __reduce__(self):
-        return (self.fn, self.args)
+        ds.load_mmsa_pickle(dump({"x": Reduce(eval, ("1+1",))}, tmp_path / "eval.pkl"))
 
 
 @pytest.mark.parametrize(

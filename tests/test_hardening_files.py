@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from test_datasets import _Reduce, write_csd
+from builders import Reduce, write_csd
 
 from fastdaf import CheckpointError, ConfigError, DAFConfig, DAFHead
 from fastdaf import data as ds
@@ -93,11 +93,11 @@ def test_pickle_cycles_depth_and_legitimate_sharing(tmp_path):
 @pytest.mark.parametrize(
     "gadget, words",
     [
-        (_Reduce(bytearray, (1 << 20,)), r"bytearray\(1048576\) allocates from a count"),
-        (_Reduce(bytes, (1 << 20,)), r"bytes\(1048576\) allocates from a count"),
-        (_Reduce(np.ndarray, ((1 << 20,),)), r"numpy\.ndarray\(\.\.\.\) allocates from a shape"),
+        (Reduce(bytearray, (1 << 20,)), r"bytearray\(1048576\) allocates from a count"),
+        (Reduce(bytes, (1 << 20,)), r"bytes\(1048576\) allocates from a count"),
+        (Reduce(np.ndarray, ((1 << 20,),)), r"numpy\.ndarray\(\.\.\.\) allocates from a shape"),
         (
-            _Reduce(np.core.multiarray._reconstruct, (np.ndarray, (1 << 20,), b"b")),
+            Reduce(np.core.multiarray._reconstruct, (np.ndarray, (1 << 20,), b"b")),
             r"only for an empty numpy\.ndarray, got shape \(1048576,\)",
         ),
     ],

@@ -57,7 +57,7 @@ def predictor(checkpoint):
 
 @pytest.fixture(scope="module")
 def clips(request):
-    from conftest import SHARED_DATA
+    from builders import SHARED_DATA
 
     folder = SHARED_DATA / "speech"
     if not folder.is_dir():

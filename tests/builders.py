@@ -1,0 +1,102 @@
+"""What the tests share: the checkout's paths and the builders more than one test file uses (data files, pickles).
+
+Imported as `builders` from any folder of tests/: pytest's default (prepend) import mode puts tests/, the folder of
+the root conftest.py, on sys.path. A builder one test file uses stays in that file; fixtures are in conftest.py.
+At the top only the standard library and numpy are imported (conftest.py imports this module, and lane 2 of .ci/run
+installs no extras): what needs more imports it inside the function.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+# ============================================================================ paths
+REPO = Path(__file__).resolve().parents[1]  # the checkout
+SHARED_DATA = REPO.parent / "shared" / "data"  # the project's shared test data, beside the checkout
+
+
+# ============================================================================ MMSA pickles
+HUGE = 1e30
+
+
+def mmsa_split(n: int, L: int, *, aligned: bool, rng: np.random.Generator, la: int = 7, lv: int = 6) -> dict:
+    """An MMSA split with prefix attention masks/lengths; every padded position holds HUGE (or NaN)."""
+    tlen = rng.integers(1, L + 1, size=n)
+    tlen[0] = L  # one full row
+    text = rng.normal(size=(n, L, 8)).astype(np.float32)
+    bert = np.zeros((n, 3, L), dtype=np.float32)
+    for i, t in enumerate(tlen):
+        text[i, t:] = HUGE
+        bert[i, 0, :t] = rng.integers(100, 2000, size=t)
+        bert[i, 1, :t] = 1
+    part = {
+        "text": text,
+        "text_bert": bert,
+        "regression_labels": rng.uniform(-3, 3, size=n).astype(np.float32),
+        "id": np.array([f"vid{i}$_${i}" for i in range(n)], dtype=object),
+        "raw_text": np.array([f"words {i}" for i in range(n)], dtype=object),
+    }
+    if aligned:
+        audio = rng.normal(size=(n, L, 5)).astype(np.float32)
+        vision = rng.normal(size=(n, L, 3)).astype(np.float32)
+        for i, t in enumerate(tlen):
+            audio[i, t:] = HUGE
+            vision[i, t:] = np.nan
+    else:
+        alen = rng.integers(1, la + 1, size=n)
+        vlen = rng.integers(1, lv + 1, size=n)
+        audio = rng.normal(size=(n, la, 5)).astype(np.float32)
+        vision = rng.normal(size=(n, lv, 3)).astype(np.float32)
+        for i in range(n):
+            audio[i, alen[i] :] = HUGE
+            vision[i, vlen[i] :] = np.nan
+        part["audio_lengths"] = [int(v) for v in alen]
+        part["vision_lengths"] = vlen.astype(np.int64)
+    part["audio"], part["vision"] = audio, vision
+    return part
+
+
+def dump(obj, path: Path, protocol: int = 4) -> Path:
+    """`obj` pickled into `path`; returns the path."""
+    with path.open("wb") as f:
+        pickle.dump(obj, f, protocol=protocol)
+    return path
+
+
+class Reduce:
+    """Pickles as the call `fn(*args)`: a gadget for the safe unpickler to refuse or bound."""
+
+    def __init__(self, fn, args) -> None:
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+# ============================================================================ .csd files
+def write_csd(
+    path: Path, root: str, videos: dict[str, tuple[np.ndarray, np.ndarray]], metadata: dict[str, str] | None = None
+) -> Path:
+    """A CMU-MultimodalSDK computational sequence: `root`/data/VIDEO/{features, intervals} per video, and
+    `root`/metadata (entries alternately datasets and attributes) when given; returns the path."""
+    import h5py  # the `data` extra
+
+    with h5py.File(path, "w") as f:
+        g = f.create_group(root)
+        data = g.create_group("data")
+        for vid, (feats, intervals) in videos.items():
+            v = data.create_group(vid)
+            v.create_dataset("features", data=feats)
+            v.create_dataset("intervals", data=intervals)
+        if metadata is not None:
+            meta = g.create_group("metadata")
+            for i, (k, val) in enumerate(metadata.items()):
+                if i % 2:
+                    meta.attrs[k] = val
+                else:
+                    d = meta.create_dataset(k, (1,), dtype=h5py.special_dtype(vlen=str))
+                    d[0] = val
+    return path
