@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import REPO
 
 from fastdaf.errors import InputError
 from fastdaf.serving import (
@@ -39,7 +40,6 @@ from fastdaf.serving.client import (
     run_load,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CLIP_RATE = 16_000
 
