@@ -8,7 +8,10 @@ installs no extras): what needs more imports it inside the function.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
+import resource
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,28 @@ import numpy as np
 # ============================================================================ paths
 REPO = Path(__file__).resolve().parents[1]  # the checkout
 SHARED_DATA = REPO.parent / "shared" / "data"  # the project's shared test data, beside the checkout
+
+
+# ============================================================================ guards
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """Fail (rather than hang the test run) if the body takes longer than `seconds`."""
+
+    def expire(*_):
+        raise TimeoutError(f"took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ============================================================================ MMSA pickles
