@@ -43,6 +43,32 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# ============================================================================ text and sounds
+BAD_TEXT = "caf\udce9 au lait"  # the byte 0xE9 of Latin-1 "café" decoded with surrogateescape, as argv does
+RATE = 16_000
+
+
+def non_speech() -> dict[str, np.ndarray]:
+    """Five seconds at RATE of what is not speech: silence, a DC offset, white noise, a low-level mains hum."""
+    t = np.arange(5 * RATE) / RATE
+    rng = np.random.default_rng(0)
+    return {
+        "silence": np.zeros(5 * RATE),
+        "dc offset": np.full(5 * RATE, 0.3),
+        "white noise": 0.1 * rng.standard_normal(5 * RATE),
+        "low-level hum": 0.001 * (np.sin(2 * np.pi * 50 * t) + 0.3 * np.sin(2 * np.pi * 150 * t)),
+    }
+
+
+def speech_clips(shared_data) -> list[Path]:
+    """The seven CMU ARCTIC clips: the six of the shared data and the one fastdaf ships."""
+    from fastdaf.examples import EXAMPLE_CLIP
+
+    clips = sorted((shared_data / "speech").glob("*.wav")) + sorted(EXAMPLE_CLIP.parent.glob("*.wav"))
+    assert len(clips) == 7
+    return clips
+
+
 # ============================================================================ MMSA pickles
 HUGE = 1e30
 

@@ -35,6 +35,14 @@ def rng(request) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+@pytest.fixture(scope="module")
+def text_extractor():
+    """A FeatureExtractor with the default text encoder and no audio encoder."""
+    from fastdaf.extractor import FeatureExtractor
+
+    return FeatureExtractor("default", None)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Tiny random Hugging Face encoders saved to disk, loaded back by path like a user's checkpoint."""

@@ -7,8 +7,10 @@ import pytest
 import soundfile
 import torch
 import torchaudio
+from builders import BAD_TEXT, RATE, non_speech, speech_clips
 
 from fastdaf.cli import main as cli_main
+from fastdaf.encoders import Encoded
 from fastdaf.errors import AudioNotFoundError, InputError, ManifestError
 from fastdaf.examples import ARCTIC_PROMPTS as PROMPTS
 from fastdaf.extractor import FeatureExtractor, errors_path, extract_manifest, read_manifest
@@ -169,3 +171,45 @@ def test_same_clip_in_any_format_gives_the_same_features(extractor, shared_data,
             assert error(row, prosodic) < 0.08, n
         else:
             assert error(row, torch.ones_like(prosodic)) < 0.10, n
+
+
+# ------------------------------------------------------------------- a bad text row is that row's error (issue 13)
+@pytest.mark.parametrize("bad", [BAD_TEXT, "\ud800", "ok \ud83d\ude00 paired surrogates are still not UTF-8"])
+def test_unencodable_text_is_an_input_error_naming_its_row(text_extractor, bad):
+    with pytest.raises(UnicodeEncodeError):
+        bad.encode("utf-8")
+    out = text_extractor.extract(["fine words", bad, "more words"], names=["id 'a'", "id 'b'", "id 'c'"], strict=False)
+    assert out.errors[0] is None and out.errors[2] is None
+    assert out.errors[1].startswith("InputError: id 'b': text holds") and "surrogate" in out.errors[1]
+    assert out.present[:, 0].tolist() == [True, False, True]
+    with pytest.raises(InputError, match="utterance 0: text holds"):
+        text_extractor.extract([bad])
+    with pytest.raises(InputError, match="text at position 1"):
+        text_extractor.text.encode(["fine", bad])
+
+
+# ------------------------------------------------------------------- audio without speech is absent (issue 13)
+class EightKiloHertzEncoder:
+    """Any waveform encoder: the speech check must not depend on the built-in features or on 16 kHz."""
+
+    modality, dim, sampling_rate = "audio", 3, 8000
+    takes_waveforms = True  # the Encoder protocol (fastdaf.encoders.base)
+
+    def spec(self):
+        return {"kind": "test"}
+
+    def encode(self, waves):
+        return Encoded(torch.ones(len(waves), self.dim), [None] * len(waves))
+
+
+@pytest.mark.parametrize("audio_encoder", ["acoustic", EightKiloHertzEncoder()], ids=["acoustic", "other-encoder"])
+def test_audio_without_speech_is_absent_with_a_note(shared_data, audio_encoder):
+    extractor = FeatureExtractor(None, audio_encoder)
+    clips = [str(c) for c in speech_clips(shared_data)]
+    noise = list(non_speech().values())
+    out = extractor.extract(None, clips + noise, sampling_rates=[None] * len(clips) + [RATE] * len(noise), strict=False)
+    assert out.errors[: len(clips)] == [None] * len(clips) and out.present[: len(clips), 0].all()
+    for err in out.errors[len(clips) :]:
+        assert err.startswith("InputError: utterance") and "nothing to encode: audio has no speech" in err
+    with pytest.raises(InputError, match=r"utterance 0: nothing to encode: audio has no speech \(no voiced frames\)"):
+        extractor.extract(None, [np.zeros(RATE, np.float32)], sampling_rates=[RATE])
