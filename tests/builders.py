@@ -43,6 +43,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# ============================================================================ the CLI
+def run_cli(argv, capsys):
+    """Exit code and stderr of the CLI, in-process (argparse's own refusals raise SystemExit)."""
+    from fastdaf.cli import main as cli_main
+
+    try:
+        code = cli_main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
 # ============================================================================ text and sounds
 BAD_TEXT = "caf\udce9 au lait"  # the byte 0xE9 of Latin-1 "café" decoded with surrogateescape, as argv does
 RATE = 16_000

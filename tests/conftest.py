@@ -35,6 +35,18 @@ def rng(request) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+@pytest.fixture
+def no_work(monkeypatch):
+    """Any model load or data load fails the test: a refusal must come before the work."""
+    import fastdaf.cli
+
+    def work(*args, **kwargs):
+        raise AssertionError("work started before the refusal")
+
+    for name in ("SentimentPredictor", "FeatureExtractor", "extract_manifest", "load_data"):
+        monkeypatch.setattr(fastdaf.cli, name, work)
+
+
 @pytest.fixture(scope="module")
 def text_extractor():
     """A FeatureExtractor with the default text encoder and no audio encoder."""

@@ -11,9 +11,9 @@ from builders import BAD_TEXT, RATE, non_speech, speech_clips
 
 from fastdaf.cli import main as cli_main
 from fastdaf.encoders import Encoded
-from fastdaf.errors import AudioNotFoundError, InputError, ManifestError
+from fastdaf.errors import AudioNotFoundError, InputError
 from fastdaf.examples import ARCTIC_PROMPTS as PROMPTS
-from fastdaf.extractor import FeatureExtractor, errors_path, extract_manifest, read_manifest
+from fastdaf.extractor import FeatureExtractor, errors_path, extract_manifest
 from fastdaf.features import FeatureSet
 
 
@@ -108,20 +108,6 @@ def test_jsonl_manifest_and_cli(tmp_path, shared_data, capsys):
     assert "no manifest at" in capsys.readouterr().err
 
 
-def test_manifest_errors(tmp_path):
-    bad = tmp_path / "m.csv"
-    bad.write_text("name,sentence\nx,y\n")
-    with pytest.raises(ManifestError, match="needs an 'id' column"):
-        read_manifest(bad)
-    (tmp_path / "m.txt").write_text("x")
-    with pytest.raises(ManifestError, match="manifests are .csv or .jsonl"):
-        read_manifest(tmp_path / "m.txt")
-    broken = tmp_path / "m.jsonl"
-    broken.write_text('{"id": "a", "text": "x"}\n{oops\n')
-    with pytest.raises(ManifestError, match=r"m.jsonl:2: not valid JSON"):
-        read_manifest(broken)
-
-
 def test_extract_api_strict_and_absent_modalities(extractor, shared_data):
     clip = str(shared_data / "speech" / "cmu_arctic_us_aew_a0003.wav")
     out = extractor.extract(["For the twentieth time that evening", None], [None, clip])
@@ -171,6 +157,13 @@ def test_same_clip_in_any_format_gives_the_same_features(extractor, shared_data,
             assert error(row, prosodic) < 0.08, n
         else:
             assert error(row, torch.ones_like(prosodic)) < 0.10, n
+
+
+def test_extract_api_refuses_a_bad_batch_size(tmp_path):
+    (tmp_path / "m.csv").write_text("id,text\na,fine\n")
+    for bad in (0, -3):
+        with pytest.raises(InputError, match=f"batch_size must be an integer >= 1, got {bad}"):
+            extract_manifest(tmp_path / "m.csv", tmp_path / "f.safetensors", None, batch_size=bad)
 
 
 # ------------------------------------------------------------------- a bad text row is that row's error (issue 13)
