@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import REPO, SHARED_DATA
 
 from fastdaf import DAFConfig, bench, bench_rows
 from fastdaf.bench_rows import BenchRow, append_rows, bench_row, percentiles, read_rows
 from fastdaf.choices import ENCODER_BACKENDS, HEADS
 from fastdaf.errors import InputError
 
-REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
-SPEECH = REPO.parent / "shared" / "data" / "speech"
+SPEECH = SHARED_DATA / "speech"
 NUMBER = (int, float, type(None))
 TEXT = (str, type(None))
 SCHEMA = {  # the schema, field by field, in order

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from builders import REPO
 from packaging.requirements import Requirement
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 BARE_MACHINE = ("torch", "triton", "transformers", "numpy")  # what it needs of a lent GPU machine's packages
 # fastdaf needs them, a bare machine lacks them (torchaudio it has, but nothing may need it)
