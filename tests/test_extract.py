@@ -65,7 +65,7 @@ def test_manifest_with_bad_rows(corpus, tmp_path, extractor):
         "bad_corrupt",
         "bad_empty",
         "bad_label",
-    }  # (duplicate ids: test_hardening_cli.py)
+    }  # (duplicate ids: data/test_manifests.py)
     assert reasons["bad_missing"].startswith("AudioNotFoundError") and "nope.wav" in reasons["bad_missing"]
     assert reasons["bad_corrupt"].startswith("AudioDecodeError") and "corrupt.wav" in reasons["bad_corrupt"]
     assert "empty after normalisation" in reasons["bad_empty"]
