@@ -1,4 +1,5 @@
-"""What the tests share: the checkout's paths and the builders more than one test file uses (data files, pickles).
+"""What the tests share: the checkout's paths and every builder more than one test file uses (guards on time and
+memory, the CLI in-process, text and sounds, MMSA pickles, .csd files).
 
 Imported as `builders` from any folder of tests/: pytest's default (prepend) import mode puts tests/, the folder of
 the root conftest.py, on sys.path. A builder one test file uses stays in that file; fixtures are in conftest.py.
