@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import SHARED_DATA
 
 # Triton kernels run on CPU tensors only in the interpreter; it must be chosen before triton.jit runs.
 if not torch.cuda.is_available():
@@ -11,9 +12,6 @@ if not torch.cuda.is_available():
 
 # Benchmarks run by tests write no rows into the checkout's benchmarks/results.jsonl (subprocesses inherit this).
 os.environ.setdefault("FASTDAF_BENCH_RESULTS", "none")
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture
@@ -35,6 +33,26 @@ def rng(request) -> torch.Generator:
     seed = (TEST_SEED * 1_000_003 + zlib.crc32(request.node.nodeid.encode())) % 2**63
     print(f"random seed {seed} (FASTDAF_TEST_SEED={TEST_SEED})")
     return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Any model load or data load fails the test: a refusal must come before the work."""
+    import fastdaf.cli
+
+    def work(*args, **kwargs):
+        raise AssertionError("work started before the refusal")
+
+    for name in ("SentimentPredictor", "FeatureExtractor", "extract_manifest", "load_data"):
+        monkeypatch.setattr(fastdaf.cli, name, work)
+
+
+@pytest.fixture(scope="module")
+def text_extractor():
+    """A FeatureExtractor with the default text encoder and no audio encoder."""
+    from fastdaf.extractor import FeatureExtractor
+
+    return FeatureExtractor("default", None)
 
 
 @pytest.fixture(scope="session")

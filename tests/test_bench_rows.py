@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import REPO, SHARED_DATA
 
-from fastdaf import DAFConfig, bench, bench_rows
+from fastdaf import DAFConfig, bench, bench_head, bench_parser, bench_rows
 from fastdaf.bench_rows import BenchRow, append_rows, bench_row, percentiles, read_rows
 from fastdaf.choices import ENCODER_BACKENDS, HEADS
 from fastdaf.errors import InputError
 
-REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
-SPEECH = REPO.parent / "shared" / "data" / "speech"
+SPEECH = SHARED_DATA / "speech"
 NUMBER = (int, float, type(None))
 TEXT = (str, type(None))
 SCHEMA = {  # the schema, field by field, in order
@@ -179,22 +179,19 @@ def test_results_and_no_results_are_honoured(tmp_path, monkeypatch, capsys):
     assert bench_rows.default_results() == Path("benchmarks") / "results.jsonl" == bench_rows.DEFAULT_RESULTS
 
 
-def test_vocabulary_and_the_former_names(capsys):
-    assert all(b.split("-")[0] in HEADS for b in bench.BACKENDS) and "reference" in bench.BACKENDS
-    assert set(bench.E2E_BACKENDS) == set(ENCODER_BACKENDS) - {"auto"}
-    parser = bench.build_parser()
+def test_vocabulary_and_the_former_names_refused(capsys):
+    assert all(b.split("-")[0] in HEADS for b in bench_head.BACKENDS) and "reference" in bench_head.BACKENDS
+    assert set(bench_parser.E2E_BACKENDS) == set(ENCODER_BACKENDS) - {"auto"}
+    parser = bench_parser.build_parser()
     e2e = parser.parse_args(["e2e"])
     assert (e2e.head, e2e.dtype, e2e.device) == ("auto", "auto", "auto")
-    assert parser.parse_args(["e2e", "--head", "eager"]).head == "reference"
-    assert "--head 'eager' is now called 'reference'" in capsys.readouterr().err
-    old = parser.parse_args(["head", "--backends", "eager", "cudagraph", "compile", "fused"]).backends
-    assert old == ["reference", "reference-cudagraph", "reference-compile", "fused"]
-    err = capsys.readouterr().err.splitlines()
-    assert err == [
-        "fastdaf-bench: note: head backend 'eager' is now called 'reference'",
-        "fastdaf-bench: note: head backend 'cudagraph' is now called 'reference-cudagraph'",
-        "fastdaf-bench: note: head backend 'compile' is now called 'reference-compile'",
-    ]
+    new = parser.parse_args(["head", "--backends", "reference", "reference-cudagraph", "reference-compile", "fused"])
+    assert new.backends == ["reference", "reference-cudagraph", "reference-compile", "fused"]
+    # the names 0.1 used (eager, cudagraph, compile; e2e --head fused-cudagraph) were removed after 0.1
+    for former in (["e2e", "--head", "eager"], ["e2e", "--head", "fused-cudagraph"], ["head", "--backends", "compile"]):
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args(former)
+        assert stop.value.code == 2 and f"invalid choice: '{former[-1]}'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parser.parse_args(["head", "--backends", "fast"])
     cpu = torch.device("cpu")

@@ -49,7 +49,7 @@ def ray_local():
 def data(tmp_path_factory):
     """A JSONL manifest of ~300 rows: MOSEI valid transcripts, the ARCTIC clips (with and without their
     transcript, by absolute and by relative path), and bad rows spread among them."""
-    from conftest import SHARED_DATA
+    from builders import SHARED_DATA
 
     speech, mosei = SHARED_DATA / "speech", SHARED_DATA / "cmu-mosei-text" / "valid.csv"
     if not speech.is_dir() or not mosei.is_file():

@@ -18,8 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from builders import REPO
 
 # A stand-in for Hugging Face's `kernels`: any name transformers imports from it is a no-op decorator factory.
 STAND_IN = '''

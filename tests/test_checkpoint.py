@@ -1,11 +1,17 @@
 import json
+import struct
+import time
+from pathlib import Path
 
 import pytest
 import torch
+from builders import peak_rss_mb
 from safetensors.torch import load_file, save_file
 
 from fastdaf import CheckpointError, DAFConfig, DAFHead, FastDAFError
-from fastdaf.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from fastdaf.checkpoint import CONFIG_FILE, MAX_CONFIG_BYTES, WEIGHTS_FILE, read_config
+from fastdaf.cli import main as cli_main
+from fastdaf.config import MAX_INPUT_DIM, MAX_LAYER_SIZE, MAX_WEIGHTS
 
 
 @pytest.fixture
@@ -188,3 +194,94 @@ def test_bundled_model_names(tmp_path, monkeypatch):
     assert default_model.resolve("other") == default_model.Path("other")
     with pytest.raises(CheckpointError, match=r"no bundled model named 'other'; bundled: \['default', 'fast'\]"):
         default_model.path("other")
+
+
+# ============================================================================ hostile checkpoints (issue 13)
+# refused quickly, before the memory they ask for, with a typed error
+def checkpoint(tmp_path: Path, name: str = "ckpt", **extra) -> Path:
+    DAFHead(DAFConfig({"text": 8, "audio": 4})).save_pretrained(tmp_path / name, extra=extra)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"projection_size": 30_000}, f"projection_size must be in 1..{MAX_LAYER_SIZE}, got 30000"),
+        ({"hidden_size": 10**9}, f"hidden_size must be in 1..{MAX_LAYER_SIZE}, got 1000000000"),
+        ({"attention_size": 30_000}, "attention_size must be in 1..8192"),
+        ({"n_outputs": 10**9}, "n_outputs must be in 1..64"),
+        (
+            {"modalities": {"text": 10**9}},
+            f"input dimension of modality 'text' must be in 1..{MAX_INPUT_DIM}, got 1000000000",
+        ),
+        # each size within its limit, together too many weights
+        (
+            {"modalities": {"text": 30_000, "audio": 30_000, "video": 30_000}, "projection_size": 8192},
+            f"this head would hold [0-9,]+ weights, more than the {MAX_WEIGHTS:,} accepted",
+        ),
+    ],
+)
+def test_checkpoint_sizes_are_refused_before_allocation(tmp_path, changes, words):
+    path = checkpoint(tmp_path)
+    rewrite_config(path, lambda m: m["config"].update(changes))
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=rf"ckpt/config\.json: invalid head config: {words}"):
+        read_config(path)
+    before = peak_rss_mb()
+    with pytest.raises(CheckpointError, match=words):
+        DAFHead.from_pretrained(path)
+    assert time.perf_counter() - start < 1.0 and peak_rss_mb() - before < 100
+
+
+def test_weights_header_is_checked_before_tensors_are_read(tmp_path):
+    """A model.safetensors whose header claims a 512 MiB tensor (a sparse file) is refused from the header."""
+    path = checkpoint(tmp_path)
+    header = json.dumps(
+        {"projections.text.weight": {"dtype": "F32", "shape": [128, 1 << 20], "data_offsets": [0, 512 << 20]}}
+    ).encode()
+    with (path / WEIGHTS_FILE).open("wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header)
+        f.truncate(8 + len(header) + (512 << 20))
+    before, start = peak_rss_mb(), time.perf_counter()
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: missing tensor\(s\) \[.*'mlp_out.bias'"):
+        DAFHead.from_pretrained(path)
+    assert time.perf_counter() - start < 1.0 and peak_rss_mb() - before < 100
+
+
+def test_config_json_nesting_size_and_encoders_are_typed_errors(tmp_path, capsys):
+    deep = checkpoint(tmp_path, "deep")
+    (deep / CONFIG_FILE).write_text('{"format": "fastdaf-daf-head", "extra": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(CheckpointError, match=r"deep/config\.json nests JSON too deeply to read"):
+        read_config(deep)
+    big = checkpoint(tmp_path, "big")
+    with (big / CONFIG_FILE).open("a") as f:
+        f.truncate(MAX_CONFIG_BYTES + 1)
+    with pytest.raises(
+        CheckpointError, match=r"big/config\.json is 16,777,217 bytes; a checkpoint config\.json is at most 16,777,216"
+    ):
+        read_config(big)
+    for name, encoders, words in (
+        ("list", ["text"], "'extra.encoders' is a list"),
+        ("number", {"text": 5}, "'extra.encoders.text' is a int"),
+    ):
+        bad = checkpoint(tmp_path, name, encoders=encoders)
+        with pytest.raises(
+            CheckpointError,
+            match=rf"{name}/config\.json: {words}; expected an object mapping a modality name to an encoder spec",
+        ):
+            read_config(bad)
+    assert (
+        read_config(checkpoint(tmp_path, "fine", encoders={"text": "default", "audio": {"kind": "acoustic"}}))[1][
+            "encoders"
+        ]["text"]
+        == "default"
+    )
+    # the CLI turns them into exit code 2 with the message, before any model or data is loaded
+    for ckpt, words in ((deep, "nests JSON too deeply"), (tmp_path / "list", "'extra.encoders' is a list")):
+        for argv in (
+            ["predict", "--checkpoint", str(ckpt), "--text", "hi"],
+            ["eval", str(tmp_path / "absent.pkl"), "--checkpoint", str(ckpt)],
+        ):
+            assert cli_main(argv) == 2
+            err = capsys.readouterr().err
+            assert f"fastdaf {argv[0]}: error: " in err and words in err and "Traceback" not in err

@@ -4,7 +4,7 @@ import csv
 import json
 
 import numpy as np
-from test_datasets import dump, mmsa_split
+from builders import dump, mmsa_split
 
 from fastdaf import DAFHead
 from fastdaf.cli import main as cli_main

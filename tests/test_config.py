@@ -3,7 +3,8 @@ import json
 import pytest
 
 import fastdaf
-from fastdaf import ConfigError, DAFConfig
+from fastdaf import ConfigError, DAFConfig, DAFHead
+from fastdaf.config import MAX_INPUT_DIM
 
 
 def test_defaults_and_json_round_trip():
@@ -48,3 +49,18 @@ def test_invalid_configs_name_the_problem(kwargs, words):
 def test_from_dict_rejects_unknown_fields():
     with pytest.raises(ConfigError, match="unknown DAF config field"):
         DAFConfig.from_dict({"modalities": {"text": 8}, "heads": 3})
+
+
+@pytest.mark.parametrize("fusion", ["dynamic", "static", "mean", "concat"])
+def test_n_weights_counts_what_the_head_allocates(fusion):
+    cfg = DAFConfig(
+        {"text": 12, "audio": 6, "video": 3},
+        fusion=fusion,
+        n_outputs=3,
+        projection_size=10,
+        attention_size=7,
+        hidden_size=9,
+    )
+    assert cfg.n_weights == sum(t.numel() for t in DAFHead(cfg).state_dict().values())
+    with pytest.raises(ConfigError, match="more than the 67,108,864 accepted"):
+        DAFConfig({"text": MAX_INPUT_DIM, "audio": MAX_INPUT_DIM}, projection_size=1024, fusion=fusion)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import runpy
-from pathlib import Path
 
 import pytest
+from builders import REPO
 
 from fastdaf import default_model
 from fastdaf.checkpoint import encoder_specs, read_config
 from fastdaf.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def card() -> dict:

@@ -7,11 +7,13 @@ import pytest
 import soundfile
 import torch
 import torchaudio
+from builders import BAD_TEXT, RATE, non_speech, speech_clips
 
 from fastdaf.cli import main as cli_main
-from fastdaf.errors import AudioNotFoundError, InputError, ManifestError
+from fastdaf.encoders import Encoded
+from fastdaf.errors import AudioNotFoundError, InputError
 from fastdaf.examples import ARCTIC_PROMPTS as PROMPTS
-from fastdaf.extractor import FeatureExtractor, errors_path, extract_manifest, read_manifest
+from fastdaf.extractor import FeatureExtractor, errors_path, extract_manifest
 from fastdaf.features import FeatureSet
 
 
@@ -63,7 +65,7 @@ def test_manifest_with_bad_rows(corpus, tmp_path, extractor):
         "bad_corrupt",
         "bad_empty",
         "bad_label",
-    }  # (duplicate ids: test_hardening_cli.py)
+    }  # (duplicate ids: data/test_manifests.py)
     assert reasons["bad_missing"].startswith("AudioNotFoundError") and "nope.wav" in reasons["bad_missing"]
     assert reasons["bad_corrupt"].startswith("AudioDecodeError") and "corrupt.wav" in reasons["bad_corrupt"]
     assert "empty after normalisation" in reasons["bad_empty"]
@@ -104,20 +106,6 @@ def test_jsonl_manifest_and_cli(tmp_path, shared_data, capsys):
     assert FeatureSet.load(out).labels.tolist() == [0.5, 2.5]
     assert cli_main(["extract", str(tmp_path / "none.csv"), "--out", str(out)]) == 2
     assert "no manifest at" in capsys.readouterr().err
-
-
-def test_manifest_errors(tmp_path):
-    bad = tmp_path / "m.csv"
-    bad.write_text("name,sentence\nx,y\n")
-    with pytest.raises(ManifestError, match="needs an 'id' column"):
-        read_manifest(bad)
-    (tmp_path / "m.txt").write_text("x")
-    with pytest.raises(ManifestError, match="manifests are .csv or .jsonl"):
-        read_manifest(tmp_path / "m.txt")
-    broken = tmp_path / "m.jsonl"
-    broken.write_text('{"id": "a", "text": "x"}\n{oops\n')
-    with pytest.raises(ManifestError, match=r"m.jsonl:2: not valid JSON"):
-        read_manifest(broken)
 
 
 def test_extract_api_strict_and_absent_modalities(extractor, shared_data):
@@ -169,3 +157,52 @@ def test_same_clip_in_any_format_gives_the_same_features(extractor, shared_data,
             assert error(row, prosodic) < 0.08, n
         else:
             assert error(row, torch.ones_like(prosodic)) < 0.10, n
+
+
+def test_extract_api_refuses_a_bad_batch_size(tmp_path):
+    (tmp_path / "m.csv").write_text("id,text\na,fine\n")
+    for bad in (0, -3):
+        with pytest.raises(InputError, match=f"batch_size must be an integer >= 1, got {bad}"):
+            extract_manifest(tmp_path / "m.csv", tmp_path / "f.safetensors", None, batch_size=bad)
+
+
+# ------------------------------------------------------------------- a bad text row is that row's error (issue 13)
+@pytest.mark.parametrize("bad", [BAD_TEXT, "\ud800", "ok \ud83d\ude00 paired surrogates are still not UTF-8"])
+def test_unencodable_text_is_an_input_error_naming_its_row(text_extractor, bad):
+    with pytest.raises(UnicodeEncodeError):
+        bad.encode("utf-8")
+    out = text_extractor.extract(["fine words", bad, "more words"], names=["id 'a'", "id 'b'", "id 'c'"], strict=False)
+    assert out.errors[0] is None and out.errors[2] is None
+    assert out.errors[1].startswith("InputError: id 'b': text holds") and "surrogate" in out.errors[1]
+    assert out.present[:, 0].tolist() == [True, False, True]
+    with pytest.raises(InputError, match="utterance 0: text holds"):
+        text_extractor.extract([bad])
+    with pytest.raises(InputError, match="text at position 1"):
+        text_extractor.text.encode(["fine", bad])
+
+
+# ------------------------------------------------------------------- audio without speech is absent (issue 13)
+class EightKiloHertzEncoder:
+    """Any waveform encoder: the speech check must not depend on the built-in features or on 16 kHz."""
+
+    modality, dim, sampling_rate = "audio", 3, 8000
+    takes_waveforms = True  # the Encoder protocol (fastdaf.encoders.base)
+
+    def spec(self):
+        return {"kind": "test"}
+
+    def encode(self, waves):
+        return Encoded(torch.ones(len(waves), self.dim), [None] * len(waves))
+
+
+@pytest.mark.parametrize("audio_encoder", ["acoustic", EightKiloHertzEncoder()], ids=["acoustic", "other-encoder"])
+def test_audio_without_speech_is_absent_with_a_note(shared_data, audio_encoder):
+    extractor = FeatureExtractor(None, audio_encoder)
+    clips = [str(c) for c in speech_clips(shared_data)]
+    noise = list(non_speech().values())
+    out = extractor.extract(None, clips + noise, sampling_rates=[None] * len(clips) + [RATE] * len(noise), strict=False)
+    assert out.errors[: len(clips)] == [None] * len(clips) and out.present[: len(clips), 0].all()
+    for err in out.errors[len(clips) :]:
+        assert err.startswith("InputError: utterance") and "nothing to encode: audio has no speech" in err
+    with pytest.raises(InputError, match=r"utterance 0: nothing to encode: audio has no speech \(no voiced frames\)"):
+        extractor.extract(None, [np.zeros(RATE, np.float32)], sampling_rates=[RATE])

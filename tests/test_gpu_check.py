@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from builders import REPO
 from packaging.requirements import Requirement
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 BARE_MACHINE = ("torch", "triton", "transformers", "numpy")  # what it needs of a lent GPU machine's packages
 # fastdaf needs them, a bare machine lacks them (torchaudio it has, but nothing may need it)
@@ -198,7 +198,10 @@ def test_smoke_runs_on_a_bare_machine(tmp_path):
         ("mask", "n"),
     ):
         pairs = {(c[a] if a != "n" else len(c["mods"]), c[b] if b != "n" else len(c["mods"])) for c in design}
-        levels = lambda k: {c[k] if k != "n" else len(c["mods"]) for c in design}  # noqa: E731
+
+        def levels(k: str) -> set:
+            return {c[k] if k != "n" else len(c["mods"]) for c in design}
+
         assert len(pairs) == len(levels(a)) * len(levels(b)), (a, b)  # every pair of factor levels occurs
     assert [r["batch"] for r in report["timing"]] == [1, 3] and all(r["eager_p50_us"] > 0 for r in report["timing"])
     assert [(r["plan"], r["backend"], r["head"]) for r in report["e2e"]] == [

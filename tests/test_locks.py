@@ -4,14 +4,13 @@ each lane is for: a dependency changed without remaking the locks fails here, no
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import tomllib
+from builders import REPO
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fastdaf import InputError
-from fastdaf.metrics import METRIC_NAMES, sentiment_metrics, weighted_f1
+from fastdaf.metrics import METRIC_NAMES, emotion_metrics, sentiment_metrics, weighted_f1
 
 
 def test_hand_worked_example_with_zero_label_and_ties():
@@ -62,3 +62,17 @@ def test_weighted_f1_counts_classes_missing_from_labels_with_zero_weight():
 def test_bad_metric_inputs(pred, label, words):
     with pytest.raises(InputError, match=words):
         sentiment_metrics(pred, label)
+
+
+def test_emotion_metrics_by_hand():
+    emotions = ["happy", "happy", "sad", "angry", "fearful", "neutral", "calm", "disgust"]
+    labels = [1.5, 1.5, -1.5, -1.5, -1.5, 0.0, 0.0, -1.5]
+    scores = [1.0, -0.2, -1.0, 0.3, -2.0, 0.1, 0.7, -0.6]
+    got = emotion_metrics(scores, labels, emotions, audio_weights=[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+    # happy recall 1/2, negative recall 3/4 -> balanced 0.625; F1 happy (tp 1, fp 1, fn 1) 0.5, negative
+    # (tp 3, fp 1, fn 1) 0.75 -> macro 0.625; 3-class: happy 1.0 ok, -0.2 no; sad, fearful, disgust ok; angry no;
+    # neutral 0.1 ok; calm 0.7 no -> 5/8
+    assert got["balanced_acc"] == 0.625 and got["macro_F1"] == 0.625 and got["acc_3"] == 0.625
+    assert got["MAE"] == pytest.approx(sum(abs(s - t) for s, t in zip(scores, labels)) / 8, abs=1e-4)
+    assert got["per_emotion"]["happy"] == {"rows": 2, "mean_score": 0.4, "mean_audio_weight": 0.85}
+    assert math.isnan(emotion_metrics([1.0, 2.0], [1.5, 1.5], ["happy", "happy"])["macro_F1"])

@@ -3,11 +3,15 @@
 import concurrent.futures
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import soundfile
 import torch
+from builders import BAD_TEXT, RATE, REPO, non_speech
 
 import fastdaf
 from fastdaf import DAFConfig, DAFHead, SentimentPredictor
@@ -24,6 +28,8 @@ from fastdaf.errors import (
     UnsupportedError,
 )
 from fastdaf.examples import ARCTIC_PROMPTS as PROMPTS
+from fastdaf.examples import EXAMPLE_CLIP, EXAMPLE_TEXT
+from fastdaf.extractor import errors_path, extract_manifest
 from fastdaf.pipeline import sentiment_label
 
 
@@ -57,7 +63,7 @@ def predictor(checkpoint):
 
 @pytest.fixture(scope="module")
 def clips(request):
-    from conftest import SHARED_DATA
+    from builders import SHARED_DATA
 
     folder = SHARED_DATA / "speech"
     if not folder.is_dir():
@@ -325,3 +331,88 @@ def test_text_without_a_visible_character_is_absent(predictor, clips, text):
     assert with_audio.weights["text"] == 0.0 and with_audio.weights["audio"] == 1.0
     assert with_audio.notes == ["text empty after normalisation (no visible character): treated as absent"]
     assert predictor.predict("\u200bfine\u200b").weights["text"] == 1.0  # visible text keeps its invisible company
+
+
+# ------------------------------------------------------------------- a bad text row is that row's error (issue 13)
+def test_predictor_and_predict_refuse_only_the_bad_row(predictor):
+    results = predictor.predict_each(["good words", BAD_TEXT, "more good words"], [None, None, None])
+    assert isinstance(results[0], fastdaf.Prediction) and isinstance(results[2], fastdaf.Prediction)
+    assert results[1].startswith("InputError: utterance 1: text holds '\\udce9' at character 3")
+    with pytest.raises(InputError, match="surrogate"):
+        predictor.predict(BAD_TEXT)
+    with pytest.raises(InputError, match="surrogate"):
+        fastdaf.predict("bad\udce9")  # the bundled model
+
+
+def test_manifests_keep_every_other_row(checkpoint, text_extractor, tmp_path, capsys):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        '{"id": "a", "text": "good"}\n{"id": "b", "text": "bad \\udce9"}\n{"id": "c", "text": "also good"}\n'
+    )
+    out = tmp_path / "out.jsonl"
+    assert cli_main(["predict", "--checkpoint", str(checkpoint), "--manifest", str(manifest), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b", "c"] and rows[0]["score"] is not None and rows[2]["score"] is not None
+    assert rows[1]["score"] is None and "InputError" in rows[1]["error"] and "line 2" in rows[1]["error"]
+    summary = extract_manifest(manifest, tmp_path / "f.safetensors", text_extractor, progress=False)
+    assert (summary["succeeded"], summary["failed"]) == (2, 1)
+    report = json.loads(errors_path(tmp_path / "f.safetensors").read_text())
+    assert report["id"] == "b" and report["error"].startswith("InputError")
+
+
+def test_cli_single_mode_exits_2_on_a_non_utf8_argument(checkpoint):
+    argv = [
+        sys.executable,
+        "-m",
+        "fastdaf.cli",
+        "predict",
+        "--checkpoint",
+        os.fsencode(checkpoint),
+        "--text",
+        b"caf\xe9",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(argv, capture_output=True, timeout=300, env=env)
+    err = done.stderr.decode(errors="replace")
+    assert done.returncode == 2, err
+    assert "InputError" not in err and "Traceback" not in err
+    assert "text holds '\\udce9'" in err and "surrogate" in err
+
+
+# ------------------------------------------------------------------- audio without speech is absent (issue 13)
+def test_predictions_treat_non_speech_audio_as_absent(predictor, checkpoint, tmp_path, capsys):
+    for name, x in non_speech().items():
+        both = predictor.predict(EXAMPLE_TEXT, x, sampling_rate=RATE)
+        assert both.weights == {"text": 1.0, "audio": 0.0}, name
+        assert any(n.startswith("audio has no speech") and n.endswith("treated as absent") for n in both.notes), name
+        assert both.score == pytest.approx(predictor.predict(EXAMPLE_TEXT).score, abs=1e-5)
+        with pytest.raises(InputError, match="audio has no speech"):
+            predictor.predict(audio=x, sampling_rate=RATE)
+    speech = predictor.predict(EXAMPLE_TEXT, str(EXAMPLE_CLIP))
+    assert speech.weights["audio"] > 0 and not speech.notes
+    silent = tmp_path / "silent.wav"
+    soundfile.write(silent, np.zeros(2 * RATE, np.float32), RATE)
+    assert cli_main(["predict", "--checkpoint", str(checkpoint), "--text", EXAMPLE_TEXT, "--audio", str(silent)]) == 0
+    assert "note: audio has no speech (no voiced frames): treated as absent" in capsys.readouterr().out
+    assert cli_main(["predict", "--checkpoint", str(checkpoint), "--audio", str(silent)]) == 2
+    assert "nothing to encode: audio has no speech" in capsys.readouterr().err
+
+
+def test_manifest_rows_carry_their_notes(checkpoint, tmp_path):
+    silent = tmp_path / "silent.wav"
+    soundfile.write(silent, np.zeros(2 * RATE, np.float32), RATE)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        "".join(
+            json.dumps({"id": i, "text": EXAMPLE_TEXT, "audio": str(a)}) + "\n"
+            for i, a in (("quiet", silent), ("spoken", EXAMPLE_CLIP))
+        )
+    )
+    out = tmp_path / "out.jsonl"
+    assert cli_main(["predict", "--checkpoint", str(checkpoint), "--manifest", str(manifest), "--out", str(out)]) == 0
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert (
+        rows["quiet"]["notes"] == ["audio has no speech (no voiced frames): treated as absent"]
+        and rows["quiet"]["weights"]["audio"] == 0
+    )
+    assert rows["spoken"]["notes"] == [] and rows["spoken"]["weights"]["audio"] > 0

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from builders import REPO
 
 
 def test_ci_runs_the_readme_test_command():

@@ -3,7 +3,7 @@
 Written here so that the core install needs no compiled audio library (torchaudio's ties every install to one
 torch release) and so that resampling costs the same at any pair of rates. Each matches torchaudio's definition
 (`torchaudio.functional.resample` with its defaults, `melscale_fbanks` with the HTK or Slaney scale and norm,
-`create_dct(..., norm="ortho")`); tests/test_dsp.py checks them against torchaudio where it imports.
+`create_dct(..., norm="ortho")`); tests/audio/test_dsp.py checks them against torchaudio where it imports.
 
 Resampling (`resample`)
     Band-limited interpolation with a Hann-windowed sinc, as torchaudio's default: cut-off at
@@ -17,7 +17,7 @@ Resampling (`resample`)
     44.1 -> 16 kHz) one strided convolution applies every phase, as torchaudio does; otherwise each output
     sample gathers its inputs, weighted from a table per phase (or computed, past KERNEL_LIMIT), in chunks of
     CHUNK_WEIGHTS weights. Either way the memory beyond the output and one zero-padded copy of the input stays
-    under 64 MB whatever the clip and the rates (tests/test_dsp.py measures it).
+    under 64 MB whatever the clip and the rates (tests/audio/test_dsp.py measures it).
 """
 
 from __future__ import annotations

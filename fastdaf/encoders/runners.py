@@ -23,7 +23,7 @@ vector runs inside the compiled or captured region. A `Runner` wraps a core:
 
 A core is *capturable* when nothing in its forward waits for the host or copies from it (`.item()`,
 `if tensor:`, tensors made from Python data, outputs sized by the data): a CUDA graph capture fails
-on those. fastdaf's own cores are (tests/test_capture_safety.py runs each under a dispatch tracer);
+on those. fastdaf's own cores are (tests/encoders/test_capture_safety.py runs each under a dispatch tracer);
 transformers' code for BERT-style text models and for masked wav2vec2-style speech models is not
 (transformers 5.25: a host read of the attention mask), so those encoders declare `capturable=False`:
 `auto` runs them eagerly and `cudagraph` is refused with the reason.

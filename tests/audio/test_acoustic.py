@@ -2,8 +2,11 @@
 
 import math
 
+import numpy as np
 import pytest
+import soundfile
 import torch
+from builders import RATE, non_speech, speech_clips
 
 from fastdaf.audio.acoustic import (
     FEATURE_DIM,
@@ -12,8 +15,10 @@ from fastdaf.audio.acoustic import (
     acoustic_features,
     frame_descriptors,
 )
-from fastdaf.audio.pitch import estimate_pitch
+from fastdaf.audio.loading import load_audio
+from fastdaf.audio.pitch import estimate_pitch, no_speech_reason
 from fastdaf.errors import InputError
+from fastdaf.examples import EXAMPLE_CLIP
 
 TONE_FREQS = [80.0, 110.0, 165.0, 220.0, 330.0, 450.0]
 
@@ -277,3 +282,16 @@ def test_real_speech(shared_data):
     # every clip gets its own vector
     distances = torch.cdist(out, out) + torch.eye(len(clips)) * 1e9
     assert distances.min() > 1.0
+
+
+# ------------------------------------------------------------------- what holds speech (issue 13)
+def test_real_speech_is_speech_and_non_speech_is_not(shared_data):
+    for clip in speech_clips(shared_data):
+        assert no_speech_reason(load_audio(clip, target_rate=RATE).samples) is None, clip.name
+    quiet_late = np.concatenate(
+        [np.zeros(60 * RATE), 10 ** (-30 / 20) * soundfile.read(EXAMPLE_CLIP, dtype="float32")[0]]
+    )
+    assert no_speech_reason(torch.from_numpy(quiet_late).float()) is None  # 30 dB quieter, after a minute of silence
+    reasons = {name: no_speech_reason(torch.from_numpy(x).float()) for name, x in non_speech().items()}
+    assert reasons["silence"] == reasons["dc offset"] == reasons["white noise"] == "no voiced frames"
+    assert reasons["low-level hum"].startswith("only 0 voiced frame(s) at -55 dBFS or louder")

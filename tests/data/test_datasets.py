@@ -1,4 +1,5 @@
-"""Dataset readers: MOSEI transcript CSVs, MMSA pickles (restricted unpickling), SDK .csd folders."""
+"""Dataset readers: MOSEI transcript CSVs, MMSA pickles (restricted unpickling), SDK .csd folders; hostile files
+refused quickly, before the work or memory they ask for, with a typed error (issue 13)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import csv
 import datetime
 import os
 import pickle
+import struct
+import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from builders import Reduce, deadline, dump, mmsa_split, peak_rss_mb, write_csd
 
 from fastdaf import data as ds
 from fastdaf.errors import FeatureFileError, InputError
@@ -47,27 +51,6 @@ class Evil:
 class Custom:
     def __init__(self) -> None:
         self.x = 1
-
-
-def write_csd(
-    path: Path, root: str, videos: dict[str, tuple[np.ndarray, np.ndarray]], metadata: dict[str, str] | None = None
-) -> Path:
-    with h5py.File(path, "w") as f:
-        g = f.create_group(root)
-        data = g.create_group("data")
-        for vid, (feats, intervals) in videos.items():
-            v = data.create_group(vid)
-            v.create_dataset("features", data=feats)
-            v.create_dataset("intervals", data=intervals)
-        if metadata is not None:
-            meta = g.create_group("metadata")
-            for i, (k, val) in enumerate(metadata.items()):
-                if i % 2:
-                    meta.attrs[k] = val
-                else:
-                    d = meta.create_dataset(k, (1,), dtype=h5py.special_dtype(vlen=str))
-                    d[0] = val
-    return path
 
 
 # ============================================================================ transcripts
@@ -179,52 +162,6 @@ def test_transcript_dir_splits_and_cross_file_duplicates(tmp_path):
 
 
 # ============================================================================ MMSA pickles
-HUGE = 1e30
-
-
-def mmsa_split(n: int, L: int, *, aligned: bool, rng: np.random.Generator, la: int = 7, lv: int = 6) -> dict:
-    """An MMSA split with prefix attention masks/lengths; every padded position holds HUGE (or NaN)."""
-    tlen = rng.integers(1, L + 1, size=n)
-    tlen[0] = L  # one full row
-    text = rng.normal(size=(n, L, 8)).astype(np.float32)
-    bert = np.zeros((n, 3, L), dtype=np.float32)
-    for i, t in enumerate(tlen):
-        text[i, t:] = HUGE
-        bert[i, 0, :t] = rng.integers(100, 2000, size=t)
-        bert[i, 1, :t] = 1
-    part = {
-        "text": text,
-        "text_bert": bert,
-        "regression_labels": rng.uniform(-3, 3, size=n).astype(np.float32),
-        "id": np.array([f"vid{i}$_${i}" for i in range(n)], dtype=object),
-        "raw_text": np.array([f"words {i}" for i in range(n)], dtype=object),
-    }
-    if aligned:
-        audio = rng.normal(size=(n, L, 5)).astype(np.float32)
-        vision = rng.normal(size=(n, L, 3)).astype(np.float32)
-        for i, t in enumerate(tlen):
-            audio[i, t:] = HUGE
-            vision[i, t:] = np.nan
-    else:
-        alen = rng.integers(1, la + 1, size=n)
-        vlen = rng.integers(1, lv + 1, size=n)
-        audio = rng.normal(size=(n, la, 5)).astype(np.float32)
-        vision = rng.normal(size=(n, lv, 3)).astype(np.float32)
-        for i in range(n):
-            audio[i, alen[i] :] = HUGE
-            vision[i, vlen[i] :] = np.nan
-        part["audio_lengths"] = [int(v) for v in alen]
-        part["vision_lengths"] = vlen.astype(np.int64)
-    part["audio"], part["vision"] = audio, vision
-    return part
-
-
-def dump(obj, path: Path, protocol: int = 4) -> Path:
-    with path.open("wb") as f:
-        pickle.dump(obj, f, protocol=protocol)
-    return path
-
-
 @pytest.mark.parametrize("aligned", [True, False])
 def test_mmsa_masked_pooling(tmp_path, aligned):
     rng = np.random.default_rng(0 if aligned else 1)
@@ -352,15 +289,7 @@ def test_safe_unpickler_refuses_code_without_running_it(tmp_path):
     assert marker.exists()
 
     with pytest.raises(FeatureFileError, match=r"refused to load builtins\.eval"):
-        ds.load_mmsa_pickle(dump({"x": _Reduce(eval, ("1+1",))}, tmp_path / "eval.pkl"))
-
-
-class _Reduce:
-    def __init__(self, fn, args) -> None:
-        self.fn, self.args = fn, args
-
-    def __reduce__(self):
-        return (self.fn, self.args)
+        ds.load_mmsa_pickle(dump({"x": Reduce(eval, ("1+1",))}, tmp_path / "eval.pkl"))
 
 
 @pytest.mark.parametrize(
@@ -385,12 +314,81 @@ def test_corrupt_pickle(tmp_path):
         ds.load_mmsa_pickle(path)
 
 
+# ---------------------------------------------------------------------------- hostile pickles (issue 13)
+def shared_list(levels: int = 40) -> list:
+    """`levels` levels of [x, x]: a few hundred bytes as a pickle, 2**levels items when walked as a tree."""
+    x: list = []
+    for _ in range(levels):
+        x = [x, x]
+    return x
+
+
+def nested_pickle(levels: int) -> bytes:
+    """{'train': [[[...]]]} nested `levels` deep, written opcode by opcode (pickle.dumps would recurse)."""
+    return b"\x80\x02}X" + struct.pack("<I", 5) + b"train" + b"]" * levels + b"a" * (levels - 1) + b"s."
+
+
+@pytest.mark.parametrize("data", [{"train": shared_list()}, {"train": {"text": shared_list(), "id": ["a"]}}])
+def test_shared_sub_objects_are_walked_once(tmp_path, data):
+    path = tmp_path / "d.pkl"
+    path.write_bytes(pickle.dumps(data))
+    assert path.stat().st_size < 400
+    start = time.perf_counter()
+    with (
+        deadline(10),
+        pytest.raises(FeatureFileError, match=r"d\.pkl: <top>/train.* stands for more than 10,000,000 items"),
+    ):
+        ds.load_mmsa_pickle(path)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_pickle_cycles_depth_and_legitimate_sharing(tmp_path):
+    loop: list = []
+    loop.append(loop)
+    (tmp_path / "loop.pkl").write_bytes(pickle.dumps({"train": loop}))
+    with deadline(10), pytest.raises(FeatureFileError, match=r"loop\.pkl: <top>/train\[0\] contains itself"):
+        ds.safe_load_pickle(tmp_path / "loop.pkl")
+    (tmp_path / "deep.pkl").write_bytes(nested_pickle(100_000))
+    with deadline(10), pytest.raises(FeatureFileError, match=r"deep\.pkl: data nested deeper than 64 levels"):
+        ds.safe_load_pickle(tmp_path / "deep.pkl")
+    # plain data may share sub-objects: they are read, and stay shared
+    ids = ["a", "b"]
+    (tmp_path / "ok.pkl").write_bytes(
+        pickle.dumps({"valid": {"id": ids}, "test": {"id": ids}, "k": {(1, (2, 3)): shared_list(5)}})
+    )
+    back = ds.safe_load_pickle(tmp_path / "ok.pkl")
+    assert back["valid"]["id"] is back["test"]["id"] and back["test"]["id"] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "gadget, words",
+    [
+        (Reduce(bytearray, (1 << 20,)), r"bytearray\(1048576\) allocates from a count"),
+        (Reduce(bytes, (1 << 20,)), r"bytes\(1048576\) allocates from a count"),
+        (Reduce(np.ndarray, ((1 << 20,),)), r"numpy\.ndarray\(\.\.\.\) allocates from a shape"),
+        (
+            Reduce(np.core.multiarray._reconstruct, (np.ndarray, (1 << 20,), b"b")),
+            r"only for an empty numpy\.ndarray, got shape \(1048576,\)",
+        ),
+    ],
+)
+def test_pickles_cannot_allocate_more_than_they_hold(tmp_path, gadget, words):
+    """A few bytes naming an admitted constructor with a count must not allocate that much (bytearray(2**33): 8 GB)."""
+    path = tmp_path / "alloc.pkl"
+    path.write_bytes(pickle.dumps({"train": gadget}, protocol=2))
+    with pytest.raises(FeatureFileError, match=r"alloc\.pkl is not a readable pickle of plain data: .*" + words):
+        ds.safe_load_pickle(path)
+
+
 # ============================================================================ .csd folders
 def csd_folder(tmp_path: Path, *, extra: dict[str, dict] | None = None, metadata: bool = True) -> Path:
     """Labels: A has segments [0,2] and [2,5]; B has [0,1]; C has [10,11]."""
     folder = tmp_path / "csd"
     folder.mkdir(exist_ok=True)
-    lab = lambda rows: np.array(rows, dtype=np.float32)  # noqa: E731
+
+    def lab(rows: list) -> np.ndarray:
+        return np.array(rows, dtype=np.float32)
+
     write_csd(
         folder / "CMU_MOSEI_Labels.csd",
         "All Labels",
@@ -587,6 +585,106 @@ def test_csd_malformed_files(tmp_path):
         ds.load_csd_folder(folder, folds={"train": ["A"]})
     with pytest.raises(InputError, match=r"video 'A' is in folds 'train' and 'test'"):
         ds.load_csd_folder(folder, folds={"train": ["A"], "test": ["A"]})
+
+
+# ---------------------------------------------------------------------------- hostile .csd files (issue 13)
+def labels_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "csd"
+    folder.mkdir()
+    write_csd(folder / "labels.csd", "L", {"A": (np.zeros((1, 7), np.float32), np.array([[0.0, 1.0]]))})
+    return folder
+
+
+def load(folder: Path):
+    return ds.load_csd_folder(folder, folds={"train": ["A"]})
+
+
+def test_csd_shapes_are_checked_before_reading(tmp_path):
+    """A small file whose (compressed, never written) dataset claims 200,000 x 1000 values is refused from its
+    metadata."""
+    folder = labels_folder(tmp_path)
+    with h5py.File(folder / "covarep.csd", "w") as f:
+        video = f.create_group("C/data/A")
+        video.create_dataset("features", shape=(200_000, 1000), dtype="f4", chunks=(1000, 1000), compression="gzip")
+        video.create_dataset("intervals", shape=(200_000, 2), dtype="f8", chunks=(1000, 2), compression="gzip")
+    assert (folder / "covarep.csd").stat().st_size < 200_000
+    before, start = peak_rss_mb(), time.perf_counter()
+    with pytest.raises(
+        FeatureFileError,
+        match=r"covarep\.csd: /C/data/A/features has shape \[200000, 1000\]; "
+        r"accepted: at most 65,536 columns and 67,108,864 values",
+    ):
+        load(folder)
+    assert time.perf_counter() - start < 1.0 and peak_rss_mb() - before < 100
+    # the labels file is bounded the same way: segments are counted from the shapes before any label is read
+    with h5py.File(folder / "labels.csd", "a") as f:
+        del f["L/data/A/features"], f["L/data/A/intervals"]
+        f["L/data/A"].create_dataset("features", shape=(300_000, 7), dtype="f4", chunks=(1000, 7), compression="gzip")
+        f["L/data/A"].create_dataset("intervals", shape=(300_000, 2), dtype="f8", chunks=(1000, 2), compression="gzip")
+    with pytest.raises(
+        FeatureFileError,
+        match=r"labels\.csd: video 'A' has labels \[300000, 7\] after 0 segments; accepted: at most 200,000",
+    ):
+        load(folder)
+
+
+def test_csd_links_and_outside_data_are_refused(tmp_path):
+    folder = labels_folder(tmp_path)
+    other = tmp_path / "other.h5"
+    write_csd(other, "C", {"A": (np.full((1, 3), 7.0), np.array([[0.0, 1.0]]))})
+    cases = {
+        "to_other_file": lambda f: f.__setitem__("C", h5py.ExternalLink(str(other), "/C")),
+        "to_passwd": lambda f: f.create_group("C/data").__setitem__("A", h5py.ExternalLink("/etc/passwd", "/x")),
+        "in_metadata": lambda f: (
+            write_plain(f),
+            f.create_group("C/metadata").__setitem__("m", h5py.ExternalLink(str(other), "/C")),
+        ),
+        "soft": lambda f: (write_plain(f, "B"), f.__setitem__("C/data/A", h5py.SoftLink("/C/data/B"))),
+    }
+    words = {
+        "to_other_file": rf"/C is an external link to {other}:/C",
+        "to_passwd": r"/C/data/A is an external link to /etc/passwd:/x",
+        "in_metadata": rf"/C/metadata/m is an external link to {other}:/C",
+        "soft": r"/C/data/A is a soft link to /C/data/B",
+    }
+    for name, make in cases.items():
+        with h5py.File(folder / "covarep.csd", "w") as f:
+            make(f)
+        with pytest.raises(
+            FeatureFileError,
+            match=rf"covarep\.csd: {words[name]}; \.csd entries must be plain groups and datasets inside the file",
+        ):
+            load(folder)
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(np.ones(3).tobytes())
+    with h5py.File(folder / "covarep.csd", "w") as f:
+        video = f.create_group("C/data/A")
+        video.create_dataset("features", shape=(1, 3), dtype="f8", external=[(str(raw), 0, 24)])
+        video["intervals"] = np.array([[0.0, 1.0]])
+    with pytest.raises(
+        FeatureFileError, match=r"covarep\.csd: dataset /C/data/A/features keeps its data in other files"
+    ):
+        load(folder)
+
+
+def write_plain(f: h5py.File, vid: str = "A") -> None:
+    video = f.require_group(f"C/data/{vid}")
+    video["features"] = np.ones((1, 3))
+    video["intervals"] = np.array([[0.0, 1.0]])
+
+
+def test_csd_oversized_metadata_is_skipped_unread(tmp_path):
+    folder = labels_folder(tmp_path)
+    with h5py.File(folder / "covarep.csd", "w") as f:
+        write_plain(f)
+        meta = f.create_group("C/metadata")
+        meta["root name"] = "COVAREP"
+        meta.create_dataset(
+            "huge", shape=(1 << 16,), dtype="S4096", chunks=(1024,), compression="gzip"
+        )  # 256 MiB if read
+    before = peak_rss_mb()
+    fs = load(folder)
+    assert fs.info["metadata"]["audio"] == {"root name": "COVAREP"} and peak_rss_mb() - before < 100
 
 
 # ============================================================================ kind detection

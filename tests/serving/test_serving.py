@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import REPO
 
 from fastdaf.errors import InputError
 from fastdaf.serving import (
@@ -39,7 +40,6 @@ from fastdaf.serving.client import (
     run_load,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CLIP_RATE = 16_000
 
@@ -575,7 +575,7 @@ def test_server_survives_clients_that_disconnect_mid_request(server, predictor):
     rate = http.InferInput("sampling_rate", [1, 1], "INT32")
     rate.set_data_from_numpy(np.array([[CLIP_RATE]], np.int32))
     for _ in range(3):
-        with pytest.raises(Exception):  # noqa: B017 - a client-side timeout; its type is the transport's
+        with pytest.raises(Exception):  # a client-side timeout; its type is the transport's
             impatient.infer(MODEL_NAME, [inputs, rate])
     time.sleep(0.5)
     assert server.proc.poll() is None

@@ -1,5 +1,7 @@
-"""Issue 13, findings 6 and 7: bad options are refused (exit 2, a message naming option and value) before any
-work; manifests accept a UTF-8 BOM, refuse empty/duplicate ids, and `predict --manifest --out` streams and resumes."""
+"""fastdaf.outputs through `fastdaf predict --manifest --out`: an output resumes after kill -9 or a row cut mid-write,
+only when this very command wrote it (another checkpoint, manifest or options, no provenance, an id written twice:
+refused, left as it was); one run writes it at a time; a symbolic link is refused; a row that kills the process is
+recorded as failed instead of retried (issue 13, finding 7)."""
 
 import csv
 import json
@@ -11,155 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
+from builders import run_cli
 
 from fastdaf.cli import main as cli_main
-from fastdaf.errors import InputError, ManifestError
-from fastdaf.extractor import ManifestRow, extract_manifest, pending_rows, read_manifest
-
-
-def run_cli(argv, capsys):
-    """Exit code and stderr of the CLI, in-process (argparse's own refusals raise SystemExit)."""
-    try:
-        code = cli_main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
-
-
-@pytest.fixture
-def no_work(monkeypatch):
-    """Any model load or data load fails the test: a refusal must come before the work."""
-    import fastdaf.cli
-
-    def work(*args, **kwargs):
-        raise AssertionError("work started before the refusal")
-
-    for name in ("SentimentPredictor", "FeatureExtractor", "extract_manifest", "load_data"):
-        monkeypatch.setattr(fastdaf.cli, name, work)
-
-
-BAD_INVOCATIONS = {
-    # name: (argv with {m} manifest, {d} dup-id manifest, {e} empty-id manifest, {f} a file, {t} the folder;
-    # option, value)
-    "predict device": (["predict", "--text", "fine", "--device", "tpu"], "--device", "'tpu'"),
-    "predict manifest device": (["predict", "--manifest", "{m}", "--device", "tpu"], "--device", "'tpu'"),
-    "extract device": (["extract", "{m}", "--out", "{t}/f.safetensors", "--device", "tpu"], "--device", "'tpu'"),
-    "extract batch 0": (["extract", "{m}", "--out", "{t}/f.safetensors", "--batch-size", "0"], "--batch-size", "'0'"),
-    "extract batch -3": (
-        ["extract", "{m}", "--out", "{t}/f.safetensors", "--batch-size", "-3"],
-        "--batch-size",
-        "'-3'",
-    ),
-    "extract batch word": (
-        ["extract", "{m}", "--out", "{t}/f.safetensors", "--batch-size", "many"],
-        "--batch-size",
-        "'many'",
-    ),
-    "extract out suffix": (["extract", "{m}", "--out", "{t}/f.csv"], "--out", "'f.csv'"),
-    "extract out under a file": (["extract", "{m}", "--out", "{f}/f.safetensors"], "--out", "f.safetensors"),
-    "extract out is a folder": (["extract", "{m}", "--out", "{t}/sub.safetensors"], "--out", "sub.safetensors"),
-    "predict out missing folder": (["predict", "--manifest", "{m}", "--out", "{t}/missing/o.csv"], "--out", "missing"),
-    "predict out suffix": (["predict", "--manifest", "{m}", "--out", "{t}/o.txt"], "--out", "'o.txt'"),
-    "predict out is a folder": (["predict", "--manifest", "{m}", "--out", "{t}/sub.csv"], "--out", "sub.csv"),
-    "predict out without manifest": (["predict", "--text", "fine", "--out", "{t}/o.csv"], "--out", "--manifest"),
-    "predict duplicate ids": (
-        ["predict", "--manifest", "{d}", "--out", "{t}/o.csv"],
-        "--allow-duplicate-ids",
-        "'a' on lines 2, 4",
-    ),
-    "predict empty id": (["predict", "--manifest", "{e}", "--allow-duplicate-ids"], "id", "line 3"),
-    "extract duplicate ids": (
-        ["extract", "{d}", "--out", "{t}/f.safetensors"],
-        "--allow-duplicate-ids",
-        "'a' on lines 2, 4",
-    ),
-    "extract empty id": (["extract", "{e}", "--out", "{t}/f.safetensors"], "id", "line 3"),
-    "train epochs": (["train", "{m}", "--out", "{t}/ckpt", "--epochs", "0"], "--epochs", "'0'"),
-    "train dropout": (["train", "{m}", "--out", "{t}/ckpt", "--dropout", "1.5"], "--dropout", "'1.5'"),
-    "train lr": (["train", "{m}", "--out", "{t}/ckpt", "--lr", "-1"], "lr", "-1"),
-    "train out is a file": (["train", "{m}", "--out", "{f}"], "--out", "file.txt"),
-    "ablate seeds": (["ablate", "{m}", "--out", "{t}/abl", "--seeds", "0"], "--seeds", "'0'"),
-}
-
-
-@pytest.mark.parametrize("name", list(BAD_INVOCATIONS))
-def test_bad_invocation_is_refused_before_work(name, tmp_path, capsys, no_work):
-    argv, option, value = BAD_INVOCATIONS[name]
-    (tmp_path / "m.csv").write_text("id,text\na,fine\nb,bad\n")
-    (tmp_path / "dup.csv").write_text("id,text\na,fine\nb,bad\na,again\n")
-    (tmp_path / "empty.csv").write_text("id,text\na,fine\n,no id\n")
-    (tmp_path / "file.txt").write_text("x")
-    (tmp_path / "sub.safetensors").mkdir()
-    (tmp_path / "sub.csv").mkdir()
-    before = sorted(tmp_path.rglob("*"))
-    places = {
-        "m": tmp_path / "m.csv",
-        "d": tmp_path / "dup.csv",
-        "e": tmp_path / "empty.csv",
-        "f": tmp_path / "file.txt",
-        "t": tmp_path,
-    }
-    code, err = run_cli([a.format(**places) for a in argv], capsys)
-    assert code == 2, err
-    assert option in err and value in err, err
-    assert "Traceback" not in err
-    assert sorted(tmp_path.rglob("*")) == before  # nothing written
-
-
-def test_bad_device_from_the_real_command_line(tmp_path):
-    """The installed entry point too: exit 2, one message naming option, value and choices, no traceback."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "fastdaf.cli", "extract", "m.csv", "--out", "f.safetensors", "--device", "tpu"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    assert "argument --device: 'tpu' is not a device; use cpu, cuda or cuda:N" in proc.stderr
-    assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
-
-
-def test_extract_api_refuses_a_bad_batch_size(tmp_path):
-    (tmp_path / "m.csv").write_text("id,text\na,fine\n")
-    for bad in (0, -3):
-        with pytest.raises(InputError, match=f"batch_size must be an integer >= 1, got {bad}"):
-            extract_manifest(tmp_path / "m.csv", tmp_path / "f.safetensors", None, batch_size=bad)
-
-
-# ------------------------------------------------------------------------------ manifests (finding 7)
-def test_manifests_with_a_byte_order_mark_are_read(tmp_path):
-    csv_path = tmp_path / "m.csv"
-    csv_path.write_bytes("id,text\na,héllo\nb,fine\n".encode("utf-8-sig"))
-    jsonl_path = tmp_path / "m.jsonl"
-    jsonl_path.write_bytes('{"id": "a", "text": "héllo"}\n{"id": "b", "text": "fine"}\n'.encode("utf-8-sig"))
-    for path in (csv_path, jsonl_path):
-        rows = read_manifest(path)
-        assert [(r.id, r.text) for r in rows] == [("a", "héllo"), ("b", "fine")]
-
-
-def test_empty_and_duplicate_ids_are_refused_with_their_lines(tmp_path):
-    path = tmp_path / "m.csv"
-    path.write_text("id,text\na,one\nb,two\na,three\nc,four\nb,five\na,six\n")
-    with pytest.raises(
-        ManifestError, match=r"2 id\(s\) appear more than once \('a' on lines 2, 4, 7; 'b' on lines 3, 6\)"
-    ):
-        read_manifest(path)
-    assert [r.id for r in read_manifest(path, allow_duplicate_ids=True)] == ["a", "b", "a", "c", "b", "a"]
-    jsonl = tmp_path / "m.jsonl"
-    jsonl.write_text('{"id": "a", "text": "x"}\n{"id": "  ", "text": "y"}\n{"text": "z"}\n')
-    for allow in (False, True):  # an empty id is never accepted
-        with pytest.raises(ManifestError, match=r"2 row\(s\) have an empty id \(line 2, 3\)"):
-            read_manifest(jsonl, allow_duplicate_ids=allow)
-
-
-def test_pending_rows_counts_repeated_ids():
-    rows = [ManifestRow(k, i, "t", None, None, None) for k, i in enumerate("abacb", start=2)]
-    assert [(r.line, r.id) for r in pending_rows(rows, ["a", "b"])] == [(4, "a"), (5, "c"), (6, "b")]
-    assert [r.line for r in pending_rows(rows, ["a", "b", "a"])] == [5, 6]
-    assert pending_rows(rows, []) == rows
 
 
 def mosei_manifest(shared_data, path, n):

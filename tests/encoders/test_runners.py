@@ -47,7 +47,7 @@ def assert_no_host_sync(fn):
 
 @pytest.fixture(scope="module")
 def clips():
-    from conftest import SHARED_DATA
+    from builders import SHARED_DATA
 
     paths = sorted((SHARED_DATA / "speech").glob("*.wav"))[:3]
     if not paths:

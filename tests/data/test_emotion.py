@@ -1,10 +1,10 @@
-"""Emotion-labelled speech: the manifest reader, the mapping to the CMU-MOSEI scale, speaker splits, the emotion
-metrics, and `fastdaf eval` on such data (the mapping printed, rows chosen by speaker)."""
+"""Emotion-labelled speech: the manifest reader, the mapping to the CMU-MOSEI scale, speaker splits, and
+`fastdaf eval` on such data (the mapping printed, rows chosen by speaker); the emotion metrics are in
+test_metrics.py."""
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from collections import Counter
 
@@ -13,7 +13,6 @@ import pytest
 from fastdaf.cli import main
 from fastdaf.data import EmotionMapping, detect_dataset_kind, read_emotion_manifest, speaker_splits
 from fastdaf.errors import ManifestError
-from fastdaf.metrics import emotion_metrics
 
 
 def test_ravdess_folder_reads_with_the_default_mapping(shared_data):
@@ -92,20 +91,6 @@ def test_splits_go_by_speaker_only(shared_data):
         speaker_splits([r.speaker for r in rows], test=["99"])
     with pytest.raises(ManifestError, match="1 row.* have no speaker; splits go by speaker, never by clip"):
         speaker_splits(["1", None], test=["1"])
-
-
-def test_emotion_metrics_by_hand():
-    emotions = ["happy", "happy", "sad", "angry", "fearful", "neutral", "calm", "disgust"]
-    labels = [1.5, 1.5, -1.5, -1.5, -1.5, 0.0, 0.0, -1.5]
-    scores = [1.0, -0.2, -1.0, 0.3, -2.0, 0.1, 0.7, -0.6]
-    got = emotion_metrics(scores, labels, emotions, audio_weights=[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
-    # happy recall 1/2, negative recall 3/4 -> balanced 0.625; F1 happy (tp 1, fp 1, fn 1) 0.5, negative
-    # (tp 3, fp 1, fn 1) 0.75 -> macro 0.625; 3-class: happy 1.0 ok, -0.2 no; sad, fearful, disgust ok; angry no;
-    # neutral 0.1 ok; calm 0.7 no -> 5/8
-    assert got["balanced_acc"] == 0.625 and got["macro_F1"] == 0.625 and got["acc_3"] == 0.625
-    assert got["MAE"] == pytest.approx(sum(abs(s - t) for s, t in zip(scores, labels)) / 8, abs=1e-4)
-    assert got["per_emotion"]["happy"] == {"rows": 2, "mean_score": 0.4, "mean_audio_weight": 0.85}
-    assert math.isnan(emotion_metrics([1.0, 2.0], [1.5, 1.5], ["happy", "happy"])["macro_F1"])
 
 
 def arctic_emotions(folder, shared_data):

@@ -3,6 +3,7 @@ import pytest
 import soundfile
 import torch
 import torchaudio
+from builders import RATE
 
 from fastdaf.audio.loading import MAX_FLOAT_PEAK, MAX_SECONDS, load_audio
 from fastdaf.errors import (
@@ -17,6 +18,7 @@ from fastdaf.errors import (
     SamplingRateError,
     UnsupportedAudioFormatError,
 )
+from fastdaf.examples import EXAMPLE_CLIP
 
 
 @pytest.fixture
@@ -143,3 +145,42 @@ def test_file_with_absurd_sampling_rate(tmp_path):
     with pytest.raises(SamplingRateError, match="1000 Hz") as info:
         load_audio(path)
     assert "slow.wav" in str(info.value)
+
+
+# ------------------------------------------------------------------- limits read before decoding (issue 13)
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Any decode fails the test: a refusal must come from the header alone."""
+
+    def decoded(*args, **kwargs):
+        raise AssertionError("samples were decoded before the refusal")
+
+    monkeypatch.setattr(soundfile, "read", decoded)
+    monkeypatch.setattr(soundfile.SoundFile, "read", decoded)
+
+
+def test_too_long_audio_is_refused_from_the_header(tmp_path, no_decoding):
+    path = tmp_path / "long.wav"
+    seconds = MAX_SECONDS + 60  # 11 minutes of 8 kHz mono int16: 10.6 MB
+    with soundfile.SoundFile(path, "w", 8000, 1, "PCM_16") as f:
+        f.buffer_write(bytes(int(seconds * 8000) * 2), dtype="int16")
+    message = f"{seconds:.1f} s of audio; at most {MAX_SECONDS:.0f} s is accepted"
+    with pytest.raises(AudioTooLongError, match=message):
+        load_audio(path)
+    with pytest.raises(AudioTooLongError, match=message):
+        load_audio(path.read_bytes())
+
+
+def test_too_many_channels_are_refused_from_the_header(tmp_path, no_decoding):
+    path = tmp_path / "nine.wav"
+    soundfile.write(path, np.zeros((RATE, 9), np.float32), RATE)
+    with pytest.raises(AudioDecodeError, match="9 channels; at most 8 are accepted") as info:
+        load_audio(path)
+    assert "nine.wav" in str(info.value)
+
+
+def test_multichannel_files_are_downmixed_as_before(tmp_path):
+    samples, rate = soundfile.read(EXAMPLE_CLIP, dtype="float32")
+    channels = np.stack([samples * k for k in (0.5, 1.0, -0.25, 0.75)], axis=1)
+    soundfile.write(tmp_path / "four.wav", channels, rate, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(tmp_path / "four.wav").samples.numpy(), channels.mean(axis=1), atol=1e-7)
