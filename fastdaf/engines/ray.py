@@ -207,6 +207,13 @@ def predict_manifest(
     if num_gpus_per_worker > 0 and device == "cpu":
         raise InputError("device 'cpu' with num_gpus_per_worker > 0 reserves GPUs that are not used; drop one")
     ray = _import_ray()
+    if address is None and not ray.is_initialized() and os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        # Ray 2.60 binds every interface and has no loopback-only option; its token is then the only guard
+        raise InputError(
+            "RAY_AUTH_MODE=disabled: the local Ray instance fastdaf would start listens on every network interface "
+            "(Ray 2.60 cannot bind to loopback only), and without its token anyone who reaches this machine could "
+            "run code in it; unset RAY_AUTH_MODE, or pass --address to use a Ray cluster you secured"
+        )
     pc, pq = pyarrow_modules()[1], pyarrow_modules()[3]
     refuse_symlink(Path(out))
     targets = _output_paths(Path(out), formats)
