@@ -150,7 +150,9 @@ def test_same_results_as_single_process(ray_local, data, tmp_path, capsys):
 
 def test_a_worker_that_dies_is_restarted_and_no_row_is_lost(ray_local, data, tmp_path):
     """Ray restarts a killed worker and runs its batches again: every row once, in order, same as without."""
-    rows = [r for r in data["rows"] if "audio" not in r] * 2
+    # four times the text rows: long enough that both workers are scoring before it ends (with twice, a quiet
+    # machine once finished the job before a worker was 8 s old)
+    rows = [r for r in data["rows"] if "audio" not in r] * 4
     rows = [{**r, "id": f"{r['id']}#{k}"} for k, r in enumerate(rows)]
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -180,8 +182,8 @@ def test_a_worker_that_dies_is_restarted_and_no_row_is_lost(ray_local, data, tmp
     assert killed, "no worker was killed: the job ended first"
     got = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert summary["rows"] == len(rows) and [r["id"] for r in got] == [r["id"] for r in rows]
-    first = {r["id"].split("#")[0]: r for r in got[: len(rows) // 2]}  # each row twice: the same result
-    for r in got[len(rows) // 2 :]:
+    first = {r["id"].split("#")[0]: r for r in got[: len(rows) // 4]}  # each row four times: the same result
+    for r in got[len(rows) // 4 :]:
         twin = first[r["id"].split("#")[0]]
         assert (r["error"] or "").split(":")[0] == (twin["error"] or "").split(":")[0]
         assert abs((r["score"] or 0) - (twin["score"] or 0)) <= TOL

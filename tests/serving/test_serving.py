@@ -451,7 +451,11 @@ def test_a_bad_request_inside_a_dynamic_batch_does_not_fail_the_good_ones(server
         t.start()
     for t in threads:
         t.join()
-    after = probe.statistics()
+    # Triton's Python backend records a batch's statistics after its responses are sent: on a busy machine the
+    # last batch's counts can arrive after the clients have their answers (seen: 30 of 32), so they are awaited
+    deadline = time.monotonic() + 10
+    while (after := probe.statistics())["requests"] - before["requests"] < len(texts) and time.monotonic() < deadline:
+        time.sleep(0.05)
     requests, batches = after["requests"] - before["requests"], after["executions"] - before["executions"]
     print(f"{requests} requests in {batches} batches")
     assert requests == 32 and batches < 32, "Triton formed no batch: nothing was tested"
