@@ -1,5 +1,6 @@
-"""fastdaf.bench_rows: one row schema, one results file, one chart; fastdaf-bench and every timing script in
-benchmarks/ write their rows through it (each script that runs on a CPU in seconds is run here, small)."""
+"""fastdaf.bench_rows: one row schema, one results file (the chart: fastdaf.bench_charts); fastdaf-bench and
+every timing script in benchmarks/ write their rows through it (each script that runs on a CPU in seconds is
+run here, small)."""
 
 import dataclasses
 import datetime

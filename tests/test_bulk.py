@@ -1,4 +1,4 @@
-"""Bulk scoring on Ray Data (fastdaf.bulk, `fastdaf predict --engine ray`) against the single-process path,
+"""Bulk scoring on Ray Data (fastdaf.engines.ray, `fastdaf predict --engine ray`) against the single-process path,
 on a local Ray instance (2 CPUs), with the MOSEI valid transcripts, the shared CMU ARCTIC clips and bad rows."""
 
 import csv

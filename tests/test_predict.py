@@ -197,7 +197,7 @@ def test_cli_single_and_bad_input(checkpoint, clips, capsys):
 
 @pytest.mark.parametrize("model", ["bundled", "two outputs"])
 def test_one_output_schema_for_one_utterance_and_manifests_json_and_csv(model, checkpoint, clips, tmp_path, capsys):
-    """The same record everywhere (fastdaf.pipeline.result_record); CSV flattens it; no always-empty field."""
+    """The same record everywhere (fastdaf.records.result_record); CSV flattens it; no always-empty field."""
     ckpt = [] if model == "bundled" else ["--checkpoint", str(checkpoint)]
     text, audio = PROMPTS["axb_a0004"], clips["axb_a0004"]
     assert cli_main(["predict", *ckpt, "--text", text, "--audio", audio, "--json"]) == 0

@@ -10,7 +10,7 @@ CTranslate2 names map onto Whisper's by their role: conv1/conv2, position_encodi
 self_attention/layer_norm (the attention's pre-norm), self_attention/linear_0 (query, key and value stacked; the
 key has no bias), linear_1 (output projection), ffn/layer_norm (the MLP's pre-norm), ffn/linear_0/linear_1 (fc1,
 fc2), layer_norm (final); gamma/beta are LayerNorm weight/bias. The decoder follows the same pattern
-(`ctranslate2_to_transformers` converts the whole model, which the tests use to transcribe real speech).
+(the test `tests/encoders/test_whisper.py` converts the whole model to transformers' and transcribes real speech).
 """
 
 from __future__ import annotations
