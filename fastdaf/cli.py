@@ -19,6 +19,7 @@ from .cli_parser import build_parser
 from .config import DAFConfig
 from .data.emotion import EmotionMapping, rows_of_speakers, speaker_splits
 from .default_model import resolve as resolve_checkpoint
+from .engines.isolation import DEFAULT_NETWORK
 from .engines.local import predict_rows
 from .engines.ray import predict_manifest
 from .errors import FastDAFError, InputError, Interrupted
@@ -391,6 +392,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         name
         for name, value in (
             ("--address", args.address),
+            ("--ray-network", args.ray_network),
             ("--workers", args.workers),
             ("--num-gpus-per-worker", args.num_gpus_per_worker),
             ("--format", args.format),
@@ -432,6 +434,8 @@ def _predict_manifest_ray(args: argparse.Namespace) -> int:
         raise InputError("--engine ray scores a --manifest (a file, folder or glob); one utterance runs locally")
     if args.out is None:
         raise InputError("--engine ray needs --out DIR: the folder for predictions.parquet (and predictions.jsonl)")
+    if args.address is not None and args.ray_network is not None:
+        raise InputError("--ray-network is for the Ray instance fastdaf starts; with --address the cluster's applies")
     summary = predict_manifest(
         args.manifest,
         args.out,
@@ -446,6 +450,7 @@ def _predict_manifest_ray(args: argparse.Namespace) -> int:
         backend=args.backend,
         allow_duplicate_ids=args.allow_duplicate_ids,
         progress=not args.json,
+        ray_network=args.ray_network or DEFAULT_NETWORK,
     )
     if args.json:
         _print_json(summary)

@@ -9,6 +9,7 @@ from pathlib import Path
 from .choices import DEFAULT_ENCODER_BACKEND, DEFAULT_HEAD, DEFAULT_SERVE_DEVICE, ENCODER_BACKENDS, HEADS, SERVE_DEVICES
 from .config import FUSION_MODES
 from .encoders import NORMALIZERS
+from .engines.isolation import NETWORKS
 from .engines.ray import FORMATS
 from .fused import SUPPORTED_FUSION
 from .options import CommandParser, device_option, fraction, non_negative, positive_int
@@ -88,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--address",
         default=None,
         help="Ray cluster to join, HOST:6379 or auto (default: start a local Ray instance on this machine)",
+    )
+    bulk.add_argument(
+        "--ray-network",
+        choices=NETWORKS,
+        default=None,
+        help="the local Ray instance's network, without --address: private runs the job in its own Linux namespaces, "
+        "where Ray listens on a loopback interface nothing else reaches and every Ray process ends with the run (no "
+        "network for the job: a remote manifest needs host); host lets Ray listen on every interface, guarded by its "
+        "token (default: private)",
     )
     bulk.add_argument(
         "--workers",

@@ -281,21 +281,23 @@ def test_options_and_out_folder_refused_up_front(tmp_path):
             predict_manifest(manifest, tmp_path / "busy", progress=False)
 
 
-def test_a_local_ray_without_its_token_is_refused(tmp_path, monkeypatch, capsys):
-    """Ray 2.60 listens on every interface; with token authentication disabled fastdaf does not start it (issue 24,
-    item 6: what can be done while Ray offers no loopback-only bind)."""
+def test_a_local_ray_on_the_host_network_without_its_token_is_refused(tmp_path, monkeypatch, capsys):
+    """With --ray-network host Ray 2.60 listens on every interface; with token authentication disabled fastdaf does
+    not start it (the default, a private network, needs no token: tests/test_ray_isolation.py)."""
     import ray
 
     manifest = tmp_path / "m.csv"
     manifest.write_text("id,text\na,fine\n")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a new process: fastdaf would start Ray
-    with pytest.raises(InputError, match=r"^RAY_AUTH_MODE=disabled: the local Ray instance .* every network interface"):
-        predict_manifest(manifest, tmp_path / "out", progress=False)
+    with pytest.raises(InputError, match=r"^RAY_AUTH_MODE=disabled with --ray-network host: .* every network"):
+        predict_manifest(manifest, tmp_path / "out", progress=False, ray_network="host")
     argv = ["predict", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--engine", "ray"]
-    assert cli_main(argv) == 2
-    assert "unset RAY_AUTH_MODE, or pass --address" in capsys.readouterr().err
+    assert cli_main([*argv, "--ray-network", "host"]) == 2
+    assert "unset RAY_AUTH_MODE, drop --ray-network host, or pass --address" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    with pytest.raises(InputError, match=r"^ray_network 'public' is not accepted; choose one of \['private', 'host'\]"):
+        predict_manifest(manifest, tmp_path / "out", progress=False, ray_network="public")
 
 
 def test_remote_manifest_audio_paths_resolve_against_its_uri(tmp_path):

@@ -61,6 +61,8 @@ from ..extras import require
 from ..outputs import output_lock, provenance, refuse_symlink, write_provenance
 from ..pipeline import SentimentPredictor
 from ..records import flatten_record, parquet_schema
+from . import isolation
+from .isolation import DEFAULT_NETWORK, NETWORKS
 from .ray_inputs import URI, from_bytes, manifest_files, parse_remotely, pyarrow_modules, rows_table
 
 FORMATS = ("parquet", "jsonl")
@@ -174,6 +176,8 @@ def predict_manifest(
     backend: str = DEFAULT_ENCODER_BACKEND,
     allow_duplicate_ids: bool = False,
     progress: bool = True,
+    ray_network: str = DEFAULT_NETWORK,
+    _ray_temp_dir: str | None = None,
 ) -> dict[str, Any]:
     """Score every row of a manifest (file, folder, glob; local or remote) on Ray Data; write the results
     to `out` (a folder) in input order. Returns a summary: rows, predicted, failed, seconds, rows_per_s,
@@ -186,6 +190,11 @@ def predict_manifest(
     num_gpus_per_worker > 0, else one per CPU; never more than there are blocks of rows).
     num_gpus_per_worker: GPUs reserved per worker (0: CPU workers; fractions share a GPU); with GPUs the
     model runs on CUDA unless `device` says otherwise.
+    ray_network: for a Ray instance this call starts (no `address`, none running in this process): "private"
+    runs the job, driver included, in private Linux namespaces (fastdaf.engines.isolation): Ray listens on a
+    loopback interface no other process or machine can reach, and every Ray process ends with the run; the job
+    then has no network (a remote manifest is refused). "host": Ray listens on every interface, guarded by its
+    token (RAY_AUTH_MODE=disabled is refused).
     """
     formats = tuple(dict.fromkeys(formats))
     if not formats or any(f not in FORMATS for f in formats):
@@ -206,13 +215,18 @@ def predict_manifest(
         raise InputError(f"backend {backend!r} is not accepted; choose one of {list(ENCODER_BACKENDS)}")
     if num_gpus_per_worker > 0 and device == "cpu":
         raise InputError("device 'cpu' with num_gpus_per_worker > 0 reserves GPUs that are not used; drop one")
+    if ray_network not in NETWORKS:
+        raise InputError(f"ray_network {ray_network!r} is not accepted; choose one of {list(NETWORKS)}")
     ray = _import_ray()
-    if address is None and not ray.is_initialized() and os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+    starts_ray = address is None and not ray.is_initialized() and not isolation.INSIDE
+    isolate = starts_ray and ray_network == "private"
+    if starts_ray and not isolate and os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
         # Ray 2.60 binds every interface and has no loopback-only option; its token is then the only guard
         raise InputError(
-            "RAY_AUTH_MODE=disabled: the local Ray instance fastdaf would start listens on every network interface "
-            "(Ray 2.60 cannot bind to loopback only), and without its token anyone who reaches this machine could "
-            "run code in it; unset RAY_AUTH_MODE, or pass --address to use a Ray cluster you secured"
+            "RAY_AUTH_MODE=disabled with --ray-network host: the local Ray instance would listen on every network "
+            "interface (Ray 2.60 cannot bind to loopback only), and without its token anyone who reaches this "
+            "machine could run code in it; unset RAY_AUTH_MODE, drop --ray-network host, or pass --address to use "
+            "a Ray cluster you secured"
         )
     pc, pq = pyarrow_modules()[1], pyarrow_modules()[3]
     refuse_symlink(Path(out))
@@ -221,6 +235,11 @@ def predict_manifest(
     checkpoint_path = resolve_checkpoint(checkpoint)
     cfg, _ = read_config(checkpoint_path)  # a bad checkpoint is refused before Ray starts
     modalities, output_names = list(cfg.modality_names), list(cfg.output_names[1:])
+    if isolate and URI.match(manifest) and not manifest.startswith("file:"):
+        raise InputError(
+            f"manifest {manifest!r} is remote, and the local Ray instance runs in a private network without access "
+            "to it; pass --ray-network host (API: ray_network='host'), or --address to use a Ray cluster"
+        )
     fs, files, remote, base = manifest_files(manifest)
     local_rows = None
     if len(files) == 1 and not remote:
@@ -231,18 +250,36 @@ def predict_manifest(
     options = {"head": head_backend, "encoder_backend": backend, "device": device, "batch_size": batch_size}
     made_by = provenance(checkpoint_path, files[0] if local_rows is not None else None, options)
     made_by["manifest"] = manifest
-    # one writer per output folder, from here to the renaming of the last file (fastdaf.outputs)
-    with output_lock(Path(out) / "predictions"):
+    # one writer per output folder, from here to the renaming of the last file (fastdaf.outputs); a job in private
+    # namespaces runs under the lock of the process that started it
+    with output_lock(Path(out) / "predictions") if not isolation.INSIDE else contextlib.nullcontext():
         _output_paths(Path(out), formats)  # again, now that no other run can be writing them
+        if isolate:
+            return isolation.run_isolated(
+                {
+                    "manifest": manifest,
+                    "out": os.fspath(out),
+                    "checkpoint": os.fspath(checkpoint_path),
+                    "workers": workers,
+                    "num_gpus_per_worker": num_gpus_per_worker,
+                    "batch_size": batch_size,
+                    "formats": list(formats),
+                    "device": device,
+                    "head_backend": head_backend,
+                    "backend": backend,
+                    "allow_duplicate_ids": allow_duplicate_ids,
+                    "progress": progress,
+                }
+            )
         for stale in Path(out).glob(".predictions.*.partial"):
             stale.unlink()  # left by a run that was killed: the lock says nobody is writing them
         started = time.perf_counter()
         own_ray = not ray.is_initialized()
         # a Ray instance this call starts keeps its session files in a folder of its own, removed at the end
         # (under /tmp, as Ray's own default: a long $TMPDIR would push its socket paths past the 107-byte limit)
-        temp_dir = (
-            tempfile.mkdtemp(prefix="fastdaf-ray-", dir=_RAY_TEMP_PARENT) if own_ray and address is None else None
-        )
+        temp_dir = _ray_temp_dir
+        if temp_dir is None and own_ray and address is None:
+            temp_dir = tempfile.mkdtemp(prefix="fastdaf-ray-", dir=isolation.RAY_TEMP_PARENT)
         if own_ray:
             ray.init(
                 address=address or "local",
@@ -250,6 +287,8 @@ def predict_manifest(
                 log_to_driver=progress,
                 logging_level=logging.INFO if progress else logging.WARNING,
                 **({"_temp_dir": temp_dir} if temp_dir else {}),
+                # its private network's only interface (Ray would otherwise look for this machine's address)
+                **({"_node_ip_address": "127.0.0.1"} if isolation.INSIDE else {}),
             )
         context = ray.data.DataContext.get_current()
         saved = context.enable_progress_bars
@@ -324,8 +363,6 @@ def predict_manifest(
         }
 
 
-_RAY_TEMP_PARENT = "/tmp" if os.path.isdir("/tmp") else None
-
 
 class _Stop(BaseException):
     """A stop signal on its way out of Ray's code: not an Exception, which Ray Data would log as an internal error
@@ -345,6 +382,8 @@ def _stop_on_signals() -> Iterator[None]:
         return
 
     def stop(signum, frame):
+        for s in previous:  # once: a second signal (Ctrl-C reaches every process of the group) must not cut the cleanup
+            signal.signal(s, signal.SIG_IGN)
         raise _Stop(signum)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
