@@ -127,6 +127,7 @@ def long_manifest(tmp_path):
 
 
 def test_local_ray_listens_on_a_private_loopback_and_dies_with_a_killed_run(long_manifest, tmp_path):
+    before = {p.name for p in Path("/tmp").glob("fastdaf-ray-*")}
     proc = start_run(long_manifest, tmp_path / "out")
     try:
         names = wait_for_a_worker(proc)
@@ -161,6 +162,15 @@ def test_local_ray_listens_on_a_private_loopback_and_dies_with_a_killed_run(long
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    # its Ray session folder stays (nothing of the run was left to remove it) until the next run starts
+    folders = [p for p in Path("/tmp").glob("fastdaf-ray-*") if p.name not in before]
+    assert len(folders) == 1
+    os.utime(folders[0] / ".fastdaf-owner", (time.time() - 120, time.time() - 120))  # as if killed 2 minutes ago
+    from fastdaf.engines.isolation import ray_temp_dir
+
+    with ray_temp_dir() as fresh:
+        assert not folders[0].exists() and Path(fresh).is_dir()
+    assert not Path(fresh).exists()
 
 
 def test_sigterm_reaches_the_job_inside(long_manifest, tmp_path):

@@ -17,6 +17,7 @@ here, is removed here whatever became of the child.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,14 +41,51 @@ DEFAULT_NETWORK = "private"
 INSIDE = False
 # Ray's session folder: under /tmp, as Ray's own default (a long $TMPDIR pushes its socket paths past 107 bytes)
 RAY_TEMP_PARENT = "/tmp" if os.path.isdir("/tmp") else None
+_OWNER = ".fastdaf-owner"  # in each such folder, locked by the run that uses it
 _NAMESPACES = Path(__file__).with_name("namespaces.py")
 # runs the namespace keeper by path, in a fresh interpreter that has imported nothing of fastdaf (nor torch)
 _BOOT = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 
 
+@contextlib.contextmanager
+def ray_temp_dir() -> Iterator[str]:
+    """A folder for a Ray instance's session files, removed at the end; one that a run killed with SIGKILL left
+    behind is removed by the next run (its owner lock is free: fcntl locks end with their process)."""
+    _remove_abandoned()
+    path = tempfile.mkdtemp(prefix="fastdaf-ray-", dir=RAY_TEMP_PARENT)
+    owner = os.open(os.path.join(path, _OWNER), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(owner, fcntl.LOCK_EX)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(owner)
+
+
+def _remove_abandoned() -> None:
+    for folder in Path(RAY_TEMP_PARENT or tempfile.gettempdir()).glob("fastdaf-ray-*"):
+        try:
+            fd = os.open(folder / _OWNER, os.O_RDONLY)
+        except OSError:
+            continue  # not ours, or not readable: left alone
+        try:
+            # a folder whose owner is younger than a minute may be between its creation and its lock
+            if time.time() - os.fstat(fd).st_mtime > 60:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # locked: its run is alive
+        finally:
+            os.close(fd)
+
+
 def run_isolated(kwargs: dict[str, Any]) -> dict[str, Any]:
     """predict_manifest(**kwargs) in a child in private namespaces; its summary, or its error raised here."""
-    temp_dir = tempfile.mkdtemp(prefix="fastdaf-ray-", dir=RAY_TEMP_PARENT)
+    with ray_temp_dir() as temp_dir:
+        return _run_isolated(kwargs, temp_dir)
+
+
+def _run_isolated(kwargs: dict[str, Any], temp_dir: str) -> dict[str, Any]:
     payload_r, payload_w = os.pipe()
     result_r, result_w = os.pipe()
     try:
@@ -57,7 +96,6 @@ def run_isolated(kwargs: dict[str, Any]) -> dict[str, Any]:
     except BaseException:
         for fd in (payload_r, payload_w, result_r, result_w):
             os.close(fd)
-        shutil.rmtree(temp_dir, ignore_errors=True)
         raise
     os.close(payload_r)
     os.close(result_w)
@@ -73,7 +111,6 @@ def run_isolated(kwargs: dict[str, Any]) -> dict[str, Any]:
         if proc.poll() is None:  # this process is being torn down (an exception here): the child goes too
             proc.kill()
             proc.wait()
-        shutil.rmtree(temp_dir, ignore_errors=True)
     return _outcome(reply, status, stops)
 
 

@@ -42,9 +42,7 @@ import logging
 import math
 import os
 import re
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -277,19 +275,24 @@ def predict_manifest(
         own_ray = not ray.is_initialized()
         # a Ray instance this call starts keeps its session files in a folder of its own, removed at the end
         # (under /tmp, as Ray's own default: a long $TMPDIR would push its socket paths past the 107-byte limit)
+        cleanup = contextlib.ExitStack()
         temp_dir = _ray_temp_dir
         if temp_dir is None and own_ray and address is None:
-            temp_dir = tempfile.mkdtemp(prefix="fastdaf-ray-", dir=isolation.RAY_TEMP_PARENT)
+            temp_dir = cleanup.enter_context(isolation.ray_temp_dir())
         if own_ray:
-            ray.init(
-                address=address or "local",
-                include_dashboard=False if address is None else None,
-                log_to_driver=progress,
-                logging_level=logging.INFO if progress else logging.WARNING,
-                **({"_temp_dir": temp_dir} if temp_dir else {}),
-                # its private network's only interface (Ray would otherwise look for this machine's address)
-                **({"_node_ip_address": "127.0.0.1"} if isolation.INSIDE else {}),
-            )
+            try:
+                ray.init(
+                    address=address or "local",
+                    include_dashboard=False if address is None else None,
+                    log_to_driver=progress,
+                    logging_level=logging.INFO if progress else logging.WARNING,
+                    **({"_temp_dir": temp_dir} if temp_dir else {}),
+                    # its private network's only interface (Ray would otherwise look for this machine's address)
+                    **({"_node_ip_address": "127.0.0.1"} if isolation.INSIDE else {}),
+                )
+            except BaseException:
+                cleanup.close()
+                raise
         context = ray.data.DataContext.get_current()
         saved = context.enable_progress_bars
         context.enable_progress_bars = progress
@@ -344,8 +347,7 @@ def predict_manifest(
             context.enable_progress_bars = saved
             if own_ray:
                 ray.shutdown()
-            if temp_dir:
-                shutil.rmtree(temp_dir, ignore_errors=True)
+            cleanup.close()
         seconds = time.perf_counter() - started
         return {
             "engine": "ray",
