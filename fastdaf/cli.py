@@ -354,6 +354,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         exit_timeout_s=args.exit_timeout,
         verbose=args.verbose,
         on_ready=ready,
+        max_request_bytes=max(1024, round(args.max_request_mb * 2**20)) if args.max_request_mb else None,
     )
     if args.json:
         print(json.dumps({"event": "stopped", "exit_code": code}), flush=True)

@@ -158,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--exit-timeout", type=int, default=20, help="seconds to finish accepted requests after SIGTERM (1-25)"
     )
+    serve.add_argument(
+        "--max-request-mb",
+        type=non_negative,
+        default=64.0,
+        help="larger requests (HTTP body, gRPC message) are refused before they are read: HTTP 413, gRPC "
+        "RESOURCE_EXHAUSTED; 0: no limit, Triton listens itself, one hop less (default: 64; 60 s of float32 audio "
+        "at 48 kHz is 11 MB)",
+    )
     serve.add_argument("--verbose", action="store_true", help="print the Triton server's log")
 
     export = sub.add_parser(

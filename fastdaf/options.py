@@ -32,7 +32,7 @@ def positive_int(value: str) -> int:
 
 
 def non_negative(value: str) -> float:
-    return _checked(value, float, lambda n: n >= 0, "a number >= 0")
+    return _checked(value, float, lambda n: 0 <= n < float("inf"), "a finite number >= 0")
 
 
 def fraction(value: str) -> float:

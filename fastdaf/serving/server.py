@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, ServeError
+from .gate import DEFAULT_MAX_REQUEST_BYTES, Gate
 from .repository import MODEL_NAME, ServeOptions, validate_checkpoint, write_model_repository
 
 
@@ -188,6 +189,7 @@ def serve(
     verbose: bool = False,
     on_ready: Callable[[dict[str, Any]], None] | None = None,
     stop: threading.Event | None = None,
+    max_request_bytes: int | None = DEFAULT_MAX_REQUEST_BYTES,
 ) -> int:
     """Run Triton (bundled with nvidia-pytriton) on a fastdaf model repository until SIGTERM/SIGINT or `stop`.
 
@@ -196,6 +198,10 @@ def serve(
     if it has not exited 10 s after that. Returns 0 after a clean stop, 1 if the server died,
     BACKEND_DIED_EXIT (3) if the model's backend process died (Triton is then stopped: it would keep
     reporting ready while failing every request). Either way its /dev/shm regions are removed.
+
+    Triton listens on loopback ports of its own; `host`, `http_port` and `grpc_port` are the request-size gate's
+    (fastdaf.serving.gate), which refuses a request over `max_request_bytes` before reading it. None: no gate,
+    Triton listens on them itself (one hop less; any request size is read, e.g. behind a proxy that limits it).
     """
 
     try:
@@ -207,6 +213,10 @@ def serve(
         ) from None
     if not 1 <= exit_timeout_s <= 25:
         raise InputError(f"exit_timeout_s must be in 1..25, got {exit_timeout_s}")
+    if max_request_bytes is not None and (
+        isinstance(max_request_bytes, bool) or not isinstance(max_request_bytes, int) or max_request_bytes < 1024
+    ):
+        raise InputError(f"max_request_bytes must be an integer >= 1024 (or None: no limit), got {max_request_bytes!r}")
     validate_checkpoint(checkpoint)
     _remove_orphaned_shared_memory()
     stop = stop or threading.Event()
@@ -215,12 +225,16 @@ def serve(
         prefix="fastdaf-triton-"
     ) as tmp:  # mode 0700: no other user can change the repository
         repository = write_model_repository(Path(tmp) / "models", checkpoint, options)
+        gate = None
+        if max_request_bytes is not None:
+            triton_http, triton_grpc = free_port(), free_port()
+            gate = Gate(host, http_port, grpc_port, triton_http, triton_grpc, max_request_bytes)
         command = tritonserver_command(
             repository,
             _prepare_backends(Path(tmp)),
-            host=host,
-            http_port=http_port,
-            grpc_port=grpc_port,
+            host="127.0.0.1" if gate else host,
+            http_port=triton_http if gate else http_port,
+            grpc_port=triton_grpc if gate else grpc_port,
             exit_timeout_s=exit_timeout_s,
             verbose=verbose,
         )
@@ -261,6 +275,11 @@ def serve(
                 )
             except OSError as exc:
                 raise failure(f"Triton did not start ({type(exc).__name__}: {exc})") from None
+            try:  # after the fork: gRPC's threads and a fork do not mix
+                if gate is not None:
+                    gate.start()
+            except OSError as exc:
+                raise ServeError(f"cannot listen on {host} (HTTP {http_port}, gRPC {grpc_port}): {exc}") from None
             while not model_ready(url):
                 if server.poll() is not None or stop.is_set():
                     raise failure("Triton stopped before the model was ready")
@@ -294,6 +313,8 @@ def serve(
                     return BACKEND_DIED_EXIT
             return 0
         finally:
+            if gate is not None:
+                gate.stop_listening(exit_timeout_s)
             if server is not None and server.poll() is None:
                 server.send_signal(signal.SIGINT)  # it stops taking connections, drains the open ones, exits
                 try:
@@ -301,6 +322,8 @@ def serve(
                 except subprocess.TimeoutExpired:
                     server.kill()
                     server.wait()
+            if gate is not None:
+                gate.close()
             _remove_shared_memory(shm_prefix())
             if log is not None:
                 log.close()
