@@ -1,25 +1,33 @@
-"""What the request-size gate costs: the same served model asked through `fastdaf serve`'s public ports (the gate,
-fastdaf.serving.gate) and through Triton's own loopback ports behind it, side by side in one run.
+"""The request-size gate of `fastdaf serve` (fastdaf.serving.gate): what it costs and what it saves, in one run.
 
-Starts `fastdaf serve` (CPU, defaults), reads Triton's own ports off its command line, warms both paths, then for
-`--rounds` rounds, in alternating order, sends `--requests` sequential text-only requests ("this was fine") over
-HTTP and over gRPC to each; prints the median and p90 latency of each path and the gate's median over Triton's.
+Starts `fastdaf serve` (CPU, defaults), reads Triton's own ports off its command line, warms both paths, then
+1. cost: for `--rounds` rounds, in alternating order, `--requests` sequential text-only requests ("this was fine")
+   over HTTP and over gRPC through the public ports (the gate) and straight to Triton's; the median and p90
+   latency of each path and the gate's median over Triton's;
+2. memory: three requests with 100 MB of float32 audio over HTTP, then three over gRPC, through the gate (each
+   refused), then five small ones; after each step the size of the server's /dev/shm regions and the resident
+   memory (VmRSS, RssAnon, RssShmem) of fastdaf serve (the gate), tritonserver and the Python-backend stub.
 
-    python benchmarks/gate_overhead.py [--requests 200] [--rounds 5]
+    python benchmarks/serve_gate.py [--requests 200] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import os
 import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from fastdaf.bench_rows import git_commit
 from fastdaf.serving import ServerProcess
-from fastdaf.serving.client import TritonClient
+from fastdaf.serving.client import ServerError, TritonClient
 
 
 def triton_ports(serve_pid: int) -> dict[str, int]:
@@ -30,6 +38,29 @@ def triton_ports(serve_pid: int) -> dict[str, int]:
             found = dict(a[2:].split("=", 1) for a in args if a.startswith(("--http-port=", "--grpc-port=")))
             return {"http": int(found["http-port"]), "grpc": int(found["grpc-port"])}
     raise RuntimeError("no tritonserver below the fastdaf serve process")
+
+
+def memory(serve_pid: int) -> dict[str, Any]:
+    """The server's /dev/shm regions (MB) and the resident memory (kB) of its three processes."""
+
+    def status(pid: int) -> dict[str, int]:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        return {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in lines) if k in KEYS}
+
+    def children(pid: int) -> list[int]:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+    triton = children(serve_pid)[0]
+    regions = sum(os.path.getsize(p) for p in glob.glob(f"/dev/shm/fastdaf{serve_pid}_*"))
+    return {
+        "shm_MB": round(regions / 2**20, 1),
+        "fastdaf serve": status(serve_pid),
+        "tritonserver": status(triton),
+        "stub": status(children(triton)[0]),
+    }
+
+
+KEYS = ("VmRSS", "RssAnon", "RssShmem")
 
 
 def latencies_ms(client: TritonClient, n: int) -> list[float]:
@@ -63,6 +94,18 @@ def main() -> None:
             for path in order:
                 for protocol in ("http", "grpc"):
                     samples[(path, protocol)] += latencies_ms(clients[(path, protocol)], args.requests)
+        steps = [{"after": "start", **memory(serve_pid)}]
+        big = np.zeros(25_000_000, np.float32)  # 100 MB
+        for protocol in ("http", "grpc"):
+            for _ in range(3):
+                try:
+                    clients[("gate", protocol)].predict("hello there", big, 16000)
+                    refusal = "answered"
+                except ServerError as exc:
+                    refusal = str(exc)[:110]
+            steps.append({"after": f"3 x 100 MB over {protocol}: {refusal}", **memory(serve_pid)})
+        latencies_ms(clients[("gate", "http")], 5)
+        steps.append({"after": "5 small", **memory(serve_pid)})
     result = {
         "machine": platform.processor() or platform.machine(),
         "commit": git_commit(),
@@ -77,6 +120,7 @@ def main() -> None:
         result[f"{protocol} gate/triton p50"] = round(
             result[f"{protocol} gate p50 ms"] / result[f"{protocol} triton p50 ms"], 3
         )
+    result["memory"] = steps
     print(json.dumps(result, indent=2))
 
 
