@@ -164,3 +164,19 @@ def write_csd(
                     d = meta.create_dataset(k, (1,), dtype=h5py.special_dtype(vlen=str))
                     d[0] = val
     return path
+
+
+def exchange(port: int, request: bytes, timeout_s: float = 5.0) -> bytes:
+    """Send raw bytes to 127.0.0.1:port and read what comes back until the server closes or goes quiet."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
+        s.sendall(request)
+        data = b""
+        try:
+            while chunk := s.recv(65536):
+                data += chunk
+        except OSError:
+            pass
+        return data
+

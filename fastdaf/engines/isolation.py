@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from .. import errors
 from ..errors import FastDAFError, Interrupted, UnsupportedError
 
 NETWORKS = ("private", "host")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 DEFAULT_NETWORK = "private"
 # True in the child: the job runs here, under the lock its parent holds
 INSIDE = False
@@ -146,23 +147,29 @@ def _rebuilt(error: dict[str, Any]) -> BaseException:
 
 
 @contextlib.contextmanager
-def _passed_on(proc: subprocess.Popen, stops: list[int]) -> Iterator[None]:
-    """SIGTERM and SIGINT go on to the child, which stops cleanly and reports; this process waits for it."""
+def on_stop_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """`handler` for SIGTERM and SIGINT during the block, in the main thread (elsewhere signals cannot be handled:
+    the block runs without); the previous handlers afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+def _passed_on(proc: subprocess.Popen, stops: list[int]) -> contextlib.AbstractContextManager:
+    """SIGTERM and SIGINT go on to the child, which stops cleanly and reports; this process waits for it."""
 
     def pass_on(signum, frame):
         stops.append(signum)
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signum)
 
-    previous = {s: signal.signal(s, pass_on) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    return on_stop_signals(pass_on)
 
 
 # ------------------------------------------------------------------------------------------- in the child

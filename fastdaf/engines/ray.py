@@ -43,9 +43,8 @@ import math
 import os
 import re
 import signal
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -375,25 +374,17 @@ class _Stop(BaseException):
         self.signum = signum
 
 
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[None]:
+def _stop_on_signals() -> contextlib.AbstractContextManager:
     """SIGTERM and SIGINT stop the run in the main thread, so that the partial files are removed and the Ray
     instance is shut down on the way out (Ray's own SIGTERM handling aborts the driver: exit 134, a stack dump)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def stop(signum, frame):
-        for s in previous:  # once: a second signal (Ctrl-C reaches every process of the group) must not cut the cleanup
+        # once: a second signal (Ctrl-C reaches the whole process group) must not cut the cleanup short
+        for s in isolation.STOP_SIGNALS:
             signal.signal(s, signal.SIG_IGN)
         raise _Stop(signum)
 
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    return isolation.on_stop_signals(stop)
 
 
 def _output_paths(out: Path, formats: Sequence[str]) -> dict[str, Path]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import exchange
 
 from fastdaf.serving import ServerProcess
 from fastdaf.serving.client import ServerError, TritonClient
@@ -75,18 +76,6 @@ def _cmdline(proc: Path) -> str:
         return ""
 
 
-def raw(port: int, request: bytes, wait_s: float = 10.0) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as s:
-        s.sendall(request)
-        data = b""
-        try:
-            while chunk := s.recv(65536):
-                data += chunk
-        except OSError:
-            pass
-        return data
-
-
 def test_oversized_requests_are_refused_unread_and_leave_memory_where_it_was(server):
     http, grpc = TritonClient(server.http), TritonClient(server.grpc, protocol="grpc")
     want = http.predict("this was fine", None, None)
@@ -107,13 +96,13 @@ def test_oversized_requests_are_refused_unread_and_leave_memory_where_it_was(ser
 def test_refusals_on_the_wire(server):
     body = b'{"inputs": []}'
     # a body announced too large is refused at once, before it is sent (curl sends Expect: 100-continue)
-    answer = raw(server.http_port, head("Host: x", f"Content-Length: {2 * MB}", "Expect: 100-continue"))
+    answer = exchange(server.http_port, head("Host: x", f"Content-Length: {2 * MB}", "Expect: 100-continue"))
     assert answer.startswith(b"HTTP/1.1 413 Payload Too Large\r\n") and b"at most 1048576" in answer
-    answer = raw(server.http_port, head("Host: x", "Transfer-Encoding: chunked") + b"0\r\n\r\n")
+    answer = exchange(server.http_port, head("Host: x", "Transfer-Encoding: chunked") + b"0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 411 Length Required\r\n")
     # pipelined on one connection: the good request's answer comes first, then the refusal
     good = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-    answer = raw(server.http_port, good + head("Host: x", f"Content-Length: {len(body) + 2 * MB}") + body)
+    answer = exchange(server.http_port, good + head("Host: x", f"Content-Length: {len(body) + 2 * MB}") + body)
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"HTTP/1.1 413 Payload Too Large\r\n" in answer
     # keep-alive: requests one after another on one connection are each answered (Triton itself does not answer
     # requests pipelined in one packet, so neither does the gate)

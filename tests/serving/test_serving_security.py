@@ -11,6 +11,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from builders import exchange
 
 from fastdaf.serving import MODEL_NAME, SEALED_HEADER, ServerProcess
 from fastdaf.serving.client import TritonClient
@@ -134,17 +135,8 @@ def raw_grpc_index(port: int, key: bytes, value: bytes) -> bytes:
             (key, value),
         ]
     )
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, b"") + frame(1, 4, headers) + frame(0, 1, b"\x00" * 5)
-        )
-        data = b""
-        try:
-            while chunk := s.recv(65536):
-                data += chunk
-        except OSError:
-            pass
-        return data
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    return exchange(port, preface + frame(4, 0, b"") + frame(1, 4, headers) + frame(0, 1, b"\x00" * 5))
 
 
 @pytest.fixture(scope="module")
