@@ -8,7 +8,10 @@ Starts `fastdaf serve` (CPU, defaults), reads Triton's own ports off its command
    refused), then five small ones; after each step the size of the server's /dev/shm regions and the resident
    memory (VmRSS, RssAnon, RssShmem) of fastdaf serve (the gate), tritonserver and the Python-backend stub.
 
-    python benchmarks/serve_gate.py [--requests 200] [--rounds 5]
+    python benchmarks/serve_gate.py [--requests 200] [--rounds 5] [--results FILE | --no-results]
+
+The latencies are also benchmark rows (fastdaf.bench_rows, appended to benchmarks/results.jsonl): one per path and
+protocol, with the memory steps in the gate rows' extra.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from fastdaf.bench_rows import git_commit
+from fastdaf.bench_rows import add_results_options, bench_row, git_commit, write_results
 from fastdaf.serving import ServerProcess
 from fastdaf.serving.client import ServerError, TritonClient
 
@@ -76,6 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
+    add_results_options(parser)
     args = parser.parse_args()
     with ServerProcess() as server:
         serve_pid = server.proc.pid
@@ -122,6 +126,20 @@ def main() -> None:
         )
     result["memory"] = steps
     print(json.dumps(result, indent=2))
+    rows = [
+        bench_row(
+            "benchmarks/serve_gate.py",
+            f"text-only request, {protocol}, {'through the gate' if path == 'gate' else 'straight to Triton'}",
+            device="cpu",
+            backend=f"serve {protocol} {path}",
+            shape={"requests": args.requests * args.rounds, "rounds": args.rounds},
+            samples_ms=samples[(path, protocol)],
+            extra={"memory": steps} if path == "gate" else None,
+        )
+        for protocol in ("http", "grpc")
+        for path in ("gate", "triton")
+    ]
+    write_results(rows, args, prog="serve_gate")
 
 
 if __name__ == "__main__":
