@@ -193,6 +193,9 @@ def run_child(payload_fd: int, result_fd: int) -> int:
 
 
 def _interrupt(signum: int, frame: Any) -> None:
+    # once: Ctrl-C reaches this process both from the terminal and passed on by its parent
+    for s in (*STOP_SIGNALS, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
     raise Interrupted(signum)
 
 
