@@ -173,18 +173,19 @@ def test_local_ray_listens_on_a_private_loopback_and_dies_with_a_killed_run(long
     assert not Path(fresh).exists()
 
 
-def test_sigterm_reaches_the_job_inside(long_manifest, tmp_path):
-    """The run's own process passes SIGTERM on to the job in the namespaces, which stops cleanly (exit 143, the
-    usual message) and takes its Ray processes with it."""
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_reaches_the_job_inside(long_manifest, tmp_path, stop):
+    """The run's own process passes SIGTERM/SIGINT on to the job in the namespaces, which stops cleanly (exit
+    128 + the signal, the usual message) and takes its Ray processes with it."""
     out = tmp_path / "out"
     proc = start_run(long_manifest, out)
     wait_for_a_worker(proc)
     below = descendants(proc.pid)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(stop)
     proc.wait(timeout=120)
     err = stderr_of(out)
-    assert proc.returncode == 143, err[-3000:]
-    assert "fastdaf predict: stopped by SIGTERM" in err and "Traceback" not in err
+    assert proc.returncode == 128 + stop, err[-3000:]
+    assert f"fastdaf predict: stopped by {stop.name}" in err and "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == []  # no partial file, no lock file
     assert not [pid for pid, start in below.items() if alive(pid, start)]
 
