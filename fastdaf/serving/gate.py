@@ -31,6 +31,8 @@ MAX_HEAD_BYTES = 64 * 1024
 # 64 MiB: 60 s of float32 audio at 48 kHz is 11 MiB (at 384 kHz, the highest rate fastdaf reads, 88 MiB: raise it)
 DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
 _CHUNK = 256 * 1024
+# how long a client that stopped sending (half-closed) is still owed the answers to what it sent
+DRAIN_S = 300.0
 
 
 class _Refusal(Exception):
@@ -91,19 +93,21 @@ class HttpGate:
         self._connections.add(task)
         backend: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         responses: asyncio.Task | None = None
-        refusing: list[bool] = []  # set once a refusal waits for the answers before it
+        draining: list[bool] = []  # set once the answers still on their way are awaited before closing
         try:
             while True:
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")
                 except asyncio.IncompleteReadError:
-                    break  # the client is done
+                    # the client is done sending; it may still wait for answers (a half-closed connection)
+                    await _drain(backend, responses, draining, DRAIN_S)
+                    break
                 except asyncio.LimitOverrunError:
                     raise _Refusal(431, "Request Header Fields Too Large", f"request head over {MAX_HEAD_BYTES} bytes")
                 length = body_length(head, self.max_body)
                 if backend is None:
                     backend = await asyncio.open_connection("127.0.0.1", self.backend_port)
-                    responses = asyncio.create_task(_pump(backend[0], writer, task, refusing))
+                    responses = asyncio.create_task(_pump(backend[0], writer, task, draining))
                 backend[1].write(head)
                 while length > 0:
                     chunk = await reader.read(min(length, _CHUNK))
@@ -114,12 +118,7 @@ class HttpGate:
                     await backend[1].drain()
                 await backend[1].drain()
         except _Refusal as refusal:
-            refusing.append(True)
-            if backend is not None and responses is not None:  # answers still on their way go first
-                with contextlib.suppress(OSError):
-                    backend[1].write_eof()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(responses), 30)
+            await _drain(backend, responses, draining, 30)  # answers still on their way go first
             with contextlib.suppress(OSError):
                 writer.write(refusal.response())
                 await writer.drain()
@@ -141,16 +140,32 @@ class HttpGate:
 
 
 async def _pump(
-    source: asyncio.StreamReader, sink: asyncio.StreamWriter, handler: asyncio.Task, refusing: list[bool]
+    source: asyncio.StreamReader, sink: asyncio.StreamWriter, handler: asyncio.Task, draining: list[bool]
 ) -> None:
     """Triton's responses to the client, byte for byte; when Triton closes, so does the client's connection (unless
-    a refusal is waiting to be written)."""
+    the handler is waiting for this to finish)."""
     with contextlib.suppress(OSError):
         while chunk := await source.read(_CHUNK):
             sink.write(chunk)
             await sink.drain()
-    if not refusing:
+    if not draining:
         handler.cancel()
+
+
+async def _drain(
+    backend: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None,
+    responses: asyncio.Task | None,
+    draining: list[bool],
+    timeout_s: float,
+) -> None:
+    """Tell Triton no more requests come on this connection and wait (at most timeout_s) for its last answers."""
+    draining.append(True)
+    if backend is None or responses is None:
+        return
+    with contextlib.suppress(OSError):
+        backend[1].write_eof()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(responses), timeout_s)
 
 
 class _ForwardAll:

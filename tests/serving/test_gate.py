@@ -104,6 +104,11 @@ def test_refusals_on_the_wire(server):
     good = b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
     answer = exchange(server.http_port, good + head("Host: x", f"Content-Length: {len(body) + 2 * MB}") + body)
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"HTTP/1.1 413 Payload Too Large\r\n" in answer
+    # a client that half-closes after its request still gets the answer (as from Triton itself)
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as s:
+        s.sendall(good)
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
     # keep-alive: requests one after another on one connection are each answered (Triton itself does not answer
     # requests pipelined in one packet, so neither does the gate)
     with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as s:
