@@ -104,7 +104,10 @@ def keeper(parent_pid: int, payload_fd: int, result_fd: int) -> int:
     os.close(result_fd)  # the parent sees the end of the result when pid 1 is gone
 
     def forward(signum, frame):
-        os.kill(child, signum)
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass  # it has just ended: waitpid below collects it
 
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, forward)
