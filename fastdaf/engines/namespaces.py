@@ -111,12 +111,8 @@ def keeper(parent_pid: int, payload_fd: int, result_fd: int) -> int:
 
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, forward)
-    while True:
-        try:
-            _, status = os.waitpid(child, 0)
-            return _exit_status(status)
-        except ChildProcessError:
-            return 1
+    _, status = os.waitpid(child, 0)  # retried after each forwarded signal (PEP 475)
+    return _exit_status(status)
 
 
 def _exit_now(signum, frame):
