@@ -366,13 +366,15 @@ def test_cli_engine_ray_multi_output_model(ray_local, data, tmp_path, capsys):
 
 
 def test_sigterm_stops_a_ray_run_cleanly(data, tmp_path):
-    """`fastdaf predict --engine ray` killed with SIGTERM mid-run: exit 143 with a message, no traceback or native
-    stack dump, no partial file left in --out, its Ray processes and session folder gone, the lock released."""
+    """`fastdaf predict --engine ray --ray-network host` (Ray in this process, as before the private namespaces,
+    which tests/test_ray_isolation.py stops the same way) killed with SIGTERM mid-run: exit 143 with a message, no
+    traceback or native stack dump, no partial file left in --out, its Ray processes and session folder gone, the
+    lock released."""
     out = tmp_path / "out"
     before = {p.name for p in Path("/tmp").glob("fastdaf-ray-*")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "fastdaf.cli", "predict", "--manifest", str(data["manifest"]), "--engine", "ray",
-         "--out", str(out), "--workers", "1", "--json"],
+         "--out", str(out), "--workers", "1", "--json", "--ray-network", "host"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
     )  # fmt: skip
     deadline = time.monotonic() + 180
