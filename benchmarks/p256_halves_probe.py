@@ -20,17 +20,38 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 import fastdaf  # noqa: F401 - kernels/ as fastdaf.kernels
+from fastdaf.kernels.daf_head import _activation, _tanh
 from fastdaf.kernels.offline import parse_ptxas_log, run_ptxas
 
 
 @triton.jit
 def _gelu(x):
-    return 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
+    return _activation(x, 0)
 
 
 @triton.jit
-def _tanh(x):
-    return 1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)
+def _projected_half(x_ptr, sx, w_ptr, b_ptr, K, cols, rows, row_ok, present, P: tl.constexpr, BLOCK_K: tl.constexpr):
+    """gelu(x @ W[:, cols] + b[cols]) of the rows, zero where the modality is absent, in fp16."""
+    offs_k = tl.arange(0, BLOCK_K)
+    acc = tl.zeros((rows.shape[0], cols.shape[0]), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        kk = k0 + offs_k
+        k_ok = kk < K
+        x = tl.load(x_ptr + rows[:, None] * sx + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        acc = tl.dot(x, tl.load(w_ptr + kk[:, None] * P + cols[None, :], mask=k_ok[:, None], other=0.0), acc)
+    return tl.where(present[:, None], _gelu(acc + tl.load(b_ptr + cols)[None, :]), 0.0).to(tl.float16)
+
+
+@triton.jit
+def _score(ha, hb, cols_a, cols_b, u_ptr, c_ptr, v_ptr, present, A: tl.constexpr, BLOCK_A: tl.constexpr):
+    """v . tanh(U^T h + c) from the projection's two halves; -inf where the modality is absent."""
+    s = tl.zeros((ha.shape[0],), dtype=tl.float32)
+    for a0 in range(0, A, BLOCK_A):
+        offs_a = a0 + tl.arange(0, BLOCK_A)
+        t = tl.dot(ha, tl.load(u_ptr + cols_a[:, None] * A + offs_a[None, :]))
+        t = tl.dot(hb, tl.load(u_ptr + cols_b[:, None] * A + offs_a[None, :]), t)
+        s += tl.sum(_tanh(t + tl.load(c_ptr + offs_a)[None, :]) * tl.load(v_ptr + offs_a)[None, :], axis=1)
+    return tl.where(present, s, float("-inf"))
 
 
 @triton.jit
@@ -86,13 +107,7 @@ def halves_kernel(
     present0 = tl.load(mask_ptr + rows * 2, mask=row_ok, other=0) != 0
     za = tl.where(present0[:, None], _gelu(acc_a + tl.load(b0_ptr + offs_h0)[None, :]), 0.0).to(tl.float16)
     zb = tl.where(present0[:, None], _gelu(acc_b + tl.load(b0_ptr + offs_h1)[None, :]), 0.0).to(tl.float16)
-    s0 = tl.zeros((BLOCK_B,), dtype=tl.float32)
-    for a0 in range(0, A, BLOCK_A):
-        offs_a = a0 + tl.arange(0, BLOCK_A)
-        t = tl.dot(za, tl.load(u_ptr + offs_h0[:, None] * A + offs_a[None, :]))
-        t = tl.dot(zb, tl.load(u_ptr + offs_h1[:, None] * A + offs_a[None, :]), t)
-        s0 += tl.sum(_tanh(t + tl.load(c_ptr + offs_a)[None, :]) * tl.load(v_ptr + offs_a)[None, :], axis=1)
-    s0 = tl.where(present0, s0, float("-inf"))
+    s0 = _score(za, zb, offs_h0, offs_h1, u_ptr, c_ptr, v_ptr, present0, A, BLOCK_A)
     m_run = tl.maximum(tl.full((BLOCK_B,), -1.0e30, tl.float32), s0)
     p0 = tl.exp(s0 - m_run)
     l_run = p0
@@ -100,28 +115,10 @@ def halves_kernel(
     zb = (zb.to(tl.float32) * p0[:, None]).to(tl.float16)
     if TWO:
         # ---- modality 1 (narrow): half a, kept; half b; then the score and the fusion
-        acc = tl.zeros((BLOCK_B, PH), dtype=tl.float32)
-        for k0 in range(0, K1, BLOCK_K):
-            kk = k0 + offs_k
-            k_ok = kk < K1
-            x = tl.load(x1_ptr + rows[:, None] * sx1 + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            acc = tl.dot(x, tl.load(w1_ptr + kk[:, None] * P + offs_h0[None, :], mask=k_ok[:, None], other=0.0), acc)
         present1 = tl.load(mask_ptr + rows * 2 + 1, mask=row_ok, other=0) != 0
-        ha = tl.where(present1[:, None], _gelu(acc + tl.load(b1_ptr + offs_h0)[None, :]), 0.0).to(tl.float16)
-        acc = tl.zeros((BLOCK_B, PH), dtype=tl.float32)
-        for k0 in range(0, K1, BLOCK_K):
-            kk = k0 + offs_k
-            k_ok = kk < K1
-            x = tl.load(x1_ptr + rows[:, None] * sx1 + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            acc = tl.dot(x, tl.load(w1_ptr + kk[:, None] * P + offs_h1[None, :], mask=k_ok[:, None], other=0.0), acc)
-        hb = tl.where(present1[:, None], _gelu(acc + tl.load(b1_ptr + offs_h1)[None, :]), 0.0).to(tl.float16)
-        s1 = tl.zeros((BLOCK_B,), dtype=tl.float32)
-        for a0 in range(0, A, BLOCK_A):
-            offs_a = a0 + tl.arange(0, BLOCK_A)
-            t = tl.dot(ha, tl.load(u_ptr + offs_h0[:, None] * A + offs_a[None, :]))
-            t = tl.dot(hb, tl.load(u_ptr + offs_h1[:, None] * A + offs_a[None, :]), t)
-            s1 += tl.sum(_tanh(t + tl.load(c_ptr + offs_a)[None, :]) * tl.load(v_ptr + offs_a)[None, :], axis=1)
-        s1 = tl.where(present1, s1, float("-inf"))
+        ha = _projected_half(x1_ptr, sx1, w1_ptr, b1_ptr, K1, offs_h0, rows, row_ok, present1, P, BLOCK_K)
+        hb = _projected_half(x1_ptr, sx1, w1_ptr, b1_ptr, K1, offs_h1, rows, row_ok, present1, P, BLOCK_K)
+        s1 = _score(ha, hb, offs_h0, offs_h1, u_ptr, c_ptr, v_ptr, present1, A, BLOCK_A)
         m_new = tl.maximum(m_run, s1)
         alpha = tl.exp(m_run - m_new)
         p1 = tl.exp(s1 - m_new)
