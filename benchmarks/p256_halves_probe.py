@@ -12,7 +12,7 @@ reports registers and spills; TWO=0 drops the second modality. Run with TRITON_I
     python benchmarks/p256_halves_probe.py BLOCK_B BLOCK_K BLOCK_A BLOCK_H NUM_WARPS TWO   # e.g. 128 64 16 16 8 1
 """
 
-import sys
+import argparse
 
 import triton
 import triton.language as tl
@@ -145,7 +145,12 @@ def halves_kernel(
 
 
 def main() -> None:
-    BB, BK, BA, BH, warps, TWO = (int(a) for a in sys.argv[1:7])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name, default in (("BLOCK_B", 128), ("BLOCK_K", 64), ("BLOCK_A", 16), ("BLOCK_H", 16), ("NUM_WARPS", 8)):
+        parser.add_argument(name, type=int, nargs="?", default=default)
+    parser.add_argument("TWO", type=int, nargs="?", default=1, choices=(0, 1), help="1: the second modality too")
+    args = parser.parse_args()
+    BB, BK, BA, BH, warps, TWO = args.BLOCK_B, args.BLOCK_K, args.BLOCK_A, args.BLOCK_H, args.NUM_WARPS, args.TWO
     sig = {
         "x0_ptr": "*fp16",
         "sx0": "i32",
@@ -193,7 +198,7 @@ def main() -> None:
     src = ASTSource(halves_kernel, sig, consts, attrs)
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": 2})
     u = parse_ptxas_log(run_ptxas(k.asm["ptx"], 90))
-    print(sys.argv[1:], u, "shared", k.metadata.shared)
+    print(vars(args), u, "shared", k.metadata.shared)
 
 
 if __name__ == "__main__":
