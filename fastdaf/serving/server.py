@@ -253,13 +253,21 @@ def serve(
             )
             return ServeError(what + hint)
 
+        # the handler only notes the signal, which the loops below read: setting `stop` (an Event, whose lock the
+        # handler would take) deadlocked when a second SIGTERM arrived inside the first one's Event.set (seen with
+        # `timeout` passing its own SIGTERM on beside a pkill)
+        signals_seen: list[int] = []
+
+        def _note_signal(signum: int, frame: Any) -> None:
+            signals_seen.append(signum)
+
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (
                 signal.SIGTERM,
                 signal.SIGINT,
             ):  # set explicitly: a backgrounded process inherits SIGINT ignored
-                previous[sig] = signal.signal(sig, lambda *_: stop.set())
+                previous[sig] = signal.signal(sig, _note_signal)
         log = open(log_file, "wb") if log_file else None  # closed below, after the server
         server = None
         try:
@@ -281,7 +289,7 @@ def serve(
             except OSError as exc:
                 raise ServeError(f"cannot listen on {host} (HTTP {http_port}, gRPC {grpc_port}): {exc}") from None
             while not model_ready(url):
-                if server.poll() is not None or stop.is_set():
+                if server.poll() is not None or stop.is_set() or signals_seen:
                     raise failure("Triton stopped before the model was ready")
                 if time.perf_counter() - started > startup_timeout_s:
                     raise failure(f"the model was not ready after {startup_timeout_s:.0f} s")
@@ -298,7 +306,7 @@ def serve(
                 )
             stubs = _stub_pids(server.pid)
             _make_shared_memory_private(shm_prefix())
-            while not stop.wait(0.5):
+            while not stop.wait(0.5) and not signals_seen:
                 _make_shared_memory_private(shm_prefix())
                 if server.poll() is not None:
                     return 1
