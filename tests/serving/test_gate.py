@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from builders import exchange
 
-from fastdaf.serving import ServerProcess
+from fastdaf.cli import main as cli_main
+from fastdaf.errors import InputError
+from fastdaf.serving import ServerProcess, serve
 from fastdaf.serving.client import ServerError, TritonClient
 from fastdaf.serving.gate import _Refusal, body_length
 
@@ -126,3 +128,18 @@ def test_no_gate_when_the_limit_is_off():
         )
         assert f"--http-port={srv.http_port}" in tritonserver and f"--grpc-port={srv.grpc_port}" in tritonserver
         assert TritonClient(srv.http).predict("this was fine", None, None)["label"]
+
+
+@pytest.mark.parametrize("bad", [0, 1023, 2.5, True, "64"])
+def test_a_request_limit_that_is_not_a_byte_count_is_refused_naming_it(bad):
+    with pytest.raises(InputError, match=r"max_request_bytes must be an integer >= 1024 \(or None: no limit\), got "):
+        serve(max_request_bytes=bad)
+
+
+def test_max_request_mb_refuses_negative_and_infinite_values(capsys):
+    for bad in ("-1", "inf", "nan"):
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(["serve", "--max-request-mb", bad])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument --max-request-mb: {bad!r} is not accepted; give a finite number >= 0" in err
