@@ -624,6 +624,68 @@ def test_shutdown_during_load_finishes_the_accepted_requests(tmp_path, predictor
             assert record["sent_at"] >= sigterm_at and record["status"] != "400", record
 
 
+# Installed as sitecustomize in the server's process: its SIGTERM handler, once installed, is re-entered at every line
+# it runs (its callees' lines included), as a burst of SIGTERMs from a supervisor and a `timeout` wrapper can do.
+REENTERED_HANDLER = """
+import signal, sys
+
+_install = signal.signal
+
+
+def _reentering(handler):
+    def reentered(signum, frame):
+        nested = []
+
+        def trace(frame_, event, arg):
+            if event == "line" and not nested:
+                nested.append(1)
+                try:
+                    handler(signum, frame_)  # a second signal, landing on this line
+                finally:
+                    nested.pop()
+            return trace
+
+        previous = sys.gettrace()
+        sys.settrace(trace)
+        try:
+            handler(signum, frame)
+        finally:
+            sys.settrace(previous)
+
+    return reentered
+
+
+def _signal(sig, handler):
+    if sig == signal.SIGTERM and callable(handler):
+        handler = _reentering(handler)
+    return _install(sig, handler)
+
+
+signal.signal = _signal
+"""
+
+
+def test_a_sigterm_inside_the_sigterm_handler_does_not_hang_the_server(tmp_path):
+    """The handler used to set a threading.Event; a second SIGTERM landing inside that Event.set, which holds the
+    Event's lock, ran the handler again, which waited for that lock forever (seen twice with `timeout` beside a
+    pkill). Here the second signal lands on the handler's every line, deterministically: the server must stop as
+    for one SIGTERM."""
+    (tmp_path / "sitecustomize.py").write_text(REENTERED_HANDLER)
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    srv = ServerProcess("--device", "cpu", "--exit-timeout", "20", env={"PYTHONPATH": path})
+    try:
+        srv.terminate()
+        try:
+            code = srv.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            code = None
+    finally:
+        srv.kill()
+    assert code == 0, f"exit code {code} (None: still running 60 s after SIGTERM)"
+    time.sleep(0.2)  # let the reader take the last lines
+    assert srv.events()[-1] == {"event": "stopped", "exit_code": 0}
+
+
 def test_a_server_whose_model_backend_dies_stops_for_its_supervisor_and_leaves_no_shared_memory():
     """kill -9 of the Python-backend stub (what the OOM killer does): Triton would answer every request with 500
     while saying ready; fastdaf serve stops it and exits 3 within seconds, so a supervisor restarts it. Its
