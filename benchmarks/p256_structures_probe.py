@@ -61,18 +61,33 @@ def _unpack(w):
 
 
 @triton.jit
-def _project(x_ptr, K, w, rows, row_ok, P: tl.constexpr, BLOCK_K: tl.constexpr, TMA: tl.constexpr):
-    """gelu(x @ W) of the rows, fp32 accumulation; W [K, P] by tensor descriptor or by pointers."""
-    acc = tl.zeros((rows.shape[0], P), dtype=tl.float32)
+def _project(
+    x_ptr,
+    K,
+    w,
+    rows,
+    row_ok,
+    N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    TMA: tl.constexpr,
+    col0=0,
+    b_ptr=None,
+    BIAS: tl.constexpr = False,
+):
+    """gelu(x @ W[:, col0:col0 + N] (+ b)) of the rows, fp32 accumulation; W [K, N] by tensor descriptor (any
+    col0) or by pointers (the whole width)."""
+    acc = tl.zeros((rows.shape[0], N), dtype=tl.float32)
     offs_k = tl.arange(0, BLOCK_K)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + offs_k
         x = tl.load(x_ptr + rows[:, None] * K + kk[None, :], mask=row_ok[:, None] & (kk < K)[None, :], other=0.0)
         if TMA:
-            wk = w.load([k0, 0])
+            wk = w.load([k0, col0])
         else:
-            wk = tl.load(w + kk[:, None] * P + tl.arange(0, P)[None, :], mask=(kk < K)[:, None], other=0.0)
+            wk = tl.load(w + kk[:, None] * N + tl.arange(0, N)[None, :], mask=(kk < K)[:, None], other=0.0)
         acc = tl.dot(x, wk, acc)
+    if BIAS:
+        acc += tl.load(b_ptr + col0 + tl.arange(0, N))[None, :]
     return _activation(acc, 0)
 
 
@@ -151,20 +166,6 @@ def fold_kernel(
 
 
 @triton.jit
-def _projected(x_ptr, K, w, col0, b_ptr, rows, row_ok, N: tl.constexpr, BLOCK_K: tl.constexpr, BIAS: tl.constexpr):
-    """gelu(x @ W[:, col0:col0 + N] (+ b)) of the rows, W by tensor descriptor."""
-    acc = tl.zeros((rows.shape[0], N), dtype=tl.float32)
-    offs_k = tl.arange(0, BLOCK_K)
-    for k0 in range(0, K, BLOCK_K):
-        kk = k0 + offs_k
-        x = tl.load(x_ptr + rows[:, None] * K + kk[None, :], mask=row_ok[:, None] & (kk < K)[None, :], other=0.0)
-        acc = tl.dot(x, w.load([k0, col0]), acc)
-    if BIAS:
-        acc += tl.load(b_ptr + col0 + tl.arange(0, N))[None, :]
-    return _activation(acc, 0)
-
-
-@triton.jit
 def recompute_kernel(
     xt,
     wt,
@@ -197,11 +198,11 @@ def recompute_kernel(
     else:
         present_t, present_a = row_ok, row_ok
     # audio, first pass: only its score is kept
-    h = _projected(xa, 74, wa, 0, ba_ptr, rows, row_ok, P, BLOCK_K, FULL)
+    h = _project(xa, 74, wa, rows, row_ok, P, BLOCK_K, True, 0, ba_ptr, FULL)
     h = tl.where(present_a[:, None], h, 0.0).to(tl.float16) if FULL else h.to(tl.float16)
     s_a = tl.where(present_a, _score(h, u, v_ptr, A), float("-inf"))
     # text: projected, scored and folded into the MLP's pre-activation q
-    h = _projected(xt, 768, wt, 0, bt_ptr, rows, row_ok, P, BLOCK_K, FULL)
+    h = _project(xt, 768, wt, rows, row_ok, P, BLOCK_K, True, 0, bt_ptr, FULL)
     h = tl.where(present_t[:, None], h, 0.0).to(tl.float16) if FULL else h.to(tl.float16)
     s_t = tl.where(present_t, _score(h, u, v_ptr, A), float("-inf"))
     m = tl.maximum(s_a, s_t)
@@ -210,7 +211,7 @@ def recompute_kernel(
     q = tl.dot(hi, w1m_half.load([P // 2, 0]), tl.dot(lo, w1m_half.load([0, 0])))
     # audio again, in two halves of P, each folded into q
     for half in tl.static_range(2):
-        h = _projected(xa, 74, wa_half, half * (P // 2), ba_ptr, rows, row_ok, P // 2, BLOCK_K, FULL)
+        h = _project(xa, 74, wa_half, rows, row_ok, P // 2, BLOCK_K, True, half * (P // 2), ba_ptr, FULL)
         h = tl.where(present_a[:, None], h, 0.0) if FULL else h
         q = tl.dot((h * p_a[:, None]).to(tl.float16), w1m_half.load([half * (P // 2), 0]), q)
     weight_sum = p_a + p_t
