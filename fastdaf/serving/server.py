@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..engines.isolation import on_stop_signals
 from ..errors import InputError, ServeError
 from .gate import DEFAULT_MAX_REQUEST_BYTES, Gate
 from .repository import MODEL_NAME, ServeOptions, validate_checkpoint, write_model_repository
@@ -261,82 +262,75 @@ def serve(
         def _note_signal(signum: int, frame: Any) -> None:
             signals_seen.append(signum)
 
-        previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (
-                signal.SIGTERM,
-                signal.SIGINT,
-            ):  # set explicitly: a backgrounded process inherits SIGINT ignored
-                previous[sig] = signal.signal(sig, _note_signal)
-        log = open(log_file, "wb") if log_file else None  # closed below, after the server
-        server = None
-        try:
-            started = time.perf_counter()
+        # SIGINT set explicitly too: a backgrounded process inherits it ignored
+        with on_stop_signals(_note_signal):
+            log = open(log_file, "wb") if log_file else None  # closed below, after the server
+            server = None
             try:
-                server = subprocess.Popen(
-                    command,
-                    env=_server_environment(),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT if log else None,
-                    preexec_fn=_server_preexec(),
-                )
-            except OSError as exc:
-                raise failure(f"Triton did not start ({type(exc).__name__}: {exc})") from None
-            try:  # after the fork: gRPC's threads and a fork do not mix
-                if gate is not None:
-                    gate.start()
-            except OSError as exc:
-                raise ServeError(f"cannot listen on {host} (HTTP {http_port}, gRPC {grpc_port}): {exc}") from None
-            while not model_ready(url):
-                if server.poll() is not None or stop.is_set() or signals_seen:
-                    raise failure("Triton stopped before the model was ready")
-                if time.perf_counter() - started > startup_timeout_s:
-                    raise failure(f"the model was not ready after {startup_timeout_s:.0f} s")
-                time.sleep(0.1)
-            if on_ready is not None:
-                on_ready(
-                    {
-                        "model": MODEL_NAME,
-                        "http": url,
-                        "grpc": f"{host}:{grpc_port}",
-                        "pid": os.getpid(),
-                        "startup_s": round(time.perf_counter() - started, 2),
-                    }
-                )
-            stubs = _stub_pids(server.pid)
-            _make_shared_memory_private(shm_prefix())
-            while not stop.wait(0.5) and not signals_seen:
-                _make_shared_memory_private(shm_prefix())
-                if server.poll() is not None:
-                    return 1
-                if not all(_alive(pid) for pid in stubs):
-                    print(
-                        "fastdaf serve: the model's backend process died (killed, or out of memory); Triton would "
-                        f"fail every request while reporting ready, so it is stopped (exit {BACKEND_DIED_EXIT}) for "
-                        "a supervisor to restart",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    return BACKEND_DIED_EXIT
-            return 0
-        finally:
-            if gate is not None:
-                gate.stop_listening(exit_timeout_s)
-            if server is not None and server.poll() is None:
-                server.send_signal(signal.SIGINT)  # it stops taking connections, drains the open ones, exits
+                started = time.perf_counter()
                 try:
-                    server.wait(exit_timeout_s + 10)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
-            if gate is not None:
-                gate.close()
-            _remove_shared_memory(shm_prefix())
-            if log is not None:
-                log.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+                    server = subprocess.Popen(
+                        command,
+                        env=_server_environment(),
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT if log else None,
+                        preexec_fn=_server_preexec(),
+                    )
+                except OSError as exc:
+                    raise failure(f"Triton did not start ({type(exc).__name__}: {exc})") from None
+                try:  # after the fork: gRPC's threads and a fork do not mix
+                    if gate is not None:
+                        gate.start()
+                except OSError as exc:
+                    raise ServeError(f"cannot listen on {host} (HTTP {http_port}, gRPC {grpc_port}): {exc}") from None
+                while not model_ready(url):
+                    if server.poll() is not None or stop.is_set() or signals_seen:
+                        raise failure("Triton stopped before the model was ready")
+                    if time.perf_counter() - started > startup_timeout_s:
+                        raise failure(f"the model was not ready after {startup_timeout_s:.0f} s")
+                    time.sleep(0.1)
+                if on_ready is not None:
+                    on_ready(
+                        {
+                            "model": MODEL_NAME,
+                            "http": url,
+                            "grpc": f"{host}:{grpc_port}",
+                            "pid": os.getpid(),
+                            "startup_s": round(time.perf_counter() - started, 2),
+                        }
+                    )
+                stubs = _stub_pids(server.pid)
+                _make_shared_memory_private(shm_prefix())
+                while not stop.wait(0.5) and not signals_seen:
+                    _make_shared_memory_private(shm_prefix())
+                    if server.poll() is not None:
+                        return 1
+                    if not all(_alive(pid) for pid in stubs):
+                        print(
+                            "fastdaf serve: the model's backend process died (killed, or out of memory); Triton "
+                            "would fail every request while reporting ready, so it is stopped (exit "
+                            f"{BACKEND_DIED_EXIT}) for a supervisor to restart",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        return BACKEND_DIED_EXIT
+                return 0
+            finally:
+                if gate is not None:
+                    gate.stop_listening(exit_timeout_s)
+                if server is not None and server.poll() is None:
+                    server.send_signal(signal.SIGINT)  # it stops taking connections, drains the open ones, exits
+                    try:
+                        server.wait(exit_timeout_s + 10)
+                    except subprocess.TimeoutExpired:
+                        server.kill()
+                        server.wait()
+                if gate is not None:
+                    gate.close()
+                _remove_shared_memory(shm_prefix())
+                if log is not None:
+                    log.close()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
